@@ -1,0 +1,249 @@
+"""Data sources -> ``ImageData`` (arrays or file lists, split) -> seeded ``tf.data`` pipelines.
+
+Every source yields images with 0-255 pixel values; scaling to what a model expects happens
+inside the model, so a logged model takes raw pixels (a Kaggle CSV row, a decoded JPEG).
+The validation split is stratified and seeded by ``split_seed`` alone, so every variant and
+every seed of a sweep holds out the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageData:
+    """A split data set. ``x_*`` hold images (N, H, W, C) or, for image folders, file paths."""
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_names: list[str]
+    image_size: tuple[int, int]
+    channels: int
+    x_test: np.ndarray | None = None  # unlabelled images to predict (Kaggle's test.csv)
+    skipped_files: int = 0
+
+    @property
+    def from_files(self) -> bool:
+        return self.x_train.dtype.kind in "OUS"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def digest(self) -> str:
+        """A short content hash of the split, stable across runs on the same data."""
+        h = hashlib.sha256()
+        for part in (self.x_train, self.y_train, self.x_val, self.y_val):
+            h.update(np.ascontiguousarray(part).tobytes() if part.dtype.kind != "O" else "\n".join(part).encode())
+        return h.hexdigest()[:16]
+
+
+def load(
+    name: str,
+    image_size: tuple[int, int],
+    validation_split: float,
+    split_seed: int,
+    max_samples: int | None = None,
+    path: str | None = None,
+    test_path: str | None = None,
+    color_mode: str = "grayscale",
+) -> ImageData:
+    """Loads one source by name and splits it. Raises ``DataError`` for bad files."""
+    if name == "image_folder":
+        return _image_folder(Path(path), image_size, color_mode, validation_split, split_seed, max_samples)
+    if name == "digits":
+        x, y, classes, source = _digits()
+    elif name == "digit_recognizer":
+        x, y, classes, source = _kaggle_csv(Path(path))
+    elif name in ("mnist", "fashion_mnist"):
+        x, y, classes, source = _keras_dataset(name)
+    else:
+        raise DataError(f"unknown dataset {name!r}")
+    x, y = _subsample(x, y, max_samples, split_seed)
+    x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
+    x_test = _kaggle_csv(Path(test_path), labelled=False)[0] if test_path else None
+    resize = lambda a: a if a is None else _resize(a, image_size)  # noqa: E731
+    return ImageData(
+        name, source, resize(x_train), y_train, resize(x_val), y_val, classes,
+        tuple(image_size), 1, resize(x_test),
+    )  # fmt: skip
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype("float32") * (255.0 / 16.0)  # 0..16 -> 0..255
+    return images[..., None], bunch.target.astype("int64"), [str(c) for c in range(10)], "sklearn.datasets.load_digits"
+
+
+def _keras_dataset(name: str):
+    import keras
+
+    module = getattr(keras.datasets, name)
+    try:
+        (x, y), _ = module.load_data()
+    except Exception as err:  # network, proxy or cache problems all land here
+        raise DataError(f"could not load keras.datasets.{name} (it downloads on first use): {err}") from None
+    classes = [str(c) for c in range(10)]
+    if name == "fashion_mnist":
+        classes = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+    return x.astype("float32")[..., None], y.astype("int64"), classes, f"keras.datasets.{name}"
+
+
+def _kaggle_csv(path: Path, labelled: bool = True):
+    """Reads Kaggle's digit-recognizer layout: ``label,pixel0..pixelN`` (0-255, N+1 square)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected Kaggle's digit-recognizer CSV)")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    if labelled and "label" not in frame.columns:
+        raise DataError(f"{path}: no 'label' column; a test.csv without labels goes in dataset.test_path")
+    labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
+    side = int(round(np.sqrt(frame.shape[1])))
+    if frame.shape[1] == 0 or side * side != frame.shape[1]:
+        raise DataError(
+            f"{path}: {frame.shape[1]} pixel columns is not a square image "
+            f"(expected {'label + ' if labelled else ''}784 pixel columns for 28x28)"
+        )
+    pixels = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32")
+    if np.isnan(pixels).any():
+        row = int(np.argwhere(np.isnan(pixels))[0][0]) + 2  # 1-based, after the header
+        raise DataError(f"{path}: line {row} has an empty or non-numeric pixel value")
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}: pixel values must lie in 0..255, found {pixels.min():g}..{pixels.max():g}")
+    images = pixels.reshape(-1, side, side, 1)
+    if labels is None:
+        return images, None, [], str(path)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: the label column must hold whole numbers")
+    classes = [str(c) for c in range(int(labels.max()) + 1)]
+    return images, labels.astype("int64"), classes, str(path)
+
+
+def _image_folder(root, image_size, color_mode, validation_split, split_seed, max_samples) -> ImageData:
+    if not (root / "train").is_dir():
+        raise DataError(f"{root}: expected {root}/train/<class>/ image folders (and optionally val/)")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{root}/train: no class folders (expected train/<class>/*.jpg)")
+    x, y, skipped = _list_images(root / "train", classes)
+    if len(x) == 0:
+        raise DataError(f"{root}/train: no images in {', '.join(classes)}")
+    x, y = _subsample(x, y, max_samples, split_seed)
+    if (root / "val").is_dir():
+        x_val, y_val, skipped_val = _list_images(root / "val", classes)
+        x_train, y_train, skipped = x, y, skipped + skipped_val
+        if len(x_val) == 0:
+            raise DataError(f"{root}/val: no images in {', '.join(classes)}")
+    else:
+        x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
+    channels = 1 if color_mode == "grayscale" else 3
+    return ImageData(
+        "image_folder", str(root), x_train, y_train, x_val, y_val, classes,
+        tuple(image_size), channels, skipped_files=skipped,
+    )  # fmt: skip
+
+
+def _list_images(folder: Path, classes: list[str]):
+    paths, labels, skipped = [], [], 0
+    for label, name in enumerate(classes):
+        for file in sorted((folder / name).glob("*")) if (folder / name).is_dir() else []:
+            if not file.is_file():
+                continue
+            with open(file, "rb") as handle:
+                head = handle.read(8)
+            if head.startswith(IMAGE_MAGIC):
+                paths.append(str(file))
+                labels.append(label)
+            else:
+                skipped += 1
+                log.warning("skipping %s: not a JPEG, PNG, GIF or BMP image", file)
+    return np.array(paths, dtype=object), np.array(labels, dtype="int64"), skipped
+
+
+def _subsample(x, y, max_samples, seed):
+    if max_samples is None or max_samples >= len(x):
+        return x, y
+    keep = _stratified_indices(y, max_samples, seed)
+    return x[keep], y[keep]
+
+
+def _split(x, y, validation_split, seed):
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 and round(len(y) * validation_split) >= len(counts) else None
+    if len(y) < 2:
+        raise DataError(f"only {len(y)} labelled image(s): need at least 2 to hold out a validation set")
+    return train_test_split(x, y, test_size=validation_split, random_state=seed, shuffle=True, stratify=stratify)
+
+
+def _stratified_indices(y, n, seed):
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 and n >= len(counts) else None
+    keep, _ = train_test_split(index, train_size=n, random_state=seed, shuffle=True, stratify=stratify)
+    return np.sort(keep)
+
+
+def _resize(images: np.ndarray, size) -> np.ndarray:
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    import tensorflow as tf
+
+    return tf.image.resize(images, size, antialias=True).numpy().clip(0, 255)
+
+
+def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None):
+    """Returns ``(train, val)`` ``tf.data`` pipelines: cached, seeded shuffle, prefetched.
+
+    ``augment`` (a callable on image batches, e.g. a Keras ``Sequential`` of ``Random*``
+    layers) runs on the training pipeline only: validation images are never augmented.
+    """
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+
+    def source(x, y):
+        ds = tf.data.Dataset.from_tensor_slices((x if not data.from_files else x.astype(str), y))
+        if data.from_files:
+            ds = ds.map(lambda p, label: (decode_image(p, data.image_size, data.channels), label), autotune)
+        return ds.cache()
+
+    train = source(data.x_train, data.y_train).shuffle(len(data.y_train), seed=seed).batch(batch_size)
+    if augment is not None:
+        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    val = source(data.x_val, data.y_val).batch(batch_size)
+    return train.prefetch(autotune), val.prefetch(autotune)
+
+
+def decode_image(path, image_size, channels):
+    """Reads one JPEG/PNG/GIF/BMP file into a float32 (H, W, C) tensor with 0-255 values."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return tf.image.resize(tf.cast(image, tf.float32), image_size)

@@ -1,0 +1,281 @@
+"""Everything convlab writes to MLflow. The only module that imports ``mlflow`` for writing.
+
+A run is opened with ``run_context``: whatever happens inside, it ends FINISHED, FAILED
+(with the error as the ``convlab.error`` tag) or KILLED on Ctrl-C, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_KEY = 250  # MLflow's key length limit
+MAX_VALUE = 6000  # MLflow's param value length limit
+BATCH = 100  # MLflow's params-per-request limit
+
+
+def get_or_create_experiment(uri: str, name: str) -> str:
+    """The experiment's id, created on first use; safe when parallel jobs race to create it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    for _ in range(3):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        with contextlib.suppress(MlflowException):  # another job created it first
+            return client.create_experiment(name)
+    raise RuntimeError(f"could not create MLflow experiment {name!r} at {uri}")
+
+
+@contextlib.contextmanager
+def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> Iterator:
+    """Opens an MLflow run and guarantees it ends in a terminal state.
+
+    ``tags`` may carry ``mlflow.parentRunId`` to nest the run under a sweep's parent run.
+    SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    experiment_id = get_or_create_experiment(uri, experiment_name)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
+    previous = _sigterm_as_interrupt()
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end(mlflow, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except BaseException as err:
+        _end(mlflow, "FAILED", f"{type(err).__name__}: {err}")
+        err.convlab_run_id = run.info.run_id  # the failure is recorded: callers need not
+        raise
+    else:
+        _end(mlflow, "FINISHED")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _end(mlflow, status: str, error: str | None = None) -> None:
+    if error:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("convlab.error", (error.splitlines() or [""])[0][:MAX_VALUE])
+    mlflow.end_run(status)
+
+
+def _sigterm_as_interrupt():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``, keys and values fitted to MLflow's rules."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            flat[re.sub(r"[^\w\-. /]", "_", name)[:MAX_KEY]] = (
+                text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
+            )
+    return flat
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Logs any number of params, in MLflow's batches of 100."""
+    import mlflow
+    from mlflow.entities import Param
+
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), BATCH):
+        client.log_batch(run_id, params=items[start : start + BATCH], synchronous=True)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags({k[:MAX_KEY]: str(v)[:MAX_VALUE] for k, v in tags.items()})
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_dataset(name: str, source: str, digest: str, features, targets, context: str) -> None:
+    """Records the data set as an MLflow input (name, digest, source, schema)."""
+    import mlflow
+
+    dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=_source(source))
+    mlflow.log_input(dataset, context=context)
+
+
+def _source(source: str):
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    if Path(source).exists():
+        return str(Path(source).resolve())
+    return CodeDatasetSource(tags={"convlab.loader": source})
+
+
+def log_artifacts(folder: str | Path, artifact_path: str) -> None:
+    import mlflow
+
+    if Path(folder).is_dir():
+        mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+def log_table(frame, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_table(frame, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def log_keras_model(model, input_example, probabilities) -> str:
+    """Logs the model with a signature and input example; returns its ``models:/`` URI.
+
+    Requirements are pinned from the installed versions rather than inferred, which would
+    load the model again in a subprocess and cost seconds per run.
+    """
+    from importlib.metadata import version
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    info = mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=infer_signature(input_example, probabilities),
+        input_example=input_example,
+        pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
+    )
+    return info.model_uri
+
+
+def epoch_logger(train_images: int):
+    """MLflow's Keras callback, extended with timing; step = epoch number (1 = first epoch).
+
+    Logs loss, accuracy, val_loss, val_accuracy, epoch_seconds and images_per_second (training
+    images over training time, validation excluded) in one batch per epoch.
+    """
+    from mlflow.tensorflow import MlflowCallback
+
+    class EpochLogger(MlflowCallback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = self._trained = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self._trained = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            train_seconds = (self._trained if self._trained > self._started else now) - self._started
+            metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+            metrics["epoch_seconds"] = now - self._started
+            metrics["images_per_second"] = train_images / max(train_seconds, 1e-9)
+            log_metrics(metrics, step=epoch + 1)
+
+        def on_test_end(self, logs=None):
+            """val_* metrics already arrive with the epoch's logs."""
+
+    return EpochLogger()
+
+
+def log_artifacts_to(uri: str, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Logs a folder's files to a run that need not be active (a sweep's parent run)."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+# --- sweeps: the parent run is driven through the client, never made the active run, so
+# --- jobs running in the same process can still open their own runs.
+def start_parent_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
+    import mlflow
+
+    experiment_id = get_or_create_experiment(uri, experiment_name)
+    run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id
+
+
+def end_parent_run(uri: str, run_id: str, status: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient(uri).set_terminated(run_id, status)
+
+
+def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_text(run_id, text, artifact_file)
+
+
+def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A run that failed before it could start training: created and ended FAILED at once."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = get_or_create_experiment(uri, experiment_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def children_status(uri: str, parent_run_id: str) -> list[dict]:
+    """Each child run of a sweep: status, variant, seed and error, oldest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "variant": r.data.tags.get("convlab.variant", "?"),
+            "seed": r.data.tags.get("convlab.seed", "?"),
+            "error": r.data.tags.get("convlab.error", ""),
+        }
+        for r in runs
+    ]
+
+
+def count_finished_children(uri: str, parent_run_id: str) -> int:
+    return sum(c["status"] in ("FINISHED", "FAILED", "KILLED") for c in children_status(uri, parent_run_id))

@@ -1,0 +1,240 @@
+"""One training run, top to bottom: seed, data, model, fit, evaluate, log.
+
+``train(run, info)`` takes a validated ``RunConfig`` plus what Hydra knows about the run
+(choices, overrides, output folder, sweep) and returns a ``RunResult``. It is called by the
+CLI (``python -m pipeline``) and by the Python API (``pipeline.run``) alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config as config_module
+from pipeline.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What the launcher knows about a run, beyond its config."""
+
+    choices: dict[str, str]  # group -> chosen option
+    overrides: list[str]  # as typed on the command line (or passed to ``run``)
+    output_dir: Path | None  # holds Hydra's .hydra/ folder
+    params: dict  # the whole composed config, to log as params
+    variant: str  # short label: the overrides that define the variant, seed left out
+    sweep_tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    experiment_id: str
+    status: str
+    metrics: dict[str, float]  # final epoch's metrics, plus best_val_accuracy / best_epoch
+    history: dict[str, list[float]]
+    model_uri: str | None = None
+
+
+def train(run: RunConfig, info: RunInfo) -> RunResult:
+    """Trains and logs one run; the MLflow run ends FINISHED, FAILED or KILLED."""
+    from pipeline import tracking
+
+    started = time.perf_counter()
+    tags = _tags(run, info)
+    run_name = run.tracking.run_name or info.variant
+    with tracking.run_context(run.tracking.uri, run.tracking.experiment_name, run_name, tags) as active:
+        tracking.log_params(tracking.flatten(info.params))
+        if info.output_dir is not None:
+            tracking.log_artifacts(info.output_dir / ".hydra", ".hydra")
+        result = _fit_and_log(run, info, active)
+        tracking.log_metrics({"run_seconds": time.perf_counter() - started})
+    return dataclasses.replace(result, status="FINISHED")
+
+
+def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
+    from pipeline import data as data_module
+    from pipeline import tracking
+    from pipeline.augment import build_augmentation
+
+    import keras
+    import tensorflow as tf
+
+    from pipeline import accelerator
+
+    acc = run.accelerator
+    strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
+    keras.config.disable_interactive_logging()  # no progress bars from predict() calls
+    keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
+    keras.utils.set_random_seed(run.seed)
+    tf.config.experimental.enable_op_determinism()
+    tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
+
+    data = _load_data(run)
+    tracking.log_dataset(data.name, data.source, data.digest(), data.x_train, data.y_train, "training")
+    _warn_on_flips(run)
+    aug = run.augmentation
+    augment = build_augmentation(aug.horizontal_flip, aug.width_shift, aug.height_shift, aug.rotation, run.seed)
+    train_ds, val_ds = data_module.to_tf_datasets(data, run.trainer.batch_size, run.seed, augment)
+    if run.trainer.steps_per_epoch:
+        train_ds = train_ds.repeat()
+
+    with strategy.scope():
+        model = build_model(run, (*data.image_size, data.channels), data.num_classes)
+        model.compile(
+            optimizer=build_optimizer(run.optimizer),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=acc.jit_compile,
+        )
+    tracking.log_metrics({"parameter_count": model.count_params()})
+    train_images = len(data.y_train)
+    if run.trainer.steps_per_epoch:
+        train_images = min(train_images, run.trainer.steps_per_epoch * run.trainer.batch_size)
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=run.trainer.epochs,
+        steps_per_epoch=run.trainer.steps_per_epoch,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        callbacks=[tracking.epoch_logger(train_images)],
+        verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
+    )
+    history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
+
+    probabilities = model.predict(val_ds, verbose=0)
+    _log_figures(model, data, history, probabilities)
+    best = int(np.argmax(history["val_accuracy"]))
+    metrics = {k: values[-1] for k, values in history.items()}
+    metrics |= {"best_val_accuracy": history["val_accuracy"][best], "best_epoch": best + 1}
+    tracking.log_metrics({"best_val_accuracy": metrics["best_val_accuracy"], "best_epoch": best + 1})
+    if data.x_test is not None:
+        _log_predictions(model, data.x_test)
+    model_uri = None
+    if run.tracking.log_model:
+        example = np.asarray(data.x_val[:1] if not data.from_files else next(iter(val_ds))[0][:1])
+        model_uri = tracking.log_keras_model(model, example.astype("float32"), probabilities[:1])
+    log.info("run %s: val_accuracy=%.4f", active.info.run_id, metrics["val_accuracy"])
+    return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, history, model_uri)
+
+
+def build_model(run: RunConfig, input_shape, num_classes: int):
+    """The configured backbone + head, as a functional ``keras.Model``."""
+    from pipeline import models
+
+    down, reg, head = run.downsample, run.regularization, run.head
+    backbone = functools.partial(
+        models.scratch_cnn,
+        **run.backbone.model_dump(exclude={"name"}),
+        strides=getattr(down, "strides", 1),
+        pool_size=getattr(down, "pool_size", None),
+        dropout_rate=getattr(reg, "rate", 0.0),
+    )
+    return models.build_model(
+        input_shape, num_classes, backbone, getattr(head, "units", None), getattr(head, "activation", "relu")
+    )
+
+
+def build_optimizer(optimizer):
+    import keras
+
+    kwargs = optimizer.model_dump(exclude={"name"})
+    return keras.optimizers.Adam(**kwargs) if optimizer.name == "adam" else keras.optimizers.SGD(**kwargs)
+
+
+def _load_data(run: RunConfig):
+    from pipeline import data as data_module
+
+    ds = run.dataset
+    return data_module.load(
+        ds.name,
+        ds.image_size,
+        run.trainer.validation_split,
+        run.trainer.split_seed if run.trainer.split_seed is not None else run.seed,
+        max_samples=ds.max_samples,
+        path=getattr(ds, "path", None),
+        test_path=getattr(ds, "test_path", None),
+        color_mode=getattr(ds, "color_mode", "grayscale"),
+    )
+
+
+def _warn_on_flips(run: RunConfig) -> None:
+    if run.augmentation.horizontal_flip and not run.dataset.mirror_invariant:
+        log.warning(
+            "augmentation=%s flips images left-right, but dataset=%s labels are not "
+            "mirror-invariant (a mirrored digit is not the same digit): consider augmentation=shift_rotate",
+            run.augmentation.name,
+            run.dataset.name,
+        )
+
+
+def _log_figures(model, data, history, probabilities) -> None:
+    from pipeline import figures, tracking
+
+    tracking.log_figure(figures.learning_curves(history), "figures/learning_curves.png")
+    predicted = probabilities.argmax(axis=1)
+    tracking.log_figure(figures.confusion_matrix(data.y_val, predicted, data.class_names), "figures/confusion_matrix.png")
+    conv = next((layer for layer in model.layers if "conv" in type(layer).__name__.lower()), None)
+    if conv is not None and len(conv.get_weights()[0].shape) == 4:
+        import keras
+
+        image = _first_val_image(data)
+        probe = keras.Model(model.inputs, conv.output)
+        maps = probe.predict(image[None], verbose=0)[0]
+        fig = figures.filters_and_feature_maps(conv.get_weights()[0], image, maps)
+        tracking.log_figure(fig, "figures/filters_and_feature_maps.png")
+
+
+def _first_val_image(data) -> np.ndarray:
+    if not data.from_files:
+        return np.asarray(data.x_val[0], dtype="float32")
+    from pipeline.data import decode_image
+
+    return decode_image(data.x_val[0], data.image_size, data.channels).numpy()
+
+
+def _log_predictions(model, x_test) -> None:
+    import pandas as pd
+
+    from pipeline import tracking
+
+    labels = model.predict(x_test, verbose=0, batch_size=256).argmax(axis=1)
+    frame = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+    tracking.log_text(frame.to_csv(index=False), "predictions/submission.csv")
+
+
+def _tags(run: RunConfig, info: RunInfo) -> dict[str, str]:
+    tags = {f"convlab.group.{group}": option for group, option in info.choices.items()}
+    tags |= {
+        "convlab.variant": info.variant,
+        "convlab.seed": str(run.seed),
+        "convlab.overrides": " ".join(info.overrides) or "(defaults)",
+    }
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags | info.sweep_tags
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=config_module.PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
