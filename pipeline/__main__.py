@@ -25,13 +25,18 @@ def main() -> None:
         config.check_choices([arg for arg in sys.argv[1:] if not arg.startswith("-")])
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
+    from pipeline import sweep
+
     try:
         _hydra_main()
     except KeyboardInterrupt:
-        from pipeline import sweep
-
         sweep.abort_open_sweep("KILLED")
         sys.exit("convlab: interrupted")
+    except BaseException:  # a crash or Hydra's own exit: the sweep's parent must not stay RUNNING
+        sweep.abort_open_sweep("FAILED")
+        raise
+    if sweep.failures():
+        sys.exit(sweep.failures())
 
 
 if __name__ == "__main__":

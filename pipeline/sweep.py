@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 _open_parent: dict | None = None  # the parent run this process opened and has not closed yet
+_failures: str | None = None  # set when a finished sweep had failed jobs: the CLI exits non-zero
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,8 @@ class SweepCallback(Callback):
 
         global _open_parent
         task_overrides = list(config.hydra.overrides.task)
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=True)
+        params_node = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
         total, factors, definition = sweep_plan(task_overrides, params)
         experiment = _experiment_choice(config)
         uri = config.tracking.uri
@@ -152,9 +154,8 @@ class SweepCallback(Callback):
 
 def finish_open_sweep() -> None:
     """Summarises the sweep on its parent run, ends it, and fails loudly if any job failed."""
-    global _open_parent
+    global _open_parent, _failures
     from pipeline import compare, tracking
-    from pipeline.app import UserError
 
     state, _open_parent = _open_parent, None
     if state is None:
@@ -174,7 +175,13 @@ def finish_open_sweep() -> None:
         log.warning("comparison report skipped: %s", err)
     tracking.end_parent_run(uri, parent, "FAILED" if failed else "FINISHED")
     if failed:
-        raise UserError(f"convlab: {len(failed)} of {len(children)} sweep jobs failed (see above)")
+        _failures = f"convlab: {len(failed)} of {len(children)} sweep jobs failed (see the summary above)"
+
+
+def failures() -> str | None:
+    """After a sweep: a one-line message when any job failed, else None. Hydra swallows
+    exceptions raised in callbacks, so the CLI asks for this once the sweep returns."""
+    return _failures
 
 
 def abort_open_sweep(status: str) -> None:

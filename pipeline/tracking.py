@@ -7,10 +7,12 @@ A run is opened with ``run_context``: whatever happens inside, it ends FINISHED,
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import signal
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -124,7 +126,9 @@ def log_dataset(name: str, source: str, digest: str, features, targets, context:
     """Records the data set as an MLflow input (name, digest, source, schema)."""
     import mlflow
 
-    dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=_source(source))
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=_source(source))
     mlflow.log_input(dataset, context=context)
 
 
@@ -174,13 +178,15 @@ def log_keras_model(model, input_example, probabilities) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    info = mlflow.tensorflow.log_model(
-        model,
-        name="model",
-        signature=infer_signature(input_example, probabilities),
-        input_example=input_example,
-        pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
-    )
+    # MLflow checks the logged model by predicting on the example: keep its progress bar quiet.
+    with contextlib.redirect_stdout(io.StringIO()):
+        info = mlflow.tensorflow.log_model(
+            model,
+            name="model",
+            signature=infer_signature(input_example, probabilities),
+            input_example=input_example,
+            pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
+        )
     return info.model_uri
 
 

@@ -74,9 +74,11 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
     acc = run.accelerator
     strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
     keras.config.disable_interactive_logging()  # no progress bars from predict() calls
+    # Runs sharing a process (sweeps, scripts) retrace Keras' step functions: expected, not a bug.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
     keras.utils.set_random_seed(run.seed)
-    tf.config.experimental.enable_op_determinism()
+    _set_determinism(tf, not acc.jit_compile)
     tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
 
     data = _load_data(run)
@@ -125,6 +127,18 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
         model_uri = tracking.log_keras_model(model, example.astype("float32"), probabilities[:1])
     log.info("run %s: val_accuracy=%.4f", active.info.run_id, metrics["val_accuracy"])
     return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, history, model_uri)
+
+
+def _set_determinism(tf, deterministic: bool) -> None:
+    """Same seed, same config, same machine: same metrics. XLA (jit_compile) refuses to run under
+    op determinism, so with it on, runs are reproducible only up to float round-off."""
+    from tensorflow.python.framework import config as tf_config
+
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        log.warning("accelerator.jit_compile=true: op determinism is off, seeds reproduce runs only approximately")
+        tf_config.disable_op_determinism()
 
 
 def build_model(run: RunConfig, input_shape, num_classes: int):

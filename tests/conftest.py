@@ -1,0 +1,95 @@
+"""Shared fixtures: a temporary MLflow store, tiny data written by the tests, a shrunk config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and fast, yet the real pipeline: 300 digits, 2 epochs, no model logging unless asked.
+TINY = ["dataset.max_samples=300", "trainer.epochs=2", "trainer.batch_size=64"]
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """One SQLite store per test session (creating the schema costs a second or two)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def store(tracking_uri, monkeypatch, tmp_path, request):
+    """The session store, a fresh experiment name per test, and cwd in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    experiment = request.node.name.replace("[", "-").replace("]", "")[:200]
+    return Store(tracking_uri, experiment)
+
+
+class Store:
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"tracking.uri={self.uri}", f"tracking.experiment_name={self.experiment}"]
+
+    def runs(self):
+        import mlflow
+
+        client = mlflow.MlflowClient(self.uri)
+        found = client.get_experiment_by_name(self.experiment)
+        return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+    def client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(self.uri)
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, **kwargs):
+    """Runs ``python -m pipeline ARGS`` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def write_digit_csv(path: Path, rows: int = 60, labelled: bool = True, seed: int = 0) -> Path:
+    """A Kaggle digit-recognizer style CSV with random 28x28 images (values 0-255)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(rows, 784))
+    frame = pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(784)])
+    if labelled:
+        frame.insert(0, "label", np.arange(rows) % 10)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, with_val: bool = True, size=16):
+    """``root/train/<class>/*.png`` (and ``val/``), each class a different brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", max(per_class // 2, 1))):
+        if split == "val" and not with_val:
+            continue
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, size=(size, size, 3)) + 150 * index
+                Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{i}.png")
+    return root

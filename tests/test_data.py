@@ -1,0 +1,114 @@
+"""Data sources and tf.data pipelines, on files the tests write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_digit_csv, write_image_folder
+
+from pipeline import data
+from pipeline.errors import DataError
+
+
+def load(name="digits", **kwargs):
+    defaults = {"image_size": (28, 28), "validation_split": 0.2, "split_seed": 0}
+    return data.load(name, **(defaults | kwargs))
+
+
+def test_digits_are_bundled_resized_and_in_pixel_range():
+    split = load(max_samples=200)
+    assert split.x_train.shape[1:] == (28, 28, 1) and split.x_val.shape[1:] == (28, 28, 1)
+    assert len(split.y_train) + len(split.y_val) == 200 and split.num_classes == 10
+    assert 0 <= split.x_train.min() and split.x_train.max() <= 255 and split.x_train.max() > 200
+
+
+def test_validation_split_is_stratified_seeded_and_independent_of_the_run_seed():
+    first, again, other = load(split_seed=0), load(split_seed=0), load(split_seed=1)
+    np.testing.assert_array_equal(first.y_val, again.y_val)
+    np.testing.assert_array_equal(first.x_val, again.x_val)
+    assert not np.array_equal(first.x_val, other.x_val)
+    shares = np.bincount(first.y_val) / len(first.y_val)
+    assert np.allclose(shares, np.bincount(first.y_train) / len(first.y_train), atol=0.02)
+
+
+def test_kaggle_csv_reads_the_course_layout(tmp_path):
+    train = write_digit_csv(tmp_path / "train.csv", rows=50)
+    test = write_digit_csv(tmp_path / "test.csv", rows=7, labelled=False)
+    split = load("digit_recognizer", path=str(train), test_path=str(test))
+    assert split.x_train.shape[1:] == (28, 28, 1) and len(split.y_train) + len(split.y_val) == 50
+    assert split.x_test.shape == (7, 28, 28, 1)
+    assert split.source == str(train)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("", "not a readable CSV"),
+        ("label,pixel0,pixel1\n1,0,0\n", "3 columns|2 pixel columns is not a square image"),
+        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n", "line 2"),
+        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n", "0..255"),
+        (",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["1"] * 784) + "\n", "no 'label' column"),
+    ],
+    ids=["missing", "empty", "wrong-column-count", "non-numeric", "out-of-range", "test-csv-as-train"],
+)
+def test_bad_csv_files_are_named_with_the_problem(tmp_path, content, message):
+    path = tmp_path / "train.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        load("digit_recognizer", path=str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_image_folder_with_val_folder(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=6)
+    split = load("image_folder", path=str(root), image_size=(16, 16), color_mode="rgb")
+    assert split.class_names == ["cat", "dog"] and split.from_files and split.channels == 3
+    assert (len(split.y_train), len(split.y_val)) == (12, 6)
+
+
+def test_image_folder_without_val_is_split_seeded_and_skips_non_images(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "images", per_class=10, with_val=False)
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    split = load("image_folder", path=str(root), image_size=(16, 16), validation_split=0.2)
+    assert (len(split.y_train), len(split.y_val)) == (16, 4) and sorted(np.bincount(split.y_val)) == [2, 2]
+    assert split.skipped_files == 1 and "notes.txt" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["no-train", "no-classes", "no-images"])
+def test_empty_image_folders_get_a_clear_error(tmp_path, layout):
+    root = tmp_path / "images"
+    root.mkdir()
+    if layout != "no-train":
+        (root / "train").mkdir()
+    if layout == "no-images":
+        (root / "train" / "cat").mkdir()
+        (root / "train" / "cat" / "readme.md").write_text("empty")
+    with pytest.raises(DataError, match=str(root)):
+        load("image_folder", path=str(root), image_size=(16, 16))
+
+
+def test_augmentation_touches_training_batches_only():
+    from pipeline.augment import build_augmentation
+
+    split = load(max_samples=100)
+    augment = build_augmentation(True, 0.2, 0.2, 20.0, seed=0)
+    train, val = data.to_tf_datasets(split, batch_size=1000, seed=0, augment=augment)
+    train_images = next(iter(train))[0].numpy()
+    val_images = next(iter(val))[0].numpy()
+    np.testing.assert_array_equal(val_images, split.x_val)  # validation: untouched, in order
+    # training: same images (shuffled) but transformed, so no batch image equals its source
+    sources = {img.tobytes() for img in split.x_train.astype("float32")}
+    assert sum(img.tobytes() in sources for img in train_images) < len(train_images) * 0.1
+    plain, _ = data.to_tf_datasets(split, batch_size=1000, seed=0)
+    assert all(img.tobytes() in sources for img in next(iter(plain))[0].numpy())
+
+
+def test_image_folder_pipeline_decodes_and_resizes(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=4, size=20)
+    split = load("image_folder", path=str(root), image_size=(8, 8), color_mode="grayscale")
+    train, val = data.to_tf_datasets(split, batch_size=4, seed=0)
+    images, labels = next(iter(val))
+    assert images.shape[1:] == (8, 8, 1) and images.dtype.name == "float32"
+    assert 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255

@@ -1,0 +1,167 @@
+"""End to end: real Hydra composition, real Keras training, a real (temporary) MLflow store."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import TINY, cli, write_digit_csv, write_image_folder
+
+import pipeline
+from pipeline.errors import ConfigError, DataError
+
+pytestmark = pytest.mark.slow
+EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_second"]
+
+
+def test_default_run_logs_config_metrics_figures_data_and_a_loadable_model(store):
+    import mlflow
+
+    result = pipeline.run([*TINY, *store.overrides])
+    client = store.client()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    # the whole composed config, as dotted params; every group's choice and the variant as tags
+    params = run.data.params
+    assert params["optimizer.learning_rate"] == "0.001" and params["backbone.kernel_size"] == "[3, 3]"
+    assert params["trainer.epochs"] == "2" and params["dataset.name"] == "digits"
+    tags = run.data.tags
+    assert tags["convlab.group.downsample"] == "none" and tags["convlab.group.optimizer"] == "adam"
+    assert tags["convlab.variant"].startswith("dataset.max_samples=300") and tags["convlab.seed"] == "0"
+    assert "trainer.epochs=2" in tags["convlab.overrides"]
+    # per-epoch metrics, step = epoch number
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2], key
+    assert run.data.metrics["val_accuracy"] == pytest.approx(result.metrics["val_accuracy"])
+    assert run.data.metrics["parameter_count"] > 0
+    # artifacts: Hydra's configs and the figures
+    files = {a.path for folder in ("figures", ".hydra") for a in client.list_artifacts(result.run_id, folder)}
+    assert {
+        "figures/learning_curves.png",
+        "figures/confusion_matrix.png",
+        "figures/filters_and_feature_maps.png",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+    } <= files
+    # the data set as an MLflow input with its digest
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == "digits" and len(data_input.dataset.digest) >= 8
+    # the model loads back and predicts raw-pixel images
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    probabilities = np.asarray(model.predict(np.random.rand(4, 28, 28, 1).astype("float32") * 255))
+    assert probabilities.shape == (4, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(store):
+    args = [*TINY, *store.overrides, "tracking.log_model=false", "augmentation=shift_rotate"]
+    first, again = pipeline.run([*args, "seed=3"]), pipeline.run([*args, "seed=3"])
+    other = pipeline.run([*args, "seed=4"])
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert first.history[key] == again.history[key]
+    assert first.history["loss"] != other.history["loss"]
+
+
+def test_cli_run_writes_hydra_output_and_a_finished_run(store, tmp_path):
+    result = cli("trainer.epochs=1", "dataset.max_samples=200", "optimizer=sgd", *store.overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = store.runs()
+    assert run.info.status == "FINISHED" and run.data.tags["convlab.group.optimizer"] == "sgd"
+    assert list(tmp_path.glob("outputs/*/*/.hydra/config.yaml"))
+
+
+def test_kaggle_csv_trains_and_predicts_the_test_file(store, tmp_path):
+    train = write_digit_csv(tmp_path / "train.csv", rows=80)
+    test = write_digit_csv(tmp_path / "test.csv", rows=9, labelled=False)
+    result = pipeline.run(
+        ["dataset=digit_recognizer", f"dataset.path={train}", f"dataset.test_path={test}", "trainer.epochs=1",
+         "tracking.log_model=false", *store.overrides]  # fmt: skip
+    )
+    text = store.client().download_artifacts(result.run_id, "predictions/submission.csv", str(tmp_path))
+    lines = open(text).read().splitlines()
+    assert lines[0] == "ImageId,Label" and len(lines) == 10
+
+
+def test_image_folder_trains_with_augmentation(store, tmp_path, caplog):
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    result = pipeline.run(
+        ["dataset=image_folder", f"dataset.path={root}", "dataset.image_size=[16,16]", "augmentation=flip_shift",
+         "trainer.epochs=1", *store.overrides]  # fmt: skip
+    )
+    assert result.status == "FINISHED" and "mirror-invariant" not in caplog.text
+    assert store.client().get_run(result.run_id).data.tags["convlab.group.augmentation"] == "flip_shift"
+
+
+def test_flips_on_digits_warn_that_labels_change(store, caplog):
+    pipeline.run([*TINY, "trainer.epochs=1", "augmentation=flip_shift", "tracking.log_model=false", *store.overrides])
+    assert "not mirror-invariant" in caplog.text
+
+
+def test_missing_data_file_fails_the_run_cleanly(store, tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        pipeline.run(["dataset=digit_recognizer", f"dataset.path={tmp_path}/absent.csv", *store.overrides])
+    (run,) = store.runs()
+    assert run.info.status == "FAILED" and "absent.csv" in run.data.tags["convlab.error"]
+
+
+def test_cli_data_error_is_one_line(store, tmp_path):
+    bad = tmp_path / "train.csv"
+    bad.write_text("label,pixel0,pixel1,pixel2\n1,2,3,4\n")
+    result = cli("dataset=digit_recognizer", f"dataset.path={bad}", *store.overrides, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"convlab: {bad}")
+    assert [r.info.status for r in store.runs()] == ["FAILED"]
+
+
+def test_ctrl_c_ends_the_run_killed(store, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "trainer.epochs=500", "tracking.log_model=false", *store.overrides],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training is under way
+        runs = store.runs()
+        if runs and "loss" in runs[0].data.metrics:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "interrupted" in stderr
+    (run,) = store.runs()
+    assert run.info.status == "KILLED"
+
+
+def test_gpu_on_a_machine_without_one_says_so(store):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="accelerator=gpu: TensorFlow sees no GPU"):
+        pipeline.run(["accelerator=gpu", *TINY, *store.overrides])
+    assert all(r.info.status == "FAILED" for r in store.runs())
+
+
+def test_mixed_precision_and_xla_switches(store):
+    result = pipeline.run(
+        [*TINY, "trainer.epochs=1", "accelerator=cpu", "accelerator.mixed_precision=true",
+         "accelerator.jit_compile=true", "tracking.log_model=false", *store.overrides]  # fmt: skip
+    )
+    tags = store.client().get_run(result.run_id).data.tags
+    assert tags["convlab.accelerator.policy"] == "mixed_bfloat16" and np.isfinite(result.metrics["loss"])
+
+
+def test_multi_device_strategy_over_two_logical_cpus(store, tmp_path):
+    result = cli(
+        "accelerator=multi_gpu", "accelerator.devices=[/cpu:0,/cpu:1]", "accelerator.logical_cpus=2",
+        "trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false", *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = store.runs()
+    assert run.info.status == "FINISHED" and run.data.tags["convlab.accelerator.replicas"] == "2"

@@ -1,0 +1,111 @@
+"""Experiment presets and multirun sweeps: parent + children in MLflow, failures, parallel jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import cli
+from test_config import compose
+
+from pipeline import config
+
+SHRUNK = ["trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false"]
+
+
+@pytest.mark.parametrize("name", config.group_options("experiment"))
+def test_every_preset_composes_with_a_sweep(name):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"experiment={name}"]
+    if name == "transfer_learning":
+        overrides.append("dataset.path=images")
+    config.register_experiments()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    assert "seed" in cfg.hydra.sweeper.params
+    assert cfg.tracking.experiment_name == name
+    run = config.validate(compose(overrides))
+    assert run.tracking.experiment_name == name
+
+
+def test_presets_hold_only_deltas():
+    for path in config.EXPERIMENTS_DIR.glob("*.yaml"):
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path.name
+        assert len([line for line in text.splitlines() if line and not line.startswith("#")]) < 25, path.name
+
+
+def parent_and_children(store):
+    runs = store.runs()
+    parents = [r for r in runs if r.data.tags.get("convlab.role") == "sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], children
+
+
+@pytest.mark.slow
+def test_shrunk_factorial_sweep_nests_tagged_children_under_one_parent(store, tmp_path):
+    result = cli("-m", "experiment=stride_vs_pool", "seed=0,1", *SHRUNK, *store.overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(store)
+    assert parent.info.status == "FINISHED" and len(store.runs()) == 9
+    assert json.loads(parent.data.tags["convlab.factors"]) == ["downsample", "regularization"]
+    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    sweep_id = parent.data.tags["convlab.sweep_id"]
+    assert {c.data.tags["convlab.sweep_id"] for c in children} == {sweep_id}
+    variants = {(c.data.tags["convlab.variant"], c.data.tags["convlab.seed"]) for c in children}
+    assert variants == {
+        (f"downsample={d},regularization={r}", s)
+        for d in ("stride", "maxpool")
+        for r in ("none", "dropout")
+        for s in ("0", "1")
+    }
+    assert all(c.data.tags["convlab.factor.downsample"] in ("stride", "maxpool") for c in children)
+    # progress in the terminal, and the comparison logged on the parent
+    assert "[sweep] job 8/8" in result.stdout + result.stderr
+    artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/report.html" in artifacts and "comparison/summary.csv" in artifacts
+    assert any("sweep_summary.md" == a.path for a in store.client().list_artifacts(parent.info.run_id))
+
+
+@pytest.mark.slow
+def test_failing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path):
+    result = cli(
+        "-m", "optimizer.learning_rate=0.001,-1", "seed=0", *SHRUNK, *store.overrides, cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert "1 of 2 sweep jobs failed" in result.stderr
+    parent, children = parent_and_children(store)
+    statuses = sorted((c.data.tags["convlab.variant"], c.info.status) for c in children)
+    assert statuses == [
+        ("optimizer.learning_rate=-1", "FAILED"),
+        ("optimizer.learning_rate=0.001", "FINISHED"),
+    ]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "learning_rate" in failed.data.tags["convlab.error"]
+    assert parent.info.status == "FAILED"
+    summary = store.client().download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))
+    assert "FAILED optimizer.learning_rate=-1" in open(summary).read()
+    assert all(r.info.status != "RUNNING" for r in store.runs())
+
+
+@pytest.mark.slow
+def test_parallel_joblib_sweep_loses_no_run(store, tmp_path):
+    result = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=adam,sgd", "seed=0,1",
+        *SHRUNK, *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stderr
+    parent, children = parent_and_children(store)
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    assert sorted((c.data.tags["convlab.variant"], c.data.tags["convlab.seed"]) for c in children) == [
+        ("optimizer=adam", "0"), ("optimizer=adam", "1"), ("optimizer=sgd", "0"), ("optimizer=sgd", "1"),
+    ]  # fmt: skip
+    import mlflow
+
+    assert len(mlflow.MlflowClient(store.uri).search_experiments(filter_string=f"name = '{store.experiment}'")) == 1
