@@ -28,6 +28,8 @@ def build_augmentation(
         )
     if rotation:
         layers.append(
-            keras.layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed + 2, name="random_rotation")
+            keras.layers.RandomRotation(
+                rotation / 360.0, fill_mode="constant", seed=seed + 2, name="random_rotation"
+            )
         )
     return keras.Sequential(layers, name="augmentation") if layers else None

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConvlabError
+from pipeline.stats import ALPHA, TEST, finite, mean_ci, verdict, welch
 
-ALPHA = 0.05
-TEST = "Welch's two-sample t-test (unequal variances, two-sided)"
 DEFAULT_URI = "sqlite:///mlflow.db"
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")  # per-epoch histories read
 LOGGED = (*CURVES, "images_per_second", "parameter_count", "best_val_accuracy", "best_epoch", "run_seconds")
@@ -191,61 +190,14 @@ def write_report(
     return _write(runs, summary_table(runs, metric, baseline), effects_table(runs, metric), out, log)
 
 
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """Mean, sample std (ddof=1) and the t-distribution confidence interval of the mean (NaN if n < 2)."""
-    from scipy import stats
-
-    x = _clean(values)
-    if len(x) < 2:
-        return (float(x.mean()) if len(x) else math.nan), math.nan, math.nan, math.nan
-    mean, std = float(x.mean()), float(x.std(ddof=1))
-    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * std / math.sqrt(len(x))
-    return mean, std, mean - half, mean + half
-
-
-def welch(values, reference, confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """Difference of means (values - reference), its Welch confidence interval and two-sided p-value."""
-    from scipy import stats
-
-    a, b = _clean(values), _clean(reference)
-    difference = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-    if len(a) < 2 or len(b) < 2:
-        return difference, math.nan, math.nan, math.nan
-    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(var_a + var_b)
-    if se == 0:  # every seed gave the same value on both sides: the difference is exact
-        return difference, difference, difference, float(difference == 0)
-    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))  # Welch-Satterthwaite
-    half = stats.t.ppf(0.5 + confidence / 2, df) * se
-    return difference, difference - half, difference + half, float(2 * stats.t.sf(abs(difference) / se, df))
-
-
-def verdict(difference: float, p_value: float, metric: str, enough_seeds: bool = True) -> str:
-    """``better`` / ``worse`` / ``no evidence of a difference`` / ``too few seeds`` in plain words."""
-    if not enough_seeds:
-        return "too few seeds"
-    if not p_value < ALPHA:
-        return "no evidence of a difference"
-    return "better" if (difference < 0) == lower_is_better(metric) else "worse"
-
-
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "seconds" in metric
-
-
 def _versus(values, reference, metric: str, is_reference: bool, label: str) -> dict:
     difference, low, high, p_value = welch(values, reference)
     if is_reference:
         low = high = p_value = math.nan
-    enough = min(_clean(values).size, _clean(reference).size) >= 2
+    enough = min(finite(values).size, finite(reference).size) >= 2
     word = label if is_reference else verdict(difference, p_value, metric, enough)
     keys = ("difference", "difference_ci_low", "difference_ci_high", "p_value", "verdict")
     return dict(zip(keys, (difference, low, high, p_value, word), strict=True))
-
-
-def _clean(values) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return x[~np.isnan(x)]
 
 
 def _client(uri: str):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import lower_is_better
+from pipeline.stats import lower_is_better
 
 ESTIMATE = ["mean ± std", "95% CI"]
 COMPARISON = ["difference", "95% CI", "p", "verdict"]

@@ -123,7 +123,11 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(state))
-        _open_parent = {**state, "experiment_name": config.tracking.experiment_name, "sweep_dir": str(sweep_dir)}
+        _open_parent = {
+            **state,
+            "experiment_name": config.tracking.experiment_name,
+            "sweep_dir": str(sweep_dir),
+        }
         log.info("sweep %s: %s jobs, parent run %s (%s)", sweep_id, total or "?", parent, ", ".join(factors))
 
     def on_job_start(self, config, **kwargs) -> None:
@@ -141,12 +145,21 @@ class SweepCallback(Callback):
         overrides = list(hydra_cfg.overrides.task)
         done = tracking.count_finished_children(job.tracking_uri, job.parent_run_id)
         elapsed = time.time() - job.started
-        left = f"~{_clock(elapsed / done * (job.total - done))} left" if done and job.total else "estimating time left"
+        left = (
+            f"~{_clock(elapsed / done * (job.total - done))} left"
+            if done and job.total
+            else "estimating time left"
+        )
         seed = dict(o.split("=", 1) for o in overrides if "=" in o).get("seed", "?")
         log.info(
             "[sweep] job %d/%s | %s seed=%s | elapsed %s | %s",
-            job.num + 1, job.total or "?", job.variant(overrides), seed, _clock(elapsed), left,
-        )  # fmt: skip
+            job.num + 1,
+            job.total or "?",
+            job.variant(overrides),
+            seed,
+            _clock(elapsed),
+            left,
+        )
 
     def on_multirun_end(self, config, **kwargs) -> None:
         finish_open_sweep()
@@ -210,10 +223,8 @@ def record_failure(job: SweepJob | None, overrides: list[str], err: BaseExceptio
 
 def _summary(state: dict, children: list[dict], failed: list[dict]) -> str:
     elapsed = _clock(time.time() - state["started"])
-    lines = [
-        f"# sweep {state['sweep_id']}: {len(children) - len(failed)} of {len(children)} jobs finished in {elapsed}",
-        "",
-    ]
+    done = len(children) - len(failed)
+    lines = [f"# sweep {state['sweep_id']}: {done} of {len(children)} jobs finished in {elapsed}", ""]
     for child in failed:
         lines.append(f"- FAILED {child['variant']} seed={child['seed']}: {child['error']}")
     return "\n".join(lines)

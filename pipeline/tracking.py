@@ -128,7 +128,9 @@ def log_dataset(name: str, source: str, digest: str, features, targets, context:
 
     with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=_source(source))
+        dataset = mlflow.data.from_numpy(
+            features, targets=targets, name=name, digest=digest, source=_source(source)
+        )
     mlflow.log_input(dataset, context=context)
 
 

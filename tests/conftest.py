@@ -78,7 +78,9 @@ def write_digit_csv(path: Path, rows: int = 60, labelled: bool = True, seed: int
     return path
 
 
-def write_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, with_val: bool = True, size=16):
+def write_image_folder(
+    root: Path, classes=("cat", "dog"), per_class: int = 6, with_val: bool = True, size=16
+):
     """``root/train/<class>/*.png`` (and ``val/``), each class a different brightness."""
     from PIL import Image
 

@@ -21,6 +21,7 @@ import pytest
 from scipy import stats
 
 from pipeline import compare
+from pipeline import stats as pipeline_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -163,7 +164,7 @@ def test_loss_is_better_lower_and_baseline_can_be_chosen(sweeps):
     by_loss = compare.summarize("stride_vs_pool", metric="val_loss", **kwargs).set_index("variant")
     assert by_loss.loc["downsample=stride", "difference"] == pytest.approx(0.09)  # higher loss...
     assert by_loss.loc["downsample=stride", "verdict"] == "worse"  # ...is worse
-    assert compare.verdict(0.01, 0.3, "val_accuracy") == "no evidence of a difference"
+    assert pipeline_stats.verdict(0.01, 0.3, "val_accuracy") == "no evidence of a difference"
 
 
 def test_sweep_picks_an_older_sweep_latest_by_default(sweeps):

@@ -25,11 +25,7 @@ def compose(overrides=()):
         return hydra_compose("config", overrides=list(overrides))
 
 
-ALL_OPTIONS = [
-    (group, option)
-    for group in config.GROUPS
-    for option in config.group_options(group)
-]
+ALL_OPTIONS = [(group, option) for group in config.GROUPS for option in config.group_options(group)]
 PATH_NEEDED = {"digit_recognizer": "dataset.path=train.csv", "image_folder": "dataset.path=images"}
 
 
@@ -45,7 +41,11 @@ def test_every_group_option_composes_and_validates(group, option):
 def test_defaults_are_the_course_model():
     run = config.validate(compose())
     assert (run.dataset.name, run.backbone.name, run.head.name) == ("digits", "scratch_cnn", "dense_softmax")
-    assert (run.backbone.conv_layers, run.backbone.filters, tuple(run.backbone.kernel_size)) == (2, 20, (3, 3))
+    assert (run.backbone.conv_layers, run.backbone.filters, tuple(run.backbone.kernel_size)) == (
+        2,
+        20,
+        (3, 3),
+    )
     assert (run.head.units, run.optimizer.name, run.downsample.name) == (128, "adam", "none")
 
 
@@ -113,7 +113,11 @@ print("HEAVY=" + json.dumps(heavy))
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["trainer.epochs=0"], ["optimizer=nope"]])
 def test_help_cfg_and_config_errors_never_import_tensorflow_or_mlflow(args, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "HEAVY=[]" in result.stdout, result.stdout + result.stderr
 

@@ -19,7 +19,7 @@ def test_digits_are_bundled_resized_and_in_pixel_range():
     split = load(max_samples=200)
     assert split.x_train.shape[1:] == (28, 28, 1) and split.x_val.shape[1:] == (28, 28, 1)
     assert len(split.y_train) + len(split.y_val) == 200 and split.num_classes == 10
-    assert 0 <= split.x_train.min() and split.x_train.max() <= 255 and split.x_train.max() > 200
+    assert split.x_train.min() >= 0 and split.x_train.max() <= 255 and split.x_train.max() > 200
 
 
 def test_validation_split_is_stratified_seeded_and_independent_of_the_run_seed():
@@ -46,9 +46,18 @@ def test_kaggle_csv_reads_the_course_layout(tmp_path):
         (None, "no such file"),
         ("", "not a readable CSV"),
         ("label,pixel0,pixel1\n1,0,0\n", "3 columns|2 pixel columns is not a square image"),
-        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n", "line 2"),
-        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n", "0..255"),
-        (",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["1"] * 784) + "\n", "no 'label' column"),
+        (
+            "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n",
+            "line 2",
+        ),
+        (
+            "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n",
+            "0..255",
+        ),
+        (
+            ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["1"] * 784) + "\n",
+            "no 'label' column",
+        ),
     ],
     ids=["missing", "empty", "wrong-column-count", "non-numeric", "out-of-range", "test-csv-as-train"],
 )
@@ -111,4 +120,4 @@ def test_image_folder_pipeline_decodes_and_resizes(tmp_path):
     train, val = data.to_tf_datasets(split, batch_size=4, seed=0)
     images, labels = next(iter(val))
     assert images.shape[1:] == (8, 8, 1) and images.dtype.name == "float32"
-    assert 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255
+    assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255

@@ -22,7 +22,9 @@ COMBOS = list(
 
 @pytest.mark.parametrize(("head", "downsample", "regularization"), COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_every_option_builds_a_model_with_one_probability_per_class(head, downsample, regularization):
-    run = config.validate(compose([f"head={head}", f"downsample={downsample}", f"regularization={regularization}"]))
+    run = config.validate(
+        compose([f"head={head}", f"downsample={downsample}", f"regularization={regularization}"])
+    )
     model = build_model(run, (28, 28, 1), num_classes=10)
     probabilities = model.predict(np.random.rand(3, 28, 28, 1).astype("float32") * 255, verbose=0)
     assert probabilities.shape == (3, 10)
@@ -42,7 +44,9 @@ def test_default_is_the_course_model():
     assert model.get_layer("dense").units == 128
     assert model.output_shape == (None, 10)
     # Conv(20,3x3) twice on 28x28 -> 24x24x20 -> Dense(128) -> 10: the course's parameter count
-    assert model.count_params() == (9 * 20 + 20) + (9 * 20 * 20 + 20) + (24 * 24 * 20 * 128 + 128) + (128 * 10 + 10)
+    assert model.count_params() == (9 * 20 + 20) + (9 * 20 * 20 + 20) + (24 * 24 * 20 * 128 + 128) + (
+        128 * 10 + 10
+    )
 
 
 def test_non_square_kernels_and_per_layer_filters():

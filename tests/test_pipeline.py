@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(store):
 
 
 def test_cli_run_writes_hydra_output_and_a_finished_run(store, tmp_path):
-    result = cli("trainer.epochs=1", "dataset.max_samples=200", "optimizer=sgd", *store.overrides, cwd=tmp_path)
+    result = cli(
+        "trainer.epochs=1", "dataset.max_samples=200", "optimizer=sgd", *store.overrides, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.data.tags["convlab.group.optimizer"] == "sgd"
@@ -78,26 +81,40 @@ def test_kaggle_csv_trains_and_predicts_the_test_file(store, tmp_path):
     train = write_digit_csv(tmp_path / "train.csv", rows=80)
     test = write_digit_csv(tmp_path / "test.csv", rows=9, labelled=False)
     result = pipeline.run(
-        ["dataset=digit_recognizer", f"dataset.path={train}", f"dataset.test_path={test}", "trainer.epochs=1",
-         "tracking.log_model=false", *store.overrides]  # fmt: skip
+        [
+            "dataset=digit_recognizer",
+            f"dataset.path={train}",
+            f"dataset.test_path={test}",
+            "trainer.epochs=1",
+            "tracking.log_model=false",
+            *store.overrides,
+        ]
     )
     text = store.client().download_artifacts(result.run_id, "predictions/submission.csv", str(tmp_path))
-    lines = open(text).read().splitlines()
+    lines = Path(text).read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 10
 
 
 def test_image_folder_trains_with_augmentation(store, tmp_path, caplog):
     root = write_image_folder(tmp_path / "images", per_class=8)
     result = pipeline.run(
-        ["dataset=image_folder", f"dataset.path={root}", "dataset.image_size=[16,16]", "augmentation=flip_shift",
-         "trainer.epochs=1", *store.overrides]  # fmt: skip
+        [
+            "dataset=image_folder",
+            f"dataset.path={root}",
+            "dataset.image_size=[16,16]",
+            "augmentation=flip_shift",
+            "trainer.epochs=1",
+            *store.overrides,
+        ]
     )
     assert result.status == "FINISHED" and "mirror-invariant" not in caplog.text
     assert store.client().get_run(result.run_id).data.tags["convlab.group.augmentation"] == "flip_shift"
 
 
 def test_flips_on_digits_warn_that_labels_change(store, caplog):
-    pipeline.run([*TINY, "trainer.epochs=1", "augmentation=flip_shift", "tracking.log_model=false", *store.overrides])
+    pipeline.run(
+        [*TINY, "trainer.epochs=1", "augmentation=flip_shift", "tracking.log_model=false", *store.overrides]
+    )
     assert "not mirror-invariant" in caplog.text
 
 
@@ -119,7 +136,14 @@ def test_cli_data_error_is_one_line(store, tmp_path):
 
 def test_ctrl_c_ends_the_run_killed(store, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "trainer.epochs=500", "tracking.log_model=false", *store.overrides],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "trainer.epochs=500",
+            "tracking.log_model=false",
+            *store.overrides,
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -150,8 +174,15 @@ def test_gpu_on_a_machine_without_one_says_so(store):
 
 def test_mixed_precision_and_xla_switches(store):
     result = pipeline.run(
-        [*TINY, "trainer.epochs=1", "accelerator=cpu", "accelerator.mixed_precision=true",
-         "accelerator.jit_compile=true", "tracking.log_model=false", *store.overrides]  # fmt: skip
+        [
+            *TINY,
+            "trainer.epochs=1",
+            "accelerator=cpu",
+            "accelerator.mixed_precision=true",
+            "accelerator.jit_compile=true",
+            "tracking.log_model=false",
+            *store.overrides,
+        ]
     )
     tags = store.client().get_run(result.run_id).data.tags
     assert tags["convlab.accelerator.policy"] == "mixed_bfloat16" and np.isfinite(result.metrics["loss"])
@@ -159,9 +190,15 @@ def test_mixed_precision_and_xla_switches(store):
 
 def test_multi_device_strategy_over_two_logical_cpus(store, tmp_path):
     result = cli(
-        "accelerator=multi_gpu", "accelerator.devices=[/cpu:0,/cpu:1]", "accelerator.logical_cpus=2",
-        "trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false", *store.overrides, cwd=tmp_path,
-    )  # fmt: skip
+        "accelerator=multi_gpu",
+        "accelerator.devices=[/cpu:0,/cpu:1]",
+        "accelerator.logical_cpus=2",
+        "trainer.epochs=1",
+        "dataset.max_samples=200",
+        "tracking.log_model=false",
+        *store.overrides,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.data.tags["convlab.accelerator.replicas"] == "2"

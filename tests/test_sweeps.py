@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import cli
@@ -69,14 +70,12 @@ def test_shrunk_factorial_sweep_nests_tagged_children_under_one_parent(store, tm
     assert "[sweep] job 8/8" in result.stdout + result.stderr
     artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id, "comparison")}
     assert "comparison/report.html" in artifacts and "comparison/summary.csv" in artifacts
-    assert any("sweep_summary.md" == a.path for a in store.client().list_artifacts(parent.info.run_id))
+    assert any(a.path == "sweep_summary.md" for a in store.client().list_artifacts(parent.info.run_id))
 
 
 @pytest.mark.slow
 def test_failing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path):
-    result = cli(
-        "-m", "optimizer.learning_rate=0.001,-1", "seed=0", *SHRUNK, *store.overrides, cwd=tmp_path
-    )
+    result = cli("-m", "optimizer.learning_rate=0.001,-1", "seed=0", *SHRUNK, *store.overrides, cwd=tmp_path)
     assert result.returncode != 0
     assert "1 of 2 sweep jobs failed" in result.stderr
     parent, children = parent_and_children(store)
@@ -89,23 +88,35 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path):
     assert "learning_rate" in failed.data.tags["convlab.error"]
     assert parent.info.status == "FAILED"
     summary = store.client().download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))
-    assert "FAILED optimizer.learning_rate=-1" in open(summary).read()
+    assert "FAILED optimizer.learning_rate=-1" in Path(summary).read_text()
     assert all(r.info.status != "RUNNING" for r in store.runs())
 
 
 @pytest.mark.slow
 def test_parallel_joblib_sweep_loses_no_run(store, tmp_path):
     result = cli(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=adam,sgd", "seed=0,1",
-        *SHRUNK, *store.overrides, cwd=tmp_path,
-    )  # fmt: skip
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer=adam,sgd",
+        "seed=0,1",
+        *SHRUNK,
+        *store.overrides,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stderr
     parent, children = parent_and_children(store)
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
     assert sorted((c.data.tags["convlab.variant"], c.data.tags["convlab.seed"]) for c in children) == [
-        ("optimizer=adam", "0"), ("optimizer=adam", "1"), ("optimizer=sgd", "0"), ("optimizer=sgd", "1"),
-    ]  # fmt: skip
+        ("optimizer=adam", "0"),
+        ("optimizer=adam", "1"),
+        ("optimizer=sgd", "0"),
+        ("optimizer=sgd", "1"),
+    ]
     import mlflow
 
-    assert len(mlflow.MlflowClient(store.uri).search_experiments(filter_string=f"name = '{store.experiment}'")) == 1
+    assert (
+        len(mlflow.MlflowClient(store.uri).search_experiments(filter_string=f"name = '{store.experiment}'"))
+        == 1
+    )
