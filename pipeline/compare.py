@@ -168,6 +168,7 @@ def write_report(
     tracking_uri: str | None = None,
     out: str | Path | None = None,
     log: bool = True,
+    echo: bool = False,
 ) -> Path:
     """Writes summary.csv, main_effects.csv, curves.png, final_metric.png, report.md and report.html.
 
@@ -179,6 +180,7 @@ def write_report(
         tracking_uri: None for ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
         out: output folder, ``reports/EXPERIMENT`` by default.
         log: also log the files to the sweep's parent run, under ``comparison/``.
+        echo: also print the table to the terminal.
 
     Returns:
         The path of report.md.
@@ -187,7 +189,13 @@ def write_report(
         CompareError: an unknown experiment, sweep, baseline or metric (one line).
     """
     runs = load_runs(experiment, sweep, tracking_uri)
-    return _write(runs, summary_table(runs, metric, baseline), effects_table(runs, metric), out, log)
+    summary = summary_table(runs, metric, baseline)
+    path = _write(runs, summary, effects_table(runs, metric), out, log)
+    if echo:
+        from pipeline import report
+
+        print(f"{report.terminal_table(summary)}\n\nreport: {path}")
+    return path
 
 
 def _versus(values, reference, metric: str, is_reference: bool, label: str) -> dict:

@@ -68,10 +68,10 @@ def filters_and_feature_maps(kernels: np.ndarray, image: np.ndarray, feature_map
     count = kernels.shape[-1]
     cols = min(count, 10)
     fig, axes = plt.subplots(
-        1, 3, figsize=(11, 3.2), width_ratios=[1, cols * 0.6, cols], layout="constrained"
+        1, 3, figsize=(12, 2.6), width_ratios=[1.4, cols * 0.6, cols], layout="constrained"
     )
     panels = (
-        (_displayable(image), "gray", "input image"),
+        (_displayable(image), "gray", "input"),
         (_mosaic(kernels.mean(axis=2), cols), "RdBu_r", f"{count} filters (mean over input channels)"),
         (_mosaic(feature_maps, cols), "viridis", "their feature maps on the input"),
     )

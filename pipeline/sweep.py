@@ -182,7 +182,7 @@ def finish_open_sweep() -> None:
     try:
         out = Path(state["sweep_dir"]) / "comparison"
         compare.write_report(
-            experiment=state["experiment_name"], sweep=parent, tracking_uri=uri, out=out, log=True
+            experiment=state["experiment_name"], sweep=parent, tracking_uri=uri, out=out, log=True, echo=True
         )
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
         log.warning("comparison report skipped: %s", err)

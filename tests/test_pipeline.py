@@ -202,3 +202,28 @@ def test_multi_device_strategy_over_two_logical_cpus(store, tmp_path):
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.data.tags["convlab.accelerator.replicas"] == "2"
+
+
+def write_fashion_mnist_cache(keras_home: Path, train: int = 120, test: int = 20) -> None:
+    """Keras' fashion-MNIST cache files (IDX, gzipped), so keras.datasets needs no download."""
+    import gzip
+
+    folder = keras_home / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = (np.arange(count) % 10).astype("uint8")
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype="uint8")
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0" * 8 + labels.tobytes()))
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0" * 16 + images.tobytes()))
+
+
+def test_keras_datasets_load_from_the_keras_cache(store, tmp_path):
+    write_fashion_mnist_cache(tmp_path / "keras")
+    result = cli(
+        "dataset=fashion_mnist", "trainer.epochs=1", "tracking.log_model=false", *store.overrides,
+        cwd=tmp_path, env={"KERAS_HOME": str(tmp_path / "keras")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = store.runs()
+    assert run.info.status == "FINISHED" and run.inputs.dataset_inputs[0].dataset.name == "fashion_mnist"
