@@ -20,7 +20,15 @@ from pipeline.errors import ConfigError, ConvlabError
 log = logging.getLogger(__name__)
 
 # Overrides that change how a run is run or recorded, not which variant it is.
-NOT_VARIANT = ("seed", "experiment", "tracking.", "hydra.", "dataset.path", "dataset.test_path")
+NOT_VARIANT = (
+    "seed",
+    "experiment",
+    "tracking.",
+    "hydra.",
+    "dataset.path",
+    "dataset.test_path",
+    "backbone.weights",
+)
 
 
 class UserError(CompactHydraException):
@@ -50,7 +58,7 @@ def task(cfg) -> float:
         )
         from pipeline.train import train
 
-        return train(run, info).metrics["val_accuracy"]
+        return train(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
         if not in_sweep:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback

@@ -67,10 +67,22 @@ class ScratchCnnConfig(Schema):
     @pydantic.model_validator(mode="after")
     def _one_filter_count_per_layer(self) -> ScratchCnnConfig:
         if isinstance(self.filters, list) and len(self.filters) != self.conv_layers:
-            raise ValueError(
-                f"filters lists {len(self.filters)} values but conv_layers={self.conv_layers}"
-            )
+            raise ValueError(f"filters lists {len(self.filters)} values but conv_layers={self.conv_layers}")
         return self
+
+
+class PretrainedConfig(Schema):
+    """A ``keras.applications`` backbone without its ImageNet top (see ``pipeline.backbones``)."""
+
+    name: Literal["resnet50", "vgg16", "efficientnet_b0"]
+    weights: str | None = "imagenet"  # "imagenet", None (random) or a weights file
+    trainable: NonNegativeInt = 0  # 0: frozen; N: fine-tune the last N layers
+    input_size: tuple[PositiveInt, PositiveInt] | None = (224, 224)  # None: dataset.image_size
+
+
+class MobileNetConfig(PretrainedConfig):
+    name: Literal["mobilenet", "mobilenet_v2"]
+    alpha: float = Field(1.0, gt=0.0)  # width multiplier
 
 
 class DenseSoftmaxConfig(Schema):
@@ -148,6 +160,12 @@ class TrainerConfig(Schema):
     steps_per_epoch: PositiveInt | None = None
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: NonNegativeInt | None = 0
+    cache_features: bool = True  # frozen pretrained backbone, no augmentation: features computed once
+    feature_cache_dir: str | None = None  # also keep them on disk here, shared across runs
+
+
+class PredictConfig(Schema):
+    top_k: PositiveInt = 3  # task=predict: ImageNet labels shown per image
 
 
 class TrackingConfig(Schema):
@@ -166,7 +184,14 @@ GROUPS: dict[str, dict[str, type[Schema]]] = {
         "fashion_mnist": KerasDatasetConfig,
         "image_folder": ImageFolderConfig,
     },
-    "backbone": {"scratch_cnn": ScratchCnnConfig},
+    "backbone": {
+        "scratch_cnn": ScratchCnnConfig,
+        "resnet50": PretrainedConfig,
+        "vgg16": PretrainedConfig,
+        "mobilenet": MobileNetConfig,
+        "mobilenet_v2": MobileNetConfig,
+        "efficientnet_b0": PretrainedConfig,
+    },
     "head": {"dense_softmax": DenseSoftmaxConfig, "softmax": SoftmaxConfig},
     "downsample": {"none": NoDownsampleConfig, "stride": StrideConfig, "maxpool": MaxPoolConfig},
     "regularization": {"none": NoRegularizationConfig, "dropout": DropoutConfig},
@@ -192,6 +217,7 @@ class RunConfig:
     accelerator: AcceleratorConfig
     trainer: TrainerConfig
     tracking: TrackingConfig
+    predict: PredictConfig = PredictConfig()
 
 
 def validate(cfg: Any) -> RunConfig:
@@ -214,13 +240,100 @@ def validate(cfg: Any) -> RunConfig:
         typed[group] = _check(schema, node, group)
     typed["trainer"] = _check(TrainerConfig, data.pop("trainer", {}), "trainer")
     typed["tracking"] = _check(TrackingConfig, data.pop("tracking", {}), "tracking")
+    typed["predict"] = _check(PredictConfig, data.pop("predict", {}), "predict")
     typed.update(_check(_TopLevel, data, "").model_dump())
-    return RunConfig(**typed)
+    run = RunConfig(**typed)
+    _check_feature_maps(run)
+    _check_pretrained(run)
+    return run
+
+
+def _check_feature_maps(run: RunConfig) -> None:
+    """A scratch CNN whose convs and pools shrink the image to nothing cannot be built."""
+    from pipeline.models import scratch_output_size
+
+    backbone = run.backbone
+    if backbone.name != "scratch_cnn":
+        return
+    kernel = backbone.kernel_size
+    kernels = (kernel, kernel) if isinstance(kernel, int) else kernel
+    strides = getattr(run.downsample, "strides", 1)
+    pool = getattr(run.downsample, "pool_size", None)
+    for side, k in zip(run.dataset.image_size, kernels):
+        if scratch_output_size(side, backbone.conv_layers, k, strides, pool) < 1:
+            raise ConfigError(
+                f"backbone.conv_layers={backbone.conv_layers}: with downsample={run.downsample.name} "
+                f"and kernel {tuple(kernels)}, dataset.image_size={list(run.dataset.image_size)} is too "
+                "small (the feature maps shrink to nothing); use fewer layers or larger images"
+            )
+
+
+def model_input_size(run: RunConfig) -> tuple[int, int]:
+    """The image size the model sees: a pretrained backbone's ``input_size``, else the dataset's."""
+    return tuple(getattr(run.backbone, "input_size", None) or run.dataset.image_size)
+
+
+def _check_pretrained(run: RunConfig) -> None:
+    """Pretrained backbones: input size, weights and the combinations Keras would reject."""
+    from pipeline.backbones import SPECS
+
+    backbone = run.backbone
+    spec = SPECS.get(backbone.name)
+    if spec is None:
+        if run.task == "predict":
+            raise ConfigError(
+                f"task=predict needs an ImageNet classifier: choose backbone={', '.join(SPECS)} "
+                f"(received backbone={backbone.name})"
+            )
+        return
+    if run.task == "predict" and run.dataset.name != "image_folder":
+        raise ConfigError(
+            f"task=predict reads image files: use dataset=image_folder (received dataset={run.dataset.name})"
+        )
+    if run.downsample.name != "none":
+        raise ConfigError(
+            f"downsample={run.downsample.name} shapes the scratch CNN only; backbone={backbone.name} "
+            "downsamples itself (use downsample=none)"
+        )
+    key = "backbone.input_size" if backbone.input_size else "dataset.image_size"
+    size = model_input_size(run)
+    if min(size) < spec.min_size:
+        raise ConfigError(
+            f"{key}={list(size)}: backbone={backbone.name} needs images of at least "
+            f"{spec.min_size}x{spec.min_size} pixels; set backbone.input_size=[224, 224] (ImageNet's size) "
+            f"or any size from [{spec.min_size}, {spec.min_size}] up"
+        )
+    if backbone.weights not in ("imagenet", None):
+        _check_weights_file(backbone.weights)
+    alpha = getattr(backbone, "alpha", None)
+    if backbone.weights == "imagenet" and spec.imagenet_alphas and alpha not in spec.imagenet_alphas:
+        raise ConfigError(
+            f"backbone.alpha={alpha}: ImageNet weights for backbone={backbone.name} exist for alpha "
+            f"{', '.join(map(str, spec.imagenet_alphas))}; use one of those or backbone.weights=null"
+        )
+    takes_size = size[0] == size[1] and size[0] in spec.imagenet_sizes
+    if run.task == "predict" and backbone.weights == "imagenet" and not takes_size:
+        sides = ", ".join(f"[{s}, {s}]" for s in spec.imagenet_sizes)
+        raise ConfigError(
+            f"{key}={list(size)}: backbone={backbone.name}'s ImageNet classifier takes {sides} (task=predict)"
+        )
+
+
+def _check_weights_file(weights: str) -> None:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"backbone.weights={weights!r}: no such file (expected imagenet, null, or a weights file)"
+        )
+    if not path.name.endswith((".h5", ".hdf5", ".keras")):
+        raise ConfigError(
+            f"backbone.weights={weights!r}: Keras loads weights from .weights.h5, Keras 2 .h5 or .keras files"
+        )
 
 
 class _TopLevel(Schema):
     seed: NonNegativeInt = 0
-    task: Literal["train"] = "train"
+    task: Literal["train", "predict"] = "train"
 
 
 def _check(schema: type[Schema], node: dict, prefix: str) -> Schema:

@@ -9,6 +9,7 @@ every seed of a sweep holds out the same images.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -50,7 +51,9 @@ class ImageData:
         """A short content hash of the split, stable across runs on the same data."""
         h = hashlib.sha256()
         for part in (self.x_train, self.y_train, self.x_val, self.y_val):
-            h.update(np.ascontiguousarray(part).tobytes() if part.dtype.kind != "O" else "\n".join(part).encode())
+            h.update(
+                np.ascontiguousarray(part).tobytes() if part.dtype.kind != "O" else "\n".join(part).encode()
+            )
         return h.hexdigest()[:16]
 
 
@@ -90,7 +93,12 @@ def _digits():
 
     bunch = load_digits()
     images = bunch.images.astype("float32") * (255.0 / 16.0)  # 0..16 -> 0..255
-    return images[..., None], bunch.target.astype("int64"), [str(c) for c in range(10)], "sklearn.datasets.load_digits"
+    return (
+        images[..., None],
+        bunch.target.astype("int64"),
+        [str(c) for c in range(10)],
+        "sklearn.datasets.load_digits",
+    )
 
 
 def _keras_dataset(name: str):
@@ -103,7 +111,18 @@ def _keras_dataset(name: str):
         raise DataError(f"could not load keras.datasets.{name} (it downloads on first use): {err}") from None
     classes = [str(c) for c in range(10)]
     if name == "fashion_mnist":
-        classes = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+        classes = [
+            "T-shirt",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Boot",
+        ]
     return x.astype("float32")[..., None], y.astype("int64"), classes, f"keras.datasets.{name}"
 
 
@@ -171,15 +190,37 @@ def _list_images(folder: Path, classes: list[str]):
         for file in sorted((folder / name).glob("*")) if (folder / name).is_dir() else []:
             if not file.is_file():
                 continue
-            with open(file, "rb") as handle:
-                head = handle.read(8)
-            if head.startswith(IMAGE_MAGIC):
+            if _is_image(file):
                 paths.append(str(file))
                 labels.append(label)
             else:
                 skipped += 1
-                log.warning("skipping %s: not a JPEG, PNG, GIF or BMP image", file)
     return np.array(paths, dtype=object), np.array(labels, dtype="int64"), skipped
+
+
+def find_images(root: Path) -> tuple[list[str], int]:
+    """Every image file under ``root``, sub-folders included, sorted; and how many were skipped."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    paths = [str(file) for file in files if _is_image(file)]
+    if not paths:
+        raise DataError(f"{root}: no JPEG, PNG, GIF or BMP images in it or its sub-folders")
+    return paths, len(files) - len(paths)
+
+
+def _is_image(file: Path) -> bool:
+    """Judged by the first bytes, as browsers do; a file that is not an image is skipped, with a warning."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        log.warning("skipping %s: cannot be read (%s)", file, err.strerror or err)
+        return False
+    if not head.startswith(IMAGE_MAGIC):
+        log.warning("skipping %s: not a JPEG, PNG, GIF or BMP image", file)
+        return False
+    return True
 
 
 def _subsample(x, y, max_samples, seed):
@@ -193,10 +234,14 @@ def _split(x, y, validation_split, seed):
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and round(len(y) * validation_split) >= len(counts) else None
+    stratify = (
+        y if counts[counts > 0].min() >= 2 and round(len(y) * validation_split) >= len(counts) else None
+    )
     if len(y) < 2:
         raise DataError(f"only {len(y)} labelled image(s): need at least 2 to hold out a validation set")
-    return train_test_split(x, y, test_size=validation_split, random_state=seed, shuffle=True, stratify=stratify)
+    return train_test_split(
+        x, y, test_size=validation_split, random_state=seed, shuffle=True, stratify=stratify
+    )
 
 
 def _stratified_indices(y, n, seed):
@@ -226,18 +271,52 @@ def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None):
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-
-    def source(x, y):
-        ds = tf.data.Dataset.from_tensor_slices((x if not data.from_files else x.astype(str), y))
-        if data.from_files:
-            ds = ds.map(lambda p, label: (decode_image(p, data.image_size, data.channels), label), autotune)
-        return ds.cache()
-
-    train = source(data.x_train, data.y_train).shuffle(len(data.y_train), seed=seed).batch(batch_size)
+    train = image_dataset(data, data.x_train, data.y_train).shuffle(len(data.y_train), seed=seed)
+    train = train.batch(batch_size)
     if augment is not None:
         train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
-    val = source(data.x_val, data.y_val).batch(batch_size)
+    val = image_dataset(data, data.x_val, data.y_val).batch(batch_size)
     return train.prefetch(autotune), val.prefetch(autotune)
+
+
+def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray):
+    """``(image, label)`` pairs in order, cached in memory; image files decoded up front."""
+    import tensorflow as tf
+
+    if not data.from_files:
+        return tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    images = decode_files(x, data.image_size, data.channels)
+    return tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(y)))
+
+
+def decode_files(paths, image_size, channels):
+    """Image files as a cached ``tf.data`` of float32 0-255 images, decoded now, in parallel.
+
+    Decoding them all before training starts fills the cache the epochs read from, and lets a
+    file TensorFlow cannot decode (truncated, corrupt) be named in a ``DataError`` instead of
+    surfacing as a stack trace in the middle of an epoch.
+
+    Raises:
+        DataError: naming the first file that cannot be decoded.
+    """
+    import tensorflow as tf
+
+    paths = [str(p) for p in paths]
+    decode = functools.partial(decode_image, image_size=image_size, channels=channels)
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    chunk, done = 256, 0
+    try:
+        for batch in ds.batch(chunk):  # one pass fills the cache
+            done += len(batch)
+    except tf.errors.OpError:
+        for path in paths[done : done + chunk]:
+            try:
+                decode(path)
+            except tf.errors.OpError as err:
+                reason = err.message.split("}}")[-1].split("[Op:")[0].strip(" .")
+                raise DataError(f"{path}: cannot be decoded ({reason}); replace or remove the file") from None
+        raise
+    return ds
 
 
 def decode_image(path, image_size, channels):

@@ -56,20 +56,23 @@ def train(run: RunConfig, info: RunInfo) -> RunResult:
         tracking.log_params(tracking.flatten(info.params))
         if info.output_dir is not None:
             tracking.log_artifacts(info.output_dir / ".hydra", ".hydra")
-        result = _fit_and_log(run, info, active)
+        if run.task == "predict":
+            from pipeline import predict
+
+            result = predict.predict_and_log(run, active)
+        else:
+            result = _fit_and_log(run, info, active)
         tracking.log_metrics({"run_seconds": time.perf_counter() - started})
     return dataclasses.replace(result, status="FINISHED")
 
 
 def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
-    from pipeline import data as data_module
-    from pipeline import tracking
-    from pipeline.augment import build_augmentation
-
     import keras
     import tensorflow as tf
 
-    from pipeline import accelerator
+    from pipeline import accelerator, tracking
+    from pipeline import data as data_module
+    from pipeline.augment import build_augmentation
 
     acc = run.accelerator
     strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
@@ -83,26 +86,33 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
 
     data = _load_data(run)
     tracking.log_dataset(data.name, data.source, data.digest(), data.x_train, data.y_train, "training")
+    if data.from_files:
+        tracking.log_metrics({"dataset.skipped_files": data.skipped_files})
     _warn_on_flips(run)
     aug = run.augmentation
-    augment = build_augmentation(aug.horizontal_flip, aug.width_shift, aug.height_shift, aug.rotation, run.seed)
-    train_ds, val_ds = data_module.to_tf_datasets(data, run.trainer.batch_size, run.seed, augment)
-    if run.trainer.steps_per_epoch:
-        train_ds = train_ds.repeat()
-
+    augment = build_augmentation(
+        aug.horizontal_flip, aug.width_shift, aug.height_shift, aug.rotation, run.seed
+    )
     with strategy.scope():
         model = build_model(run, (*data.image_size, data.channels), data.num_classes)
-        model.compile(
+        # What fit() trains: the whole model on images, or its head on backbone features computed once.
+        trainee, fit_data = _head_and_features(run, model, data) if _caches_features(run) else (model, data)
+    train_ds, val_ds = data_module.to_tf_datasets(fit_data, run.trainer.batch_size, run.seed, augment)
+    if run.trainer.steps_per_epoch:
+        train_ds = train_ds.repeat()
+    with strategy.scope():
+        trainee.compile(
             optimizer=build_optimizer(run.optimizer),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=acc.jit_compile,
         )
-    tracking.log_metrics({"parameter_count": model.count_params()})
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    tracking.log_metrics({"parameter_count": model.count_params(), "trainable_parameter_count": trainable})
     train_images = len(data.y_train)
     if run.trainer.steps_per_epoch:
         train_images = min(train_images, run.trainer.steps_per_epoch * run.trainer.batch_size)
-    fit = model.fit(
+    fit = trainee.fit(
         train_ds,
         validation_data=val_ds,
         epochs=run.trainer.epochs,
@@ -113,7 +123,7 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
 
-    probabilities = model.predict(val_ds, verbose=0)
+    probabilities = trainee.predict(val_ds, verbose=0)
     _log_figures(model, data, history, probabilities)
     best = int(np.argmax(history["val_accuracy"]))
     metrics = {k: values[-1] for k, values in history.items()}
@@ -123,8 +133,8 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
         _log_predictions(model, data.x_test)
     model_uri = None
     if run.tracking.log_model:
-        example = np.asarray(data.x_val[:1] if not data.from_files else next(iter(val_ds))[0][:1])
-        model_uri = tracking.log_keras_model(model, example.astype("float32"), probabilities[:1])
+        example = _first_val_image(data)[None]
+        model_uri = tracking.log_keras_model(model, example, probabilities[:1])
     log.info("run %s: val_accuracy=%.4f", active.info.run_id, metrics["val_accuracy"])
     return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, history, model_uri)
 
@@ -137,25 +147,66 @@ def _set_determinism(tf, deterministic: bool) -> None:
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     else:
-        log.warning("accelerator.jit_compile=true: op determinism is off, seeds reproduce runs only approximately")
+        log.warning(
+            "accelerator.jit_compile=true: op determinism is off, seeds reproduce runs only approximately"
+        )
         tf_config.disable_op_determinism()
 
 
 def build_model(run: RunConfig, input_shape, num_classes: int):
     """The configured backbone + head, as a functional ``keras.Model``."""
-    from pipeline import models
+    from pipeline import backbones, models
 
     down, reg, head = run.downsample, run.regularization, run.head
-    backbone = functools.partial(
-        models.scratch_cnn,
-        **run.backbone.model_dump(exclude={"name"}),
-        strides=getattr(down, "strides", 1),
-        pool_size=getattr(down, "pool_size", None),
-        dropout_rate=getattr(reg, "rate", 0.0),
-    )
+    if run.backbone.name in backbones.SPECS:  # pretrained: its own preprocessing and downsampling
+        backbone = functools.partial(
+            backbones.pretrained,
+            **run.backbone.model_dump(exclude={"input_size"}),
+            dropout_rate=getattr(reg, "rate", 0.0),
+        )
+    else:
+        backbone = functools.partial(
+            models.scratch_cnn,
+            **run.backbone.model_dump(exclude={"name"}),
+            strides=getattr(down, "strides", 1),
+            pool_size=getattr(down, "pool_size", None),
+            dropout_rate=getattr(reg, "rate", 0.0),
+        )
     return models.build_model(
         input_shape, num_classes, backbone, getattr(head, "units", None), getattr(head, "activation", "relu")
     )
+
+
+def _caches_features(run: RunConfig) -> bool:
+    """A frozen pretrained backbone without augmentation gives the same features every epoch."""
+    frozen = getattr(run.backbone, "trainable", None) == 0
+    return run.trainer.cache_features and frozen and not run.augmentation.enabled
+
+
+def _head_and_features(run: RunConfig, model, data):
+    """``model``'s head, and ``data`` with images replaced by backbone features (computed once)."""
+    import keras
+
+    from pipeline import backbones, features, tracking
+    from pipeline import data as data_module
+
+    started = time.perf_counter()
+    extractor, head = backbones.split_at_features(model)
+    shape = (*data.image_size, data.channels)
+    files = [*data.x_train, *data.x_val] if data.from_files else []
+    policy = keras.mixed_precision.global_policy().name
+    key = features.cache_key(run.backbone.model_dump(), data.digest(), shape, policy, run.seed, files)
+
+    def images(x, y):
+        return data_module.image_dataset(data, x, y).batch(run.trainer.batch_size).prefetch(2)
+
+    x_train, x_val, source = features.extract(
+        extractor, images(data.x_train, data.y_train), images(data.x_val, data.y_val), key,
+        run.trainer.feature_cache_dir,
+    )  # fmt: skip
+    tracking.set_tags({"convlab.feature_cache": source, "convlab.feature_cache_key": key})
+    tracking.log_metrics({"feature_seconds": time.perf_counter() - started})
+    return head, dataclasses.replace(data, x_train=x_train, x_val=x_val)
 
 
 def build_optimizer(optimizer):
@@ -171,7 +222,7 @@ def _load_data(run: RunConfig):
     ds = run.dataset
     return data_module.load(
         ds.name,
-        ds.image_size,
+        config_module.model_input_size(run),
         run.trainer.validation_split,
         run.trainer.split_seed if run.trainer.split_seed is not None else run.seed,
         max_samples=ds.max_samples,
@@ -196,7 +247,9 @@ def _log_figures(model, data, history, probabilities) -> None:
 
     tracking.log_figure(figures.learning_curves(history), "figures/learning_curves.png")
     predicted = probabilities.argmax(axis=1)
-    tracking.log_figure(figures.confusion_matrix(data.y_val, predicted, data.class_names), "figures/confusion_matrix.png")
+    tracking.log_figure(
+        figures.confusion_matrix(data.y_val, predicted, data.class_names), "figures/confusion_matrix.png"
+    )
     conv = next((layer for layer in model.layers if "conv" in type(layer).__name__.lower()), None)
     if conv is not None and len(conv.get_weights()[0].shape) == 4:
         import keras

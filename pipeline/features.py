@@ -1,0 +1,101 @@
+"""Frozen-backbone features, computed once: the head then trains in milliseconds per epoch.
+
+A frozen backbone without augmentation maps each image to the same features every epoch, so
+``extract`` runs it once over the training and validation images and the head trains on
+the result: the same numbers as training the whole model (same seed, float tolerance).
+Features stay in memory for the process (a sweep's jobs over seeds share them) and, with
+``trainer.feature_cache_dir`` set, on disk, keyed by backbone, weights and data.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MEMORY_ENTRIES = 2  # feature sets kept in memory: enough for a sweep over seeds
+_memory: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
+
+
+def cache_key(
+    backbone: Mapping,
+    data_digest: str,
+    image_shape: Sequence[int],
+    policy: str,
+    seed: int,
+    files: Sequence[str] = (),
+) -> str:
+    """What the features depend on, hashed.
+
+    Args:
+        backbone: the backbone's config (name, weights, alpha, ...).
+        data_digest: ``ImageData.digest()``: the split, file names and labels.
+        image_shape: ``(height, width, channels)`` fed to the model.
+        policy: the Keras float policy (``float32``, ``mixed_float16``, ...).
+        seed: matters only for random weights, which the seed initialises.
+        files: image files, whose sizes and times stand in for their contents.
+    """
+    weights = backbone.get("weights")
+    if weights is None:
+        weights = f"random, seed {seed}"
+    elif weights != "imagenet":
+        weights = _file_identity(weights)
+    parts = {
+        **backbone,
+        "weights": weights,
+        "data": data_digest,
+        "image_shape": list(image_shape),
+        "policy": policy,
+        "files": hashlib.sha256("\n".join(_file_identity(f) for f in files).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def extract(extractor, train_images, val_images, key: str, cache_dir: str | None = None):
+    """Features of the training and validation images, from the cache when it has them.
+
+    Args:
+        extractor: a ``keras.Model`` from images to features.
+        train_images: batched ``tf.data`` images in the training set's order (labels ignored).
+        val_images: the same for the validation set.
+        key: ``cache_key(...)`` of these images and this backbone.
+        cache_dir: a folder for ``KEY.npz`` files shared across processes; None for memory only.
+
+    Returns:
+        ``(train_features, val_features, source)`` with source ``memory``, ``disk`` or ``computed``.
+    """
+    path = Path(cache_dir).expanduser() / f"{key}.npz" if cache_dir else None
+    if key in _memory:
+        _memory.move_to_end(key)
+        return (*_memory[key], "memory")
+    if path is not None and path.is_file():
+        with np.load(path) as stored:
+            found = stored["train"], stored["val"]
+        source = "disk"
+    else:
+        found = extractor.predict(train_images, verbose=0), extractor.predict(val_images, verbose=0)
+        source = "computed"
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{key}.{os.getpid()}.partial.npz")
+            np.savez(partial, train=found[0], val=found[1])
+            partial.replace(path)  # atomic: parallel jobs never read half a file
+    _memory[key] = found
+    while len(_memory) > MEMORY_ENTRIES:
+        _memory.popitem(last=False)
+    log.info("features %s: %s train, %s val (%s)", key, found[0].shape, found[1].shape, source)
+    return (*found, source)
+
+
+def _file_identity(path: str) -> str:
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"

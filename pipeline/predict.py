@@ -1,0 +1,108 @@
+"""ImageNet predictions on a folder of images: the course's first TensorFlow lesson.
+
+    python -m pipeline task=predict backbone=resnet50 dataset=image_folder dataset.path=DIR
+
+Every image under ``dataset.path`` (sub-folders included, so a flat folder and a
+``train/<class>/`` tree both work) goes through the backbone with its ImageNet top. The top
+``predict.top_k`` labels of each image are printed and logged to MLflow as a table
+(``predictions/top_k.json``), beside a grid of the images and their labels
+(``figures/predictions.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+GRID_IMAGES = 16  # images shown in figures/predictions.png
+
+
+def predict_and_log(run, active):
+    """Predicts ImageNet labels for ``run.dataset.path``'s images and logs them; returns a RunResult."""
+    import keras
+
+    from pipeline import accelerator, backbones, config, tracking
+    from pipeline import data as data_module
+    from pipeline.train import RunResult
+
+    acc, backbone = run.accelerator, run.backbone
+    strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
+    keras.config.disable_interactive_logging()
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(run.seed)  # weights=null: random, but the same for a seed
+    tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
+
+    if backbone.weights is None:
+        log.warning("backbone.weights=null: random weights, so the labels below mean nothing")
+    classes = backbones.imagenet_classes()  # first: a missing class index fails before any work
+    root = Path(run.dataset.path)
+    paths, skipped = data_module.find_images(root)
+    paths = paths[: run.dataset.max_samples]
+    channels = 1 if run.dataset.color_mode == "grayscale" else 3
+    size = config.model_input_size(run)
+    images = data_module.decode_files(paths, size, channels)
+    alpha = getattr(backbone, "alpha", None)
+    with strategy.scope():
+        model = backbones.imagenet_classifier((*size, channels), backbone.name, backbone.weights, alpha)
+    probabilities = model.predict(images.batch(32), verbose=0)
+
+    names = [os.path.relpath(path, root) for path in paths]
+    table = top_k_table(probabilities, classes, run.predict.top_k, names)
+    log.info("top-%d ImageNet labels:\n%s", run.predict.top_k, table.to_string(index=False))
+    tracking.log_table(table, "predictions/top_k.json")
+    shown = np.stack(list(images.take(GRID_IMAGES).as_numpy_iterator()))
+    top1 = table[table["rank"] == 1].head(GRID_IMAGES)
+    titles = [f"{row.image}\n{row.label} {row.probability:.0%}" for row in top1.itertuples()]
+    tracking.log_figure(prediction_grid(shown, titles), "figures/predictions.png")
+    metrics = {
+        "images": len(paths),
+        "dataset.skipped_files": skipped,
+        "mean_top1_probability": float(probabilities.max(axis=1).mean()),
+    }
+    tracking.log_metrics(metrics)
+    return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, {}, None)
+
+
+def top_k_table(probabilities: np.ndarray, classes: Sequence[tuple[str, str]], k: int, images: Sequence[str]):
+    """One row per image and rank: ``image, rank, label, class_id, probability``.
+
+    Args:
+        probabilities: ``(images, 1000)`` softmax outputs.
+        classes: ``(wordnet id, name)`` per output, as ``backbones.imagenet_classes()`` gives.
+        k: labels kept per image, most probable first.
+        images: a name per row of ``probabilities``.
+    """
+    import pandas as pd
+
+    rows = []
+    for image, row in zip(images, probabilities, strict=True):
+        for rank, index in enumerate(np.argsort(row)[::-1][:k], start=1):
+            class_id, label = classes[index]
+            rows.append((image, rank, label, class_id, float(row[index])))
+    return pd.DataFrame(rows, columns=["image", "rank", "label", "class_id", "probability"])
+
+
+def prediction_grid(images: np.ndarray, titles: Sequence[str]):
+    """The images (0-255 pixels) in a grid, each titled with its file and top label."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    cols = min(len(images), 4)
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):  # more axes than images
+        pixels = np.clip(image, 0, 255).astype("uint8")
+        ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray")
+        ax.set_title(title, fontsize=8)
+    return fig
