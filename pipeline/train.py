@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config as config_module
-from pipeline.config import RunConfig
+from pipeline.schemas import RunConfig
 
 log = logging.getLogger(__name__)
 
