@@ -80,11 +80,10 @@ def load(
         raise DataError(f"unknown dataset {name!r}")
     x, y = _subsample(x, y, max_samples, split_seed)
     x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
-    x_test = _kaggle_csv(Path(test_path), labelled=False)[0] if test_path else None
-    resize = lambda a: a if a is None else _resize(a, image_size)  # noqa: E731
+    x_test = _resize(_kaggle_csv(Path(test_path), labelled=False)[0], image_size) if test_path else None
     return ImageData(
-        name, source, resize(x_train), y_train, resize(x_val), y_val, classes,
-        tuple(image_size), 1, resize(x_test),
+        name, source, _resize(x_train, image_size), y_train, _resize(x_val, image_size), y_val, classes,
+        tuple(image_size), 1, x_test,
     )  # fmt: skip
 
 

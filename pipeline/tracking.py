@@ -68,6 +68,7 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
 
 
 def _end(mlflow, status: str, error: str | None = None) -> None:
+    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag."""
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag("convlab.error", (error.splitlines() or [""])[0][:MAX_VALUE])
