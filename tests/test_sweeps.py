@@ -120,3 +120,39 @@ def test_parallel_joblib_sweep_loses_no_run(store, tmp_path):
         len(mlflow.MlflowClient(store.uri).search_experiments(filter_string=f"name = '{store.experiment}'"))
         == 1
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "extra"),
+    [
+        (
+            "augmentation",
+            ["dataset=image_folder", "dataset.image_size=[16,16]", "augmentation=none,flip_shift"],
+        ),
+        (
+            "transfer_learning",
+            [
+                "backbone=mobilenet_v2",
+                "backbone.alpha=0.35",
+                "backbone.weights=null",
+                "backbone.input_size=[32,32]",
+            ],
+        ),
+    ],
+)
+def test_image_folder_presets_sweep_with_and_without_flips(store, tmp_path, preset, extra):
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", per_class=6)
+    result = cli(
+        "-m", f"experiment={preset}", f"dataset.path={root}", *extra, "seed=0", "trainer.epochs=1",
+        "tracking.log_model=false", *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(store)
+    assert sorted(c.data.tags["convlab.variant"] for c in children) == [
+        "augmentation=flip_shift",
+        "augmentation=none",
+    ]
+    assert {c.info.status for c in children} == {"FINISHED"} and parent.info.status == "FINISHED"
