@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -90,6 +91,15 @@ class SweepCallback(Callback):
     """Hydra callback: parent run, progress lines, summary and comparison at the end."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep
+        # that cannot be tracked must not run untracked, so this one stops the command.
+        try:
+            self._start(config)
+        except Exception as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            sys.exit(f"convlab: cannot start the sweep's MLflow parent run: {reason}")
+
+    def _start(self, config) -> None:
         from omegaconf import OmegaConf
 
         from pipeline import tracking
