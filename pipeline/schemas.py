@@ -151,6 +151,7 @@ class TrainerConfig(Schema):
     steps_per_epoch: PositiveInt | None = None
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: NonNegativeInt | None = 0
+    deterministic: bool = True  # TensorFlow op determinism: same seed, same metrics
     cache_features: bool = True  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None = None  # also keep them on disk here, shared across runs
 

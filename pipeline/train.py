@@ -81,7 +81,7 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
     keras.utils.set_random_seed(run.seed)
-    _set_determinism(tf, not acc.jit_compile)
+    _set_determinism(tf, run.trainer.deterministic, acc.jit_compile)
     tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
 
     data = _load_data(run)
@@ -139,17 +139,16 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
     return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, history, model_uri)
 
 
-def _set_determinism(tf, deterministic: bool) -> None:
+def _set_determinism(tf, deterministic: bool, jit_compile: bool) -> None:
     """Same seed, same config, same machine: same metrics. XLA (jit_compile) refuses to run under
     op determinism, so with it on, runs are reproducible only up to float round-off."""
     from tensorflow.python.framework import config as tf_config
 
-    if deterministic:
+    if deterministic and jit_compile:
+        log.warning("accelerator.jit_compile=true: op determinism is off, seeds reproduce runs approximately")
+    if deterministic and not jit_compile:
         tf.config.experimental.enable_op_determinism()
-    else:
-        log.warning(
-            "accelerator.jit_compile=true: op determinism is off, seeds reproduce runs only approximately"
-        )
+    else:  # also between runs of one process: a previous run may have switched it on
         tf_config.disable_op_determinism()
 
 

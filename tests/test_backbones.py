@@ -106,6 +106,7 @@ def test_a_weights_file_loads_through_weights_path(tmp_path, file_name):
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), reference.predict(images, verbose=0))
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras, on the wrong file
 def test_a_weights_file_of_another_network_is_named_in_one_line(tmp_path):
     path = tmp_path / "vgg16.weights.h5"
     features_model("vgg16").get_layer("vgg16").save_weights(path)
