@@ -212,6 +212,8 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         f"jobs: {len(done)} finished, {len(runs) - len(done)} did not finish.",
         "With few seeds a test has little power: 'no evidence of a difference' is not evidence "
         "of no difference.",
+        "Each variant is tested on its own: p-values are not corrected for multiple comparisons, "
+        "so with many variants expect the odd 'better' or 'worse' by chance alone.",
     ]
 
 
