@@ -28,7 +28,9 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(uri)
+    with _sqlite_init_lock(uri):  # the first client in a process creates or migrates the store
+        client = mlflow.MlflowClient(uri)
+        client.search_experiments(max_results=1)
     for _ in range(3):
         found = client.get_experiment_by_name(name)
         if found is not None:
@@ -36,6 +38,32 @@ def get_or_create_experiment(uri: str, name: str) -> str:
         with contextlib.suppress(MlflowException):  # another job created it first
             return client.create_experiment(name)
     raise RuntimeError(f"could not create MLflow experiment {name!r} at {uri}")
+
+
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Serialises opening a SQLite store across processes.
+
+    Two runs started at once on a new ``mlflow.db`` would both create its tables (MLflow's
+    migrations are not safe to run concurrently); a lock file beside the database makes the
+    second wait for the first. Other stores, and systems without ``fcntl``, need no lock.
+    """
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:
+        path = None
+    if not path or path == ":memory:":
+        yield
+        return
+    lock_file = Path(f"{Path(path).expanduser().resolve()}.lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -17,8 +17,13 @@ TINY = ["dataset.max_samples=300", "trainer.epochs=2", "trainer.batch_size=64"]
 
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory) -> str:
-    """One SQLite store per test session (creating the schema costs a second or two)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+    """One SQLite store per test session (creating the schema costs a second or two), created
+    up front so that tests polling it never race a subprocess that is creating it."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    return uri
 
 
 @pytest.fixture

@@ -227,3 +227,22 @@ def test_keras_datasets_load_from_the_keras_cache(store, tmp_path):
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.inputs.dataset_inputs[0].dataset.name == "fashion_mnist"
+
+
+def test_runs_started_together_on_a_new_store_all_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"  # does not exist yet: both runs create it
+    args = ["-m", "pipeline", "trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false"]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *args, f"tracking.uri={uri}"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    import mlflow
+
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("convlab").experiment_id]
+    )
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]

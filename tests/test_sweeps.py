@@ -162,3 +162,24 @@ def test_a_sweep_that_cannot_be_tracked_does_not_start(tmp_path):
     result = cli("-m", "seed=0,1", "tracking.uri=nosuchscheme://store", cwd=tmp_path, timeout=120)
     assert result.returncode != 0 and "Launching" not in result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("convlab: cannot start the sweep")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_sweep_ends_job_and_parent_killed(store, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "-m", "seed=0,1", "trainer.epochs=500", "tracking.log_model=false",
+         *store.overrides],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("loss" in r.data.metrics for r in store.runs()):
+        time.sleep(0.5)  # until the first job is training
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and stderr.strip().splitlines()[-1] == "convlab: interrupted"
+    assert sorted(r.info.status for r in store.runs()) == ["KILLED", "KILLED"]  # the job and its parent
