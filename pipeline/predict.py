@@ -26,18 +26,12 @@ GRID_IMAGES = 16  # images shown in figures/predictions.png
 
 def predict_and_log(run, active):
     """Predicts ImageNet labels for ``run.dataset.path``'s images and logs them; returns a RunResult."""
-    import keras
-
-    from pipeline import accelerator, backbones, config, tracking
+    from pipeline import backbones, config, tracking
     from pipeline import data as data_module
-    from pipeline.train import RunResult
+    from pipeline.train import RunResult, setup_keras
 
-    acc, backbone = run.accelerator, run.backbone
-    strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
-    keras.config.disable_interactive_logging()
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(run.seed)  # weights=null: random, but the same for a seed
-    tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
+    backbone = run.backbone
+    strategy = setup_keras(run)  # seeded: weights=null gives the same random labels for a seed
 
     if backbone.weights is None:
         log.warning("backbone.weights=null: random weights, so the labels below mean nothing")

@@ -67,22 +67,12 @@ def train(run: RunConfig, info: RunInfo) -> RunResult:
 
 
 def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
-    import keras
-    import tensorflow as tf
-
-    from pipeline import accelerator, tracking
     from pipeline import data as data_module
+    from pipeline import tracking
     from pipeline.augment import build_augmentation
 
     acc = run.accelerator
-    strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
-    keras.config.disable_interactive_logging()  # no progress bars from predict() calls
-    # Runs sharing a process (sweeps, scripts) retrace Keras' step functions: expected, not a bug.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
-    keras.utils.set_random_seed(run.seed)
-    _set_determinism(tf, run.trainer.deterministic, acc.jit_compile)
-    tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
+    strategy = setup_keras(run)
 
     data = _load_data(run)
     tracking.log_dataset(data.name, data.source, data.digest(), data.x_train, data.y_train, "training")
@@ -137,6 +127,25 @@ def _fit_and_log(run: RunConfig, info: RunInfo, active) -> RunResult:
         model_uri = tracking.log_keras_model(model, example, probabilities[:1])
     log.info("run %s: val_accuracy=%.4f", active.info.run_id, metrics["val_accuracy"])
     return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, history, model_uri)
+
+
+def setup_keras(run: RunConfig):
+    """Device, float policy, seed and determinism for a run; returns its ``tf.distribute`` strategy."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline import accelerator, tracking
+
+    acc = run.accelerator
+    strategy, device = accelerator.configure(acc.name, acc.mixed_precision, acc.devices, acc.logical_cpus)
+    keras.config.disable_interactive_logging()  # no progress bars from predict() calls
+    # Runs sharing a process (sweeps, scripts) retrace Keras' step functions: expected, not a bug.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
+    keras.utils.set_random_seed(run.seed)
+    _set_determinism(tf, run.trainer.deterministic, acc.jit_compile)
+    tracking.set_tags({f"convlab.accelerator.{k}": v for k, v in device.items()})
+    return strategy
 
 
 def _set_determinism(tf, deterministic: bool, jit_compile: bool) -> None:
