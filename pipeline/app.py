@@ -12,8 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra.errors import CompactHydraException
-
 from pipeline import config
 from pipeline.errors import ConfigError, ConvlabError
 
@@ -29,10 +27,6 @@ NOT_VARIANT = (
     "dataset.test_path",
     "backbone.weights",
 )
-
-
-class UserError(CompactHydraException):
-    """A user's mistake: Hydra prints the message alone, without a traceback."""
 
 
 def task(cfg) -> float:
