@@ -232,12 +232,9 @@ def _subsample(x, y, max_samples, seed):
 def _split(x, y, validation_split, seed):
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y)
-    stratify = (
-        y if counts[counts > 0].min() >= 2 and round(len(y) * validation_split) >= len(counts) else None
-    )
     if len(y) < 2:
         raise DataError(f"only {len(y)} labelled image(s): need at least 2 to hold out a validation set")
+    stratify = _stratify_by(y, round(len(y) * validation_split))
     return train_test_split(
         x, y, test_size=validation_split, random_state=seed, shuffle=True, stratify=stratify
     )
@@ -246,11 +243,16 @@ def _split(x, y, validation_split, seed):
 def _stratified_indices(y, n, seed):
     from sklearn.model_selection import train_test_split
 
-    index = np.arange(len(y))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n >= len(counts) else None
-    keep, _ = train_test_split(index, train_size=n, random_state=seed, shuffle=True, stratify=stratify)
+    keep, _ = train_test_split(
+        np.arange(len(y)), train_size=n, random_state=seed, shuffle=True, stratify=_stratify_by(y, n)
+    )
     return np.sort(keep)
+
+
+def _stratify_by(y, smaller_part: int):
+    """``y`` when a stratified split can keep every class on both sides, else None (plain split)."""
+    counts = np.bincount(y)
+    return y if counts[counts > 0].min() >= 2 and smaller_part >= len(counts) else None
 
 
 def _resize(images: np.ndarray, size) -> np.ndarray:

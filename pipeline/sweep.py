@@ -39,7 +39,7 @@ class SweepJob:
     num: int
 
     def values(self, overrides: list[str]) -> dict[str, str]:
-        pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+        pairs = override_values(overrides)
         return {key: pairs[key] for key in self.factors if key in pairs}
 
     def variant(self, overrides: list[str]) -> str:
@@ -53,6 +53,11 @@ class SweepJob:
             "convlab.job": str(self.num),
         }
         return tags | {f"convlab.factor.{k}": v for k, v in self.values(overrides).items()}
+
+
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """``["+a=1", "b=x,y"] -> {"a": "1", "b": "x,y"}``: Hydra overrides as key -> value text."""
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
 def job_context(hydra_cfg) -> SweepJob | None:
@@ -72,7 +77,7 @@ def sweep_plan(task_overrides: list[str], sweeper_params: dict) -> tuple[int | N
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     arguments = [f"{k}={v}" for k, v in sweeper_params.items()] + list(task_overrides)
-    definition = dict(a.lstrip("+~").split("=", 1) for a in arguments if "=" in a)
+    definition = override_values(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(arguments)
         jobs = BasicSweeper.split_arguments(parsed, None)[0]
@@ -160,7 +165,7 @@ class SweepCallback(Callback):
             if done and job.total
             else "estimating time left"
         )
-        seed = dict(o.split("=", 1) for o in overrides if "=" in o).get("seed", "?")
+        seed = override_values(overrides).get("seed", "?")
         log.info(
             "[sweep] job %d/%s | %s seed=%s | elapsed %s | %s",
             job.num + 1,
@@ -225,7 +230,7 @@ def record_failure(job: SweepJob | None, overrides: list[str], err: BaseExceptio
 
     name = cfg.get("tracking", {}).get("experiment_name", "convlab")
     tags = job.tags(overrides) | {"convlab.variant": job.variant(overrides), "convlab.error": f"{err}"[:500]}
-    seed = dict(o.split("=", 1) for o in overrides if "=" in o).get("seed")
+    seed = override_values(overrides).get("seed")
     if seed is not None:
         tags["convlab.seed"] = seed
     tracking.record_failed_run(job.tracking_uri, name, job.variant(overrides), tags)
