@@ -135,6 +135,8 @@ def _kaggle_csv(path: Path, labelled: bool = True):
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    if frame.empty:
+        raise DataError(f"{path}: no image rows under the header")
     if labelled and "label" not in frame.columns:
         raise DataError(f"{path}: no 'label' column; a test.csv without labels goes in dataset.test_path")
     labels = frame.pop("label").to_numpy() if "label" in frame.columns else None

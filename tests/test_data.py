@@ -45,6 +45,7 @@ def test_kaggle_csv_reads_the_course_layout(tmp_path):
     [
         (None, "no such file"),
         ("", "not a readable CSV"),
+        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n", "no image rows"),
         ("label,pixel0,pixel1\n1,0,0\n", "3 columns|2 pixel columns is not a square image"),
         (
             "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n",
@@ -59,7 +60,15 @@ def test_kaggle_csv_reads_the_course_layout(tmp_path):
             "no 'label' column",
         ),
     ],
-    ids=["missing", "empty", "wrong-column-count", "non-numeric", "out-of-range", "test-csv-as-train"],
+    ids=[
+        "missing",
+        "empty",
+        "header-only",
+        "wrong-column-count",
+        "non-numeric",
+        "out-of-range",
+        "test-csv-as-train",
+    ],  # fmt: skip
 )
 def test_bad_csv_files_are_named_with_the_problem(tmp_path, content, message):
     path = tmp_path / "train.csv"
