@@ -4,11 +4,13 @@
 Returns the objective (final val_accuracy) so Hydra sweepers can optimise it.
 """
 
+import os
+import signal
 import sys
 
 import hydra
 
-from pipeline import config
+from pipeline import config, contract
 from pipeline.errors import ConvlabError
 
 
@@ -22,21 +24,21 @@ def _hydra_main(cfg) -> float:
 def main() -> None:
     config.register_experiments()
     try:
-        config.check_choices([arg for arg in sys.argv[1:] if not arg.startswith("-")])
+        config.check_overrides([arg for arg in sys.argv[1:] if not arg.startswith("-")])
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
-    from pipeline import sweep
+    from pipeline import interrupts
 
+    signal.signal(signal.SIGTERM, interrupts.as_interrupt)  # a scheduler's SIGTERM is a Ctrl-C
     try:
-        _hydra_main()
+        _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
     except KeyboardInterrupt:
-        sweep.abort_open_sweep("KILLED")
+        sweep_id = os.environ.get(contract.ENV_SWEEP_ID)
+        if sweep_id:  # the sweep's guard ends its runs KILLED as this process exits
+            sys.exit(
+                f"convlab: interrupted; sweep {sweep_id} ends KILLED (continue it: sweep.resume={sweep_id})"
+            )
         sys.exit("convlab: interrupted")
-    except BaseException:  # a crash or Hydra's own exit: the sweep's parent must not stay RUNNING
-        sweep.abort_open_sweep("FAILED")
-        raise
-    if sweep.failures():
-        sys.exit(sweep.failures())
 
 
 if __name__ == "__main__":

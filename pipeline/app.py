@@ -1,7 +1,7 @@
 """The edge between Hydra and a run: composed config in, validated run + run info out.
 
-Both entry points end here: the Hydra task function (``python -m pipeline``) and the Python
-API (``pipeline.run``). Below this module nothing reads Hydra.
+Both entry points end here: the Hydra task function (``python -m pipeline``, one run or each job
+of a sweep) and the Python API (``pipeline.run``). Below this module nothing reads Hydra.
 """
 
 from __future__ import annotations
@@ -12,21 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, overrides
 from pipeline.errors import ConfigError, ConvlabError
 
 log = logging.getLogger(__name__)
-
-# Overrides that change how a run is run or recorded, not which variant it is.
-NOT_VARIANT = (
-    "seed",
-    "experiment",
-    "tracking.",
-    "hydra.",
-    "dataset.path",
-    "dataset.test_path",
-    "backbone.weights",
-)
 
 
 def task(cfg) -> float:
@@ -38,33 +27,47 @@ def task(cfg) -> float:
     from pipeline import sweep
 
     hydra_cfg = HydraConfig.get()
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
-    sweep_job = sweep.job_context(hydra_cfg) if in_sweep else None
+    lines = list(hydra_cfg.overrides.task)
+    pairs = overrides.values(lines)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    job = sweep.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    digest = sweep.config_hash(resolved)
+    variant = job.variant(pairs) if job else overrides.variant(pairs)
     try:
         run = config.validate(cfg)
+        if job is not None and (reason := sweep.skip_reason(job, digest, run.sweep.fail_fast)):
+            log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
+            return math.nan
+        tags = job.tags(pairs, digest) if job else {}
         info = _run_info(
-            hydra_cfg.runtime.choices,
-            overrides,
-            Path(hydra_cfg.runtime.output_dir),
-            OmegaConf.to_container(cfg, resolve=True),
-            sweep_job,
+            hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
         from pipeline.train import train
 
         return train(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
-        if not in_sweep:
+        if job is None:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback
                 sys.exit(f"convlab: {err}")
             raise
-        # A sweep goes on: the job is recorded FAILED and named in the sweep's summary.
-        sweep.record_failure(sweep_job, overrides, err, cfg)
+        # A sweep goes on: the job is recorded FAILED (here if it failed before its run opened)
+        # and named in the sweep's summary.
+        if isinstance(err, ConvlabError):
+            _record_failure(job, cfg, pairs, digest, variant, err)
         log.error("job failed: %s: %s", type(err).__name__, err)
         return math.nan
 
 
-def run_overrides(overrides: list[str], config_name: str = "config"):
+def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
+    from pipeline import contract, tracking
+
+    tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
+    if "seed" in pairs:
+        tags[contract.SEED] = pairs["seed"]
+    tracking.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
+
+
+def run_overrides(lines: list[str], config_name: str = "config"):
     """The Python API behind ``pipeline.run``: compose as the CLI does, then train."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -74,11 +77,11 @@ def run_overrides(overrides: list[str], config_name: str = "config"):
     from pipeline.train import train
 
     config.register_experiments()
-    config.check_choices(overrides)
+    config.check_overrides(lines)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR), job_name="convlab"):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name, overrides=lines, return_hydra_config=True)
     except HydraException as err:
         raise ConfigError(str(err).splitlines()[0]) from None
     choices = dict(cfg.hydra.runtime.choices)
@@ -89,23 +92,16 @@ def run_overrides(overrides: list[str], config_name: str = "config"):
         hydra_dir = Path(folder) / ".hydra"
         hydra_dir.mkdir()
         OmegaConf.save(cfg, hydra_dir / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-        info = _run_info(choices, overrides, Path(folder), OmegaConf.to_container(cfg, resolve=True), None)
+        OmegaConf.save(OmegaConf.create(lines), hydra_dir / "overrides.yaml")
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        info = _run_info(
+            choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}
+        )
         return train(run, info)
 
 
-def _run_info(choices, overrides, output_dir, params, sweep_job):
+def _run_info(choices, lines, output_dir, params, variant, sweep_tags):
     from pipeline.train import RunInfo
 
     groups = {group: str(option) for group, option in choices.items() if group in config.GROUPS}
-    if sweep_job is not None:
-        variant, tags = sweep_job.variant(overrides), sweep_job.tags(overrides)
-    else:
-        variant, tags = variant_label(overrides), {}
-    return RunInfo(groups, overrides, output_dir, params, variant, tags)
-
-
-def variant_label(overrides: list[str]) -> str:
-    """``["seed=1", "optimizer=sgd", "trainer.epochs=1"] -> "optimizer=sgd,trainer.epochs=1"``."""
-    kept = sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(NOT_VARIANT))
-    return ",".join(kept) or "default"
+    return RunInfo(groups, lines, output_dir, params, variant, sweep_tags)

@@ -7,6 +7,7 @@ what is allowed. This module imports neither TensorFlow nor MLflow.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipeline.schemas import (
     PredictConfig,
     RunConfig,
     Schema,
+    SweepConfig,
     TopLevelConfig,
     TrackingConfig,
     TrainerConfig,
@@ -51,6 +53,7 @@ def validate(cfg: Any) -> RunConfig:
     typed["trainer"] = _check(TrainerConfig, data.pop("trainer", {}), "trainer")
     typed["tracking"] = _check(TrackingConfig, data.pop("tracking", {}), "tracking")
     typed["predict"] = _check(PredictConfig, data.pop("predict", {}), "predict")
+    typed["sweep"] = _check(SweepConfig, data.pop("sweep", {}), "sweep")
     typed.update(_check(TopLevelConfig, data, "").model_dump())
     run = RunConfig(**typed)
     _check_feature_maps(run)
@@ -187,18 +190,58 @@ def register_experiments() -> None:
         store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
-def check_choices(overrides: list[str]) -> None:
-    """Rejects ``group=option`` overrides naming an option that does not exist.
+def check_overrides(lines: list[str]) -> None:
+    """Rejects a group option or a config key that does not exist, in one line, before Hydra runs.
 
-    Hydra would reject them too, with a multi-line search-path dump; this says it in one line.
+    ``optimizer=rmsprop`` lists the options; ``trainer.foo=1`` names the nearest valid keys.
     """
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or "/" in key or key.startswith("hydra"):
-            continue
-        options = group_options(key) if key == "experiment" or (CONF_DIR / key).is_dir() else None
-        if not options or value in ("null", ""):
-            continue
-        for choice in value.split(","):
-            if choice and not any(ch in choice for ch in "()[]*$") and choice not in options:
-                raise ConfigError(f"{key}={choice!r} is not an option; choose one of: {', '.join(options)}")
+    from pipeline import overrides
+
+    groups = {group: group_options(group) for group in (*GROUPS, "experiment")}
+    overrides.check(lines, groups, known_keys())
+
+
+@functools.cache
+def known_keys() -> dict[str, set[str]]:
+    """Every top-level node's dotted keys, from ``conf/`` (a group's keys: all its options')."""
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
+    keys = {
+        name: set(_dotted(node, name)) for name, node in root.items() if name not in ("defaults", "hydra")
+    }
+    for group in GROUPS:
+        keys[group] = {key for p in (CONF_DIR / group).glob("*.yaml") for key in _dotted(_load(p), group)}
+    keys["experiment"] = set()
+    return keys
+
+
+def _load(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    return {k: v for k, v in node.items() if k != "defaults"}
+
+
+def _dotted(node: Any, prefix: str) -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for key, value in node.items():
+        keys.append(f"{prefix}.{key}")
+        keys.extend(_dotted(value, f"{prefix}.{key}"))
+    return keys
+
+
+def register_resolvers() -> None:
+    """``${convlab_uid:}``: a short random id, drawn once per config (Hydra copies the cache into
+    every job's config), so two sweeps started in the same second get their own folders."""
+    import uuid
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("convlab_uid"):
+        OmegaConf.register_new_resolver("convlab_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+
+register_resolvers()

@@ -160,6 +160,15 @@ class PredictConfig(Schema):
     top_k: PositiveInt = 3  # task=predict: ImageNet labels shown per image
 
 
+class SweepConfig(Schema):
+    """How a multirun sweep runs (see ``pipeline.sweep``); ignored by single runs."""
+
+    resume: str | None = None  # a sweep id, a parent run id, or "last"
+    fail_fast: bool = False  # after a job fails, the jobs not yet started are skipped
+    stale_after: float = Field(900.0, gt=0)  # seconds without a heartbeat: a RUNNING run elsewhere is dead
+    max_seeds: PositiveInt | None = None  # adaptive seeding: add seeds to undecided variants up to this
+
+
 class TrackingConfig(Schema):
     uri: str = "sqlite:///mlflow.db"
     experiment_name: str = Field("convlab", min_length=1)
@@ -210,6 +219,7 @@ class RunConfig:
     trainer: TrainerConfig
     tracking: TrackingConfig
     predict: PredictConfig = PredictConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 class TopLevelConfig(Schema):

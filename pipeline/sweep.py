@@ -1,10 +1,18 @@
-"""Sweeps: one MLflow parent run per Hydra multirun, progress, and the end-of-sweep summary.
+"""Sweeps: one MLflow parent run per Hydra multirun, its jobs nested under it, resume, summary.
 
-``SweepCallback`` is registered in ``conf/config.yaml`` (``hydra.callbacks``). At the start of
-a multirun it creates the parent run and writes ``sweep.json`` into the sweep folder; each
-job (in this process, or a joblib/submitit worker) reads that file to nest its run under the
-parent and to report "job i of N". At the end it logs the summary and the comparison report
-to the parent and exits non-zero when any job failed.
+``SweepCallback`` is registered in ``conf/config.yaml`` (``hydra.callbacks``). When a multirun
+starts it creates the parent run (or, with ``sweep.resume``, reopens an earlier one) and hands
+every job the parent's run id and the sweep id as plain values: environment variables set
+through each job's own config (``hydra.job.env_set``), so a job launched on another machine
+(submitit/SLURM, Ray) nests under the parent as long as it reaches the same tracking server.
+Each job reads the sweep's definition from the parent run itself (``pipeline.contract``).
+
+Resume (``sweep.resume=<sweep id>`` or ``last``): a job whose resolved config (seed included)
+already has a FINISHED child is skipped; FAILED and KILLED ones run again. A child left RUNNING
+is stale, and is marked KILLED before its job runs again, when its process is gone: on the
+same host, its pid no longer runs (or is another process: start times differ); from another
+host, it has sent no heartbeat (a metric logged at every epoch end) for ``sweep.stale_after``
+seconds.
 """
 
 from __future__ import annotations
@@ -12,242 +20,303 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
+import os
+import socket
 import time
 import uuid
-from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from pipeline import contract, overrides
+
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-_open_parent: dict | None = None  # the parent run this process opened and has not closed yet
-_failures: str | None = None  # set when a finished sweep had failed jobs: the CLI exits non-zero
+
+@dataclasses.dataclass(frozen=True)
+class SweepOutcome:
+    """How a sweep (or one resumed pass of it) ended."""
+
+    sweep_id: str
+    parent_run_id: str
+    status: str
+    finished: int
+    failed: list[dict]
+    summary: str
+
+    @property
+    def message(self) -> str | None:
+        """One line for the terminal when the sweep did not succeed, else None."""
+        if self.status == contract.FINISHED:
+            return None
+        total = self.finished + len(self.failed)
+        return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepJob:
-    """One job's view of its sweep, read from ``sweep.json``."""
+    """One job's view of its sweep: identity from the environment, definition from the parent."""
 
     sweep_id: str
     parent_run_id: str
     tracking_uri: str
     factors: list[str]
     total: int | None
-    started: float
-    num: int
+    started: float  # when this pass of the sweep started (a resume starts a new pass)
 
-    def values(self, overrides: list[str]) -> dict[str, str]:
-        pairs = override_values(overrides)
-        return {key: pairs[key] for key in self.factors if key in pairs}
+    def variant(self, pairs: dict[str, str]) -> str:
+        return overrides.variant(pairs, self.factors)
 
-    def variant(self, overrides: list[str]) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.values(overrides).items()) or "default"
+    def tags(self, pairs: dict[str, str], config_hash: str) -> dict[str, str]:
+        from pipeline import interrupts
 
-    def tags(self, overrides: list[str]) -> dict[str, str]:
         tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "convlab.role": "job",
-            "convlab.sweep_id": self.sweep_id,
-            "convlab.job": str(self.num),
+            contract.PARENT: self.parent_run_id,
+            contract.ROLE: contract.ROLE_JOB,
+            contract.SWEEP_ID: self.sweep_id,
+            contract.CONFIG_HASH: config_hash,
+            contract.HOST: socket.gethostname(),
+            contract.PID: str(os.getpid()),
+            contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
         }
-        return tags | {f"convlab.factor.{k}": v for k, v in self.values(overrides).items()}
+        return tags | {contract.factor_tag(k): pairs[k] for k in self.factors if k in pairs}
 
 
-def override_values(overrides: list[str]) -> dict[str, str]:
-    """``["+a=1", "b=x,y"] -> {"a": "1", "b": "x,y"}``: Hydra overrides as key -> value text."""
-    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+def current_job(tracking_uri: str) -> SweepJob | None:
+    """The sweep this job belongs to, from ``CONVLAB_PARENT_RUN_ID``; None outside a sweep."""
+    from pipeline import tracking
 
-
-def job_context(hydra_cfg) -> SweepJob | None:
-    """The sweep this multirun job belongs to, or None when no ``sweep.json`` was written."""
-    path = Path(hydra_cfg.sweep.dir) / SWEEP_FILE
-    if not path.is_file():
+    parent_id = os.environ.get(contract.ENV_PARENT_RUN_ID)
+    if not parent_id:
         return None
-    return SweepJob(**json.loads(path.read_text()), num=int(hydra_cfg.job.num))
+    tags = tracking.run_tags(tracking_uri, parent_id)
+    total = tags.get(contract.TOTAL_JOBS)
+    return SweepJob(
+        sweep_id=os.environ.get(contract.ENV_SWEEP_ID) or tags.get(contract.SWEEP_ID, ""),
+        parent_run_id=parent_id,
+        tracking_uri=tracking_uri,
+        factors=json.loads(tags.get(contract.FACTORS, "[]")),
+        total=int(total) if total else None,
+        started=float(tags.get(contract.STARTED, time.time())),
+    )
 
 
-def sweep_plan(task_overrides: list[str], sweeper_params: dict) -> tuple[int | None, list[str], dict]:
-    """``(number of jobs, factor keys, sweep definition)`` as Hydra's basic sweeper will expand it.
+def config_hash(resolved: dict) -> str:
+    """A job's identity for resume: its resolved config, seed included, minus where it is tracked."""
+    import hashlib
 
-    Command-line values win over the preset's ``hydra.sweeper.params``, as in the sweeper.
-    """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    kept = {k: v for k, v in resolved.items() if k not in ("hydra", "tracking", "sweep")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    arguments = [f"{k}={v}" for k, v in sweeper_params.items()] + list(task_overrides)
-    definition = override_values(arguments)
-    try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
-    except Exception:  # range/interval sweeps of other sweepers: size unknown up front
-        return None, [k for k, v in definition.items() if "," in v and k != "seed"], definition
-    varying = {}
-    for job in jobs:
-        for item in job:
-            key, value = item.lstrip("+~").split("=", 1)
-            varying.setdefault(key, set()).add(value)
-    factors = [k for k, values in varying.items() if len(values) > 1 and k != "seed"]
-    return len(jobs), factors, definition
+
+def skip_reason(job: SweepJob, digest: str, fail_fast: bool) -> str | None:
+    """Why this job need not run: already FINISHED (resume), or an earlier job failed (fail_fast)."""
+    from pipeline import tracking
+
+    siblings = tracking.children(job.tracking_uri, job.parent_run_id)
+    same = [r for r in siblings if r["config_hash"] == digest]
+    if any(r["status"] == contract.FINISHED for r in same):
+        return "already finished"
+    if any(r["status"] == contract.RUNNING and r["run_id"] and not _stale(r, None) for r in same):
+        return "running in another process"
+    this_pass = [r for r in siblings if r["start_time"] >= job.started * 1000]
+    if fail_fast and any(r["status"] == contract.FAILED for r in this_pass):
+        return "an earlier job failed (sweep.fail_fast=true)"
+    return None
 
 
 class SweepCallback(Callback):
-    """Hydra callback: parent run, progress lines, summary and comparison at the end."""
+    """Hydra callback: parent run, job identity, progress lines, summary and comparison."""
+
+    def __init__(self) -> None:
+        self._state: dict | None = None
+        self._guard = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        # Hydra turns a callback's exception into a warning and launches the jobs anyway; a sweep
-        # that cannot be tracked must not run untracked, so this one stops the command.
+        # Hydra turns a callback's Exception into a warning and launches the jobs anyway; a sweep
+        # that cannot be tracked must not run untracked: SystemExit stops the command.
+        from pipeline.errors import ConvlabError
+
         try:
-            self._start(config)
+            self._state = _open(config)
+        except ConvlabError as err:
+            raise SystemExit(f"convlab: {err}") from None
         except Exception as err:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            sys.exit(f"convlab: cannot start the sweep's MLflow parent run: {reason}")
+            raise SystemExit(f"convlab: cannot start the sweep's MLflow parent run: {reason}") from None
+        from pipeline import interrupts
 
-    def _start(self, config) -> None:
-        from omegaconf import OmegaConf
-
-        from pipeline import tracking
-
-        global _open_parent
-        task_overrides = list(config.hydra.overrides.task)
-        params_node = config.hydra.sweeper.get("params")
-        params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
-        total, factors, definition = sweep_plan(task_overrides, params)
-        experiment = _experiment_choice(config)
-        uri = config.tracking.uri
-        sweep_id = uuid.uuid4().hex[:12]
-        tags = {
-            "convlab.role": "sweep",
-            "convlab.sweep_id": sweep_id,
-            "convlab.experiment": experiment,
-            "convlab.factors": json.dumps(factors),
-            "convlab.sweep_params": json.dumps(definition),
-            "convlab.overrides": " ".join(task_overrides),
-        }
-        name = f"sweep {experiment or 'multirun'} {sweep_id[:6]}"
-        parent = tracking.start_parent_run(uri, config.tracking.experiment_name, name, tags)
-        state = {
-            "sweep_id": sweep_id,
-            "parent_run_id": parent,
-            "tracking_uri": uri,
-            "factors": factors,
-            "total": total,
-            "started": time.time(),
-        }
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(state))
-        _open_parent = {
-            **state,
-            "experiment_name": config.tracking.experiment_name,
-            "sweep_dir": str(sweep_dir),
-        }
-        log.info("sweep %s: %s jobs, parent run %s (%s)", sweep_id, total or "?", parent, ", ".join(factors))
+        state = self._state
+        self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            return
-        job = job_context(hydra_cfg)
-        if job is None:
+        if hydra_cfg.mode != RunMode.MULTIRUN or not os.environ.get(contract.ENV_PARENT_RUN_ID):
             return
         from pipeline import tracking
 
-        overrides = list(hydra_cfg.overrides.task)
-        done = tracking.count_finished_children(job.tracking_uri, job.parent_run_id)
-        elapsed = time.time() - job.started
-        left = (
-            f"~{_clock(elapsed / done * (job.total - done))} left"
-            if done and job.total
-            else "estimating time left"
+        job = current_job(config.tracking.uri)
+        pairs = overrides.values(hydra_cfg.overrides.task)
+        siblings = tracking.children(job.tracking_uri, job.parent_run_id)
+        done = sum(
+            r["status"] in contract.TERMINAL and r["start_time"] >= job.started * 1000 for r in siblings
         )
-        seed = override_values(overrides).get("seed", "?")
+        elapsed = time.time() - job.started
+        left = f"~{_clock(elapsed / done * (job.total - done))} left" if done and job.total else "estimating"
+        number = int(hydra_cfg.job.num) + 1
         log.info(
             "[sweep] job %d/%s | %s seed=%s | elapsed %s | %s",
-            job.num + 1,
-            job.total or "?",
-            job.variant(overrides),
-            seed,
-            _clock(elapsed),
-            left,
-        )
+            number, job.total or "?", job.variant(pairs), pairs.get("seed", "?"), _clock(elapsed), left,
+        )  # fmt: skip
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        finish_open_sweep()
+        state, self._state = self._state, None
+        if state is None:
+            return
+        if self._guard is not None:
+            self._guard.release()
+        outcome = finish(state)
+        if outcome.message:
+            raise SystemExit(outcome.message)
 
 
-def finish_open_sweep() -> None:
-    """Summarises the sweep on its parent run, ends it, and fails loudly if any job failed."""
-    global _open_parent, _failures
+def _open(config) -> dict:
+    """Creates (or reopens) the parent run and hands its identity to every job."""
+    from omegaconf import OmegaConf, open_dict
+
+    from pipeline import tracking
+
+    task = list(config.hydra.overrides.task)
+    params_node = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + task
+    jobs = overrides.expand(arguments)
+    experiment = str(config.hydra.runtime.choices.get("experiment") or "")
+    uri, name, options = config.tracking.uri, config.tracking.experiment_name, config.sweep
+    now = time.time()
+    pass_tags = {contract.STARTED: f"{now:.3f}", contract.TOTAL_JOBS: str(len(jobs)) if jobs else ""}
+    if options.resume:
+        sweep_id, parent = _reopen(uri, name, str(options.resume), experiment, options.stale_after)
+        tracking.set_run_tags(uri, parent, pass_tags)
+    else:
+        sweep_id = uuid.uuid4().hex[:12]
+        factor_keys = (
+            overrides.factors(jobs) if jobs else [o.key for o in overrides.parse(arguments) if o.is_sweep]
+        )
+        tags = {
+            contract.ROLE: contract.ROLE_SWEEP,
+            contract.SWEEP_ID: sweep_id,
+            contract.EXPERIMENT: experiment,
+            contract.FACTORS: json.dumps([k for k in factor_keys if k != "seed"]),
+            contract.SWEEP_PARAMS: json.dumps(overrides.values(arguments)),
+            contract.OVERRIDES: " ".join(task),
+            **pass_tags,
+        }
+        parent = tracking.start_parent_run(
+            uri, name, f"sweep {experiment or 'multirun'} {sweep_id[:6]}", tags
+        )
+    identity = {contract.ENV_PARENT_RUN_ID: parent, contract.ENV_SWEEP_ID: sweep_id}
+    os.environ.update(identity)  # for this process and the workers it starts
+    with open_dict(config):  # ...and in each job's own config, for workers on other machines
+        for key, value in identity.items():
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={value}")
+    log.info("sweep %s: %s jobs, parent run %s, output in %s", sweep_id, len(jobs) if jobs else "?", parent,
+             config.hydra.sweep.dir)  # fmt: skip
+    return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
+            "sweep_dir": str(config.hydra.sweep.dir), "started": now}  # fmt: skip
+
+
+def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
+    """The parent run of the sweep to resume, reopened, its stale children marked KILLED."""
+    from pipeline import tracking
+    from pipeline.errors import ConfigError
+
+    parent = tracking.find_parent(uri, name, None if resume == "last" else resume, experiment)
+    if parent is None:
+        which = f"of experiment={experiment or '(none)'} " if resume == "last" else f"{resume!r} "
+        raise ConfigError(f"sweep.resume={resume}: no sweep {which}in MLflow experiment {name!r} at {uri}")
+    sweep_id, parent_id = parent
+    for child in tracking.children(uri, parent_id):
+        if child["status"] == contract.RUNNING and _stale(child, stale_after):
+            tracking.end_run(uri, child["run_id"], contract.KILLED, "stale: its process is gone (resumed)")
+            log.info(
+                "marked stale run %s (%s seed=%s) KILLED", child["run_id"], child["variant"], child["seed"]
+            )
+    tracking.reopen_run(uri, parent_id)
+    return sweep_id, parent_id
+
+
+def _stale(child: dict, stale_after: float | None) -> bool:
+    """Whether a RUNNING child's process is gone (see the module docstring)."""
+    from pipeline import interrupts
+
+    if child["host"] == socket.gethostname() and child["pid"]:
+        started = float(child["process_start"]) if child["process_start"] else None
+        return not interrupts.process_alive(int(child["pid"]), started)
+    if stale_after is None:
+        return False
+    last = child["heartbeat"] or child["start_time"] / 1000
+    return time.time() - last > stale_after
+
+
+def finish(state: dict) -> SweepOutcome:
+    """Summarises the sweep on its parent run, writes the comparison and ends the parent."""
     from pipeline import compare, tracking
 
-    state, _open_parent = _open_parent, None
-    if state is None:
-        return
-    uri, parent = state["tracking_uri"], state["parent_run_id"]
-    children = tracking.children_status(uri, parent)
-    failed = [c for c in children if c["status"] != "FINISHED"]
-    summary = _summary(state, children, failed)
+    uri, parent = state["uri"], state["parent"]
+    latest = _latest_per_job(tracking.children(uri, parent))
+    failed = [c for c in latest if c["status"] != contract.FINISHED]
+    status = contract.FAILED if failed else contract.FINISHED
+    summary = _summary(state, latest, failed)
     log.info("\n%s", summary)
     tracking.log_text_to(uri, parent, summary, "sweep_summary.md")
+    tracking.end_run(uri, parent, status)
     try:
-        out = Path(state["sweep_dir"]) / "comparison"
+        out = os.path.join(state["sweep_dir"], "comparison")
         compare.write_report(
             experiment=state["experiment_name"], sweep=parent, tracking_uri=uri, out=out, log=True, echo=True
         )
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
         log.warning("comparison report skipped: %s", err)
-    tracking.end_parent_run(uri, parent, "FAILED" if failed else "FINISHED")
-    if failed:
-        _failures = f"convlab: {len(failed)} of {len(children)} sweep jobs failed (see the summary above)"
+    for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+        os.environ.pop(key, None)
+    finished = len(latest) - len(failed)
+    return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary)
 
 
-def failures() -> str | None:
-    """After a sweep: a one-line message when any job failed, else None. Hydra swallows
-    exceptions raised in callbacks, so the CLI asks for this once the sweep returns."""
-    return _failures
-
-
-def abort_open_sweep(status: str) -> None:
-    """Ends a parent run left open by an interrupted or crashed sweep."""
-    global _open_parent
-    if _open_parent is not None:
-        from pipeline import tracking
-
-        tracking.end_parent_run(_open_parent["tracking_uri"], _open_parent["parent_run_id"], status)
-        _open_parent = None
-
-
-def record_failure(job: SweepJob | None, overrides: list[str], err: BaseException, cfg) -> None:
-    """Makes sure a failed job shows up as a FAILED child run, even if it failed before training."""
-    if job is None or getattr(err, "convlab_run_id", None):
-        return
+def _abort(state: dict, status: str) -> None:
+    """The sweep was interrupted or crashed: every child still RUNNING, and the parent, end."""
     from pipeline import tracking
 
-    name = cfg.get("tracking", {}).get("experiment_name", "convlab")
-    tags = job.tags(overrides) | {"convlab.variant": job.variant(overrides), "convlab.error": f"{err}"[:500]}
-    seed = override_values(overrides).get("seed")
-    if seed is not None:
-        tags["convlab.seed"] = seed
-    tracking.record_failed_run(job.tracking_uri, name, job.variant(overrides), tags)
+    uri, parent = state["uri"], state["parent"]
+    reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
+    for child in tracking.children(uri, parent):
+        if child["status"] == contract.RUNNING:
+            tracking.end_run(uri, child["run_id"], contract.KILLED, reason)
+    tracking.end_run(uri, parent, status)
+    for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+        os.environ.pop(key, None)
 
 
-def _summary(state: dict, children: list[dict], failed: list[dict]) -> str:
+def _latest_per_job(children: list[dict]) -> list[dict]:
+    """One run per job (config hash): its FINISHED run if it has one, else its latest run."""
+    best: dict[str, dict] = {}
+    for child in children:  # oldest first
+        key = child["config_hash"] or child["run_id"]
+        if best.get(key, {}).get("status") != contract.FINISHED:
+            best[key] = child
+    return list(best.values())
+
+
+def _summary(state: dict, latest: list[dict], failed: list[dict]) -> str:
     elapsed = _clock(time.time() - state["started"])
-    done = len(children) - len(failed)
-    lines = [f"# sweep {state['sweep_id']}: {done} of {len(children)} jobs finished in {elapsed}", ""]
+    done = len(latest) - len(failed)
+    lines = [f"# sweep {state['sweep_id']}: {done} of {len(latest)} jobs finished ({elapsed} this pass)", ""]
     for child in failed:
-        lines.append(f"- FAILED {child['variant']} seed={child['seed']}: {child['error']}")
+        lines.append(f"- {child['status']} {child['variant']} seed={child['seed']}: {child['error']}")
     return "\n".join(lines)
-
-
-def _experiment_choice(config) -> str:
-    choices = config.hydra.runtime.choices
-    return str(choices.get("experiment") or "")
 
 
 def _clock(seconds: float) -> str:

@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from pipeline import contract
+
 log = logging.getLogger(__name__)
 
 MAX_KEY = 250  # MLflow's key length limit
@@ -86,7 +88,6 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
         raise
     except BaseException as err:
         _end(mlflow, "FAILED", f"{type(err).__name__}: {err}")
-        err.convlab_run_id = run.info.run_id  # the failure is recorded: callers need not
         raise
     else:
         _end(mlflow, "FINISHED")
@@ -99,7 +100,7 @@ def _end(mlflow, status: str, error: str | None = None) -> None:
     """Ends the active run; a failure's first line goes to the ``convlab.error`` tag."""
     if error:
         with contextlib.suppress(Exception):
-            mlflow.set_tag("convlab.error", (error.splitlines() or [""])[0][:MAX_VALUE])
+            mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][:MAX_VALUE])
     mlflow.end_run(status)
 
 
@@ -242,6 +243,7 @@ def epoch_logger(train_images: int):
             metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
             metrics["epoch_seconds"] = now - self._started
             metrics["images_per_second"] = train_images / max(train_seconds, 1e-9)
+            metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one
             log_metrics(metrics, step=epoch + 1)
 
         def on_test_end(self, logs=None):
@@ -267,10 +269,35 @@ def start_parent_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     return run.info.run_id
 
 
-def end_parent_run(uri: str, run_id: str, status: str) -> None:
+def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
+    """Ends a run that need not be active (a sweep's parent, a stale child) in ``status``."""
     import mlflow
 
-    mlflow.MlflowClient(uri).set_terminated(run_id, status)
+    client = mlflow.MlflowClient(uri)
+    if error:
+        client.set_tag(run_id, contract.ERROR, error[:MAX_VALUE])
+    client.set_terminated(run_id, status)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Sets an ended run RUNNING again: a resumed sweep's parent."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).update_run(run_id, status=contract.RUNNING)
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str]:
+    import mlflow
+
+    return dict(mlflow.MlflowClient(uri).get_run(run_id).data.tags)
+
+
+def set_run_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    import mlflow
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    mlflow.MlflowClient(uri).log_batch(run_id, tags=items, synchronous=True)
 
 
 def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
@@ -286,33 +313,65 @@ def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mappi
     client = mlflow.MlflowClient(uri)
     experiment_id = get_or_create_experiment(uri, experiment_name)
     run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    client.set_terminated(run.info.run_id, "FAILED")
+    client.set_terminated(run.info.run_id, contract.FAILED)
     return run.info.run_id
 
 
-def children_status(uri: str, parent_run_id: str) -> list[dict]:
-    """Each child run of a sweep: status, variant, seed and error, oldest first."""
+def find_parent(
+    uri: str, experiment_name: str, sweep_id: str | None, experiment: str
+) -> tuple[str, str] | None:
+    """``(sweep id, parent run id)`` of sweep ``sweep_id``, or of the latest sweep of preset
+    ``experiment`` when ``sweep_id`` is None; None when there is no such sweep."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment_name)
+    if found is None:
+        return None
+    query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
+    if sweep_id is not None:
+        query += f" and tags.`{contract.SWEEP_ID}` = '{sweep_id}'"
+    else:
+        query += f" and tags.`{contract.EXPERIMENT}` = '{experiment}'"
+    runs = client.search_runs(
+        [found.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs and sweep_id is not None:  # a parent run id works too
+        runs = [
+            r
+            for r in client.search_runs([found.experiment_id], query.split(" and ")[0])
+            if r.info.run_id == sweep_id
+        ]
+    return (runs[0].data.tags[contract.SWEEP_ID], runs[0].info.run_id) if runs else None
+
+
+def children(uri: str, parent_run_id: str) -> list[dict]:
+    """Each child run of a sweep, oldest first: what resume and the summary need to know."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     parent = client.get_run(parent_run_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        filter_string=f"tags.{contract.PARENT} = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
-        max_results=10000,
+        max_results=50_000,
     )
-    return [
-        {
-            "run_id": r.info.run_id,
-            "status": r.info.status,
-            "variant": r.data.tags.get("convlab.variant", "?"),
-            "seed": r.data.tags.get("convlab.seed", "?"),
-            "error": r.data.tags.get("convlab.error", ""),
-        }
-        for r in runs
-    ]
+    return [_child(r) for r in runs]
 
 
-def count_finished_children(uri: str, parent_run_id: str) -> int:
-    return sum(c["status"] in ("FINISHED", "FAILED", "KILLED") for c in children_status(uri, parent_run_id))
+def _child(run) -> dict:
+    tags = run.data.tags
+    return {
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "start_time": run.info.start_time or 0,
+        "variant": tags.get(contract.VARIANT, "?"),
+        "seed": tags.get(contract.SEED, "?"),
+        "error": tags.get(contract.ERROR, ""),
+        "config_hash": tags.get(contract.CONFIG_HASH, ""),
+        "host": tags.get(contract.HOST, ""),
+        "pid": tags.get(contract.PID, ""),
+        "process_start": tags.get(contract.PROCESS_START, ""),
+        "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
+    }

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import cli
 from test_config import compose
 
-from pipeline import config
+from pipeline import config, contract
 
 SHRUNK = ["trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false"]
 
@@ -166,20 +171,134 @@ def test_a_sweep_that_cannot_be_tracked_does_not_start(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_sweep_ends_job_and_parent_killed(store, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "-m", "seed=0,1", "trainer.epochs=500", "tracking.log_model=false",
-         *store.overrides],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not any("loss" in r.data.metrics for r in store.runs()):
-        time.sleep(0.5)  # until the first job is training
+    process = _start_sweep(
+        tmp_path, "seed=0,1", "trainer.epochs=500", "tracking.log_model=false", *store.overrides
+    )
+    _wait_for(lambda: any("loss" in r.data.metrics for r in store.runs()))  # the first job is training
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and stderr.strip().splitlines()[-1] == "convlab: interrupted"
+    assert process.returncode != 0
+    assert stderr.strip().splitlines()[-1].startswith("convlab: interrupted; sweep ")
     assert sorted(r.info.status for r in store.runs()) == ["KILLED", "KILLED"]  # the job and its parent
+
+
+def _start_sweep(cwd, *args):
+    command = [sys.executable, "-m", "pipeline", "-m", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(command, cwd=cwd, start_new_session=True, **pipes)  # its own group, as in a shell
+
+
+def _wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def _by_role(store):
+    runs = store.runs()
+    parents = [r for r in runs if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP]
+    return parents, {p.info.run_id: [r for r in runs if r.data.tags.get(contract.PARENT) == p.info.run_id]
+                     for p in parents}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_from_one_folder_never_mix(store, tmp_path):
+    tiny = [*SHRUNK, "dataset.max_samples=100", *store.overrides]
+    sweeps = [_start_sweep(tmp_path, "seed=0,1", f"optimizer={name}", *tiny) for name in ("adam", "sgd")]
+    for process in sweeps:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    parents, children = _by_role(store)
+    assert len(parents) == 2 and len({p.data.tags[contract.SWEEP_ID] for p in parents}) == 2
+    for parent in parents:
+        runs = children[parent.info.run_id]
+        assert sorted(r.data.tags[contract.SEED] for r in runs) == ["0", "1"]
+        assert len({r.data.tags[contract.group_tag("optimizer")] for r in runs}) == 1  # adam or sgd, not both
+        assert {r.info.status for r in runs} == {
+            contract.FINISHED
+        } and parent.info.status == contract.FINISHED
+    assert len(list((tmp_path / "multirun").glob("*/*"))) == 2  # a folder each
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c-to-the-group", "sigterm-to-main"])
+def test_interrupting_a_joblib_sweep_ends_every_process_and_run(store, tmp_path, how):
+    import psutil
+
+    process = _start_sweep(
+        tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2", "trainer.epochs=500",
+        "dataset.max_samples=200", "tracking.log_model=false", *store.overrides,
+    )  # fmt: skip
+    _wait_for(lambda: sum("loss" in r.data.metrics for r in store.runs()) >= 2)  # both workers training
+    workers = psutil.Process(process.pid).children(recursive=True)
+    started = time.time()
+    if how == "ctrl-c-to-the-group":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    _wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), 60)
+    assert time.time() - started < 60 and process.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.startswith("convlab:")]
+    assert len(lines) == 1 and lines[0].startswith("convlab: interrupted; sweep "), stderr[-3000:]
+    parents, children = _by_role(store)
+    assert parents[0].info.status == contract.KILLED
+    statuses = [r.info.status for r in children[parents[0].info.run_id]]
+    assert len(statuses) >= 2 and set(statuses) <= {contract.KILLED, contract.FINISHED}
+    assert contract.KILLED in statuses and not [r for r in store.runs() if r.info.status == contract.RUNNING]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_duplicates(store, tmp_path):
+    args = ["seed=0,1,2", "optimizer=adam", *SHRUNK, "dataset.max_samples=150", *store.overrides]
+    process = _start_sweep(tmp_path, *args)
+
+    def one_finished_one_running():
+        statuses = [r.info.status for r in _by_role(store)[1].get(_parent_id(store), [])]
+        return contract.FINISHED in statuses and contract.RUNNING in statuses
+
+    _wait_for(one_finished_one_running)
+    os.killpg(process.pid, signal.SIGKILL)  # a lost node: nothing gets to clean up
+    process.communicate(timeout=30)
+    first = {r.info.run_id for r in store.runs() if r.info.status == contract.FINISHED}
+
+    resumed = cli("-m", *args, "sweep.resume=last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    parents, children = _by_role(store)
+    runs = children[parents[0].info.run_id]
+    assert len(parents) == 1 and parents[0].info.status == contract.FINISHED
+    finished = [r for r in runs if r.info.status == contract.FINISHED]
+    assert sorted(r.data.tags[contract.SEED] for r in finished) == ["0", "1", "2"]  # one each
+    assert first <= {r.info.run_id for r in finished}  # what had finished did not run again
+    assert [r.info.status for r in runs if r.info.status != contract.FINISHED] == [contract.KILLED]  # stale
+    assert "stale" in next(r for r in runs if r.info.status == contract.KILLED).data.tags[contract.ERROR]
+
+    again = cli("-m", *args, "sweep.resume=last", cwd=tmp_path)
+    assert again.returncode == 0 and len(store.runs()) == len(runs) + 1  # nothing trained
+    assert (
+        again.stdout.count("skipped, already finished") + again.stderr.count("skipped, already finished") == 3
+    )
+
+
+def _parent_id(store):
+    parents = _by_role(store)[0]
+    return parents[0].info.run_id if parents else None
+
+
+def test_fail_fast_skips_the_jobs_after_a_failure(store, tmp_path):
+    result = cli(
+        "-m", "optimizer.learning_rate=-1,0.001,0.01", "seed=0", "sweep.fail_fast=true", *SHRUNK,
+        *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("convlab: ")
+    parents, children = _by_role(store)
+    runs = children[parents[0].info.run_id]
+    assert [r.info.status for r in runs] == [contract.FAILED] and parents[0].info.status == contract.FAILED
+    assert (result.stdout + result.stderr).count("skipped, an earlier job failed") == 2
+
+
+def test_resuming_a_sweep_that_does_not_exist_is_one_line(store, tmp_path):
+    result = cli("-m", "seed=0,1", "sweep.resume=nosuchsweep", *store.overrides, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("convlab: sweep.resume=nosuchsweep: no sweep")
