@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import config
+from pipeline import checks, config
 from pipeline.errors import ConfigError, ConvlabError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ def task(cfg) -> float:
     sweep_job = sweep.job_context(hydra_cfg) if in_sweep else None
     try:
         run = config.validate(cfg)
+        checks.check_data(
+            run.task,
+            validation_split=run.trainer.validation_split,
+            **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
+        )
         info = _run_info(
             hydra_cfg.runtime.choices,
             overrides,
@@ -85,6 +90,11 @@ def run_overrides(overrides: list[str], config_name: str = "config"):
     with open_dict(cfg):
         del cfg["hydra"]
     run = config.validate(cfg)
+    checks.check_data(
+        run.task,
+        validation_split=run.trainer.validation_split,
+        **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
+    )
     with tempfile.TemporaryDirectory(prefix="convlab-") as folder:
         hydra_dir = Path(folder) / ".hydra"
         hydra_dir.mkdir()
