@@ -2,11 +2,16 @@
 
     python -m pipeline                       # train the course's CNN on bundled digits
     from pipeline import run; run(["optimizer=sgd", "trainer.epochs=1"])
+    from pipeline import ConfigError, DataError   # what ``run`` raises for the user's own mistakes
 
 Importing this package loads neither TensorFlow nor MLflow.
 """
 
 import os
+
+from pipeline.errors import ConfigError, ConvlabError, DataError
+
+__all__ = ["ConfigError", "ConvlabError", "DataError", "run"]
 
 # TensorFlow's C++ start-up chatter (oneDNN notes, CUDA probing) would bury convlab's own
 # output; set before anything imports TensorFlow. A user's own setting wins.

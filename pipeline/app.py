@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import config, overrides
+from pipeline import checks, config, overrides
 from pipeline.errors import ConfigError, ConvlabError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def task(cfg) -> float:
     digest = sweep.config_hash(resolved)
     variant = job.variant(pairs) if job else overrides.variant(pairs)
     try:
-        run = config.validate(cfg)
+        run = _validate(cfg)
         if job is not None and (reason := sweep.skip_reason(job, digest, run.sweep.fail_fast)):
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
@@ -87,7 +87,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    run = config.validate(cfg)
+    run = _validate(cfg)
     with tempfile.TemporaryDirectory(prefix="convlab-") as folder:
         hydra_dir = Path(folder) / ".hydra"
         hydra_dir.mkdir()
@@ -98,6 +98,17 @@ def run_overrides(lines: list[str], config_name: str = "config"):
             choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}
         )
         return train(run, info)
+
+
+def _validate(cfg):
+    """The typed run, its data files checked too: both before TensorFlow loads or a run opens."""
+    run = config.validate(cfg)
+    checks.check_data(
+        run.task,
+        validation_split=run.trainer.validation_split,
+        **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
+    )
+    return run
 
 
 def _run_info(choices, lines, output_dir, params, variant, sweep_tags):

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import checks
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
-
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +66,10 @@ def load(
     test_path: str | None = None,
     color_mode: str = "grayscale",
 ) -> ImageData:
-    """Loads one source by name and splits it. Raises ``DataError`` for bad files."""
+    """Loads one source by name and splits it; its files have passed ``checks.check_data``.
+
+    What only reading them tells (a malformed row, a bad pixel value) is a ``DataError`` here.
+    """
     if name == "image_folder":
         return _image_folder(Path(path), image_size, color_mode, validation_split, split_seed, max_samples)
     if name == "digits":
@@ -80,7 +82,7 @@ def load(
         raise DataError(f"unknown dataset {name!r}")
     x, y = _subsample(x, y, max_samples, split_seed)
     x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
-    x_test = _resize(_kaggle_csv(Path(test_path), labelled=False)[0], image_size) if test_path else None
+    x_test = _resize(_kaggle_csv(Path(test_path))[0], image_size) if test_path else None
     return ImageData(
         name, source, _resize(x_train, image_size), y_train, _resize(x_val, image_size), y_val, classes,
         tuple(image_size), 1, x_test,
@@ -91,13 +93,8 @@ def _digits():
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = bunch.images.astype("float32") * (255.0 / 16.0)  # 0..16 -> 0..255
-    return (
-        images[..., None],
-        bunch.target.astype("int64"),
-        [str(c) for c in range(10)],
-        "sklearn.datasets.load_digits",
-    )
+    images = bunch.images.astype("float32")[..., None] * (255.0 / 16.0)  # 0..16 -> 0..255
+    return images, bunch.target.astype("int64"), [str(c) for c in range(10)], "sklearn.datasets.load_digits"
 
 
 def _keras_dataset(name: str):
@@ -110,42 +107,24 @@ def _keras_dataset(name: str):
         raise DataError(f"could not load keras.datasets.{name} (it downloads on first use): {err}") from None
     classes = [str(c) for c in range(10)]
     if name == "fashion_mnist":
-        classes = [
-            "T-shirt",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Boot",
-        ]
+        classes = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat"]
+        classes += ["Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
     return x.astype("float32")[..., None], y.astype("int64"), classes, f"keras.datasets.{name}"
 
 
-def _kaggle_csv(path: Path, labelled: bool = True):
-    """Reads Kaggle's digit-recognizer layout: ``label,pixel0..pixelN`` (0-255, N+1 square)."""
+def _kaggle_csv(path: Path):
+    """Reads Kaggle's digit-recognizer layout: ``label,pixel0..pixelN`` (0-255, N+1 square).
+
+    The header and labels were checked by ``checks.check_data``; the pixels are checked here.
+    """
     import pandas as pd
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected Kaggle's digit-recognizer CSV)")
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except pd.errors.ParserError as err:  # e.g. a row with more fields than the header
         raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    if frame.empty:
-        raise DataError(f"{path}: no image rows under the header")
-    if labelled and "label" not in frame.columns:
-        raise DataError(f"{path}: no 'label' column; a test.csv without labels goes in dataset.test_path")
     labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
     side = int(round(np.sqrt(frame.shape[1])))
-    if frame.shape[1] == 0 or side * side != frame.shape[1]:
-        raise DataError(
-            f"{path}: {frame.shape[1]} pixel columns is not a square image "
-            f"(expected {'label + ' if labelled else ''}784 pixel columns for 28x28)"
-        )
     pixels = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32")
     if np.isnan(pixels).any():
         row = int(np.argwhere(np.isnan(pixels))[0][0]) + 2  # 1-based, after the header
@@ -155,27 +134,18 @@ def _kaggle_csv(path: Path, labelled: bool = True):
     images = pixels.reshape(-1, side, side, 1)
     if labels is None:
         return images, None, [], str(path)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: the label column must hold whole numbers")
     classes = [str(c) for c in range(int(labels.max()) + 1)]
     return images, labels.astype("int64"), classes, str(path)
 
 
 def _image_folder(root, image_size, color_mode, validation_split, split_seed, max_samples) -> ImageData:
-    if not (root / "train").is_dir():
-        raise DataError(f"{root}: expected {root}/train/<class>/ image folders (and optionally val/)")
+    """``root/train/<class>/*`` and ``root/val/<class>/*``, laid out as ``checks.check_data`` wants."""
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}/train: no class folders (expected train/<class>/*.jpg)")
     x, y, skipped = _list_images(root / "train", classes)
-    if len(x) == 0:
-        raise DataError(f"{root}/train: no images in {', '.join(classes)}")
     x, y = _subsample(x, y, max_samples, split_seed)
     if (root / "val").is_dir():
         x_val, y_val, skipped_val = _list_images(root / "val", classes)
         x_train, y_train, skipped = x, y, skipped + skipped_val
-        if len(x_val) == 0:
-            raise DataError(f"{root}/val: no images in {', '.join(classes)}")
     else:
         x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
     channels = 1 if color_mode == "grayscale" else 3
@@ -201,27 +171,17 @@ def _list_images(folder: Path, classes: list[str]):
 
 def find_images(root: Path) -> tuple[list[str], int]:
     """Every image file under ``root``, sub-folders included, sorted; and how many were skipped."""
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     paths = [str(file) for file in files if _is_image(file)]
-    if not paths:
-        raise DataError(f"{root}: no JPEG, PNG, GIF or BMP images in it or its sub-folders")
     return paths, len(files) - len(paths)
 
 
 def _is_image(file: Path) -> bool:
     """Judged by the first bytes, as browsers do; a file that is not an image is skipped, with a warning."""
-    try:
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-    except OSError as err:
-        log.warning("skipping %s: cannot be read (%s)", file, err.strerror or err)
-        return False
-    if not head.startswith(IMAGE_MAGIC):
-        log.warning("skipping %s: not a JPEG, PNG, GIF or BMP image", file)
-        return False
-    return True
+    reason = checks.why_not_image(file)
+    if reason is not None:
+        log.warning("skipping %s: %s", file, reason)
+    return reason is None
 
 
 def _subsample(x, y, max_samples, seed):
@@ -295,12 +255,8 @@ def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray):
 def decode_files(paths, image_size, channels):
     """Image files as a cached ``tf.data`` of float32 0-255 images, decoded now, in parallel.
 
-    Decoding them all before training starts fills the cache the epochs read from, and lets a
-    file TensorFlow cannot decode (truncated, corrupt) be named in a ``DataError`` instead of
-    surfacing as a stack trace in the middle of an epoch.
-
-    Raises:
-        DataError: naming the first file that cannot be decoded.
+    Decoding them all up front fills the cache the epochs read from, and names the first file
+    that cannot be decoded (truncated, corrupt) in a ``DataError``, not mid-epoch in a traceback.
     """
     import tensorflow as tf
 
@@ -323,9 +279,24 @@ def decode_files(paths, image_size, channels):
 
 
 def decode_image(path, image_size, channels):
-    """Reads one JPEG/PNG/GIF/BMP file into a float32 (H, W, C) tensor with 0-255 values."""
+    """Reads one JPEG/PNG/GIF/BMP file into a float32 (H, W, C) tensor with 0-255 values.
+
+    TensorFlow decodes a CMYK JPEG to RGB but not to grayscale, so for ``channels=1`` it goes via RGB.
+    """
     import tensorflow as tf
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    return tf.image.resize(tf.cast(image, tf.float32), image_size)
+    raw = tf.io.read_file(path)
+
+    def decode(to_channels):
+        image = tf.io.decode_image(raw, channels=to_channels, expand_animations=False)
+        image.set_shape([None, None, to_channels])
+        return tf.cast(image, tf.float32)
+
+    if channels == 1:
+        cmyk = tf.cond(
+            tf.io.is_jpeg(raw), lambda: tf.io.extract_jpeg_shape(raw)[2] == 4, lambda: tf.constant(False)
+        )
+        image = tf.cond(cmyk, lambda: tf.image.rgb_to_grayscale(decode(3)), lambda: decode(1))
+    else:
+        image = decode(channels)
+    return tf.image.resize(image, image_size)

@@ -11,18 +11,45 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
+CHECKOUT_BEFORE = pytest.StashKey[set]()
 # Small and fast, yet the real pipeline: 300 digits, 2 epochs, no model logging unless asked.
 TINY = ["dataset.max_samples=300", "trainer.epochs=2", "trainer.batch_size=64"]
+
+
+def _checkout_mlflow_files() -> set[str]:
+    """The checkout's own ``mlflow.db`` and ``mlruns/<experiment>/<run>``, to spot a test writing there."""
+    found = {name for name in MLFLOW_DEFAULTS if (ROOT / name).exists()}
+    return found | {str(p.relative_to(ROOT)) for p in ROOT.glob("mlruns/*/*")}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[CHECKOUT_BEFORE] = _checkout_mlflow_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fails the session if a test left MLflow files in the checkout: tests write in tmp folders."""
+    left = sorted(_checkout_mlflow_files() - session.config.stash.get(CHECKOUT_BEFORE, set()))
+    if left:
+        print(f"\ntests left MLflow files in the checkout {ROOT}: {', '.join(left[:5])}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory) -> str:
     """One SQLite store per test session (creating the schema costs a second or two), created
-    up front so that tests polling it never race a subprocess that is creating it."""
+    up front so that tests polling it never race a subprocess that is creating it.
+
+    Created from inside its folder: MLflow caches a store per URI with its artifact root
+    (``./mlruns``) resolved against the cwd of that moment, so every run logged in this process
+    keeps its artifacts there, not in the checkout."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
-    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    folder = tmp_path_factory.mktemp("mlruns")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
     return uri
 
 

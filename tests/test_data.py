@@ -40,40 +40,21 @@ def test_kaggle_csv_reads_the_course_layout(tmp_path):
     assert split.source == str(train)
 
 
+PIXELS = ",".join(f"pixel{i}" for i in range(784))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file"),
-        ("", "not a readable CSV"),
-        ("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n", "no image rows"),
-        ("label,pixel0,pixel1\n1,0,0\n", "3 columns|2 pixel columns is not a square image"),
-        (
-            "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n",
-            "line 2",
-        ),
-        (
-            "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n",
-            "0..255",
-        ),
-        (
-            ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["1"] * 784) + "\n",
-            "no 'label' column",
-        ),
+        (f"label,{PIXELS}\n1," + ",".join(["x"] * 784) + "\n", "line 2 has an empty or non-numeric pixel"),
+        (f"label,{PIXELS}\n1," + ",".join(["300"] * 784) + "\n", "0..255"),
     ],
-    ids=[
-        "missing",
-        "empty",
-        "header-only",
-        "wrong-column-count",
-        "non-numeric",
-        "out-of-range",
-        "test-csv-as-train",
-    ],  # fmt: skip
+    ids=["non-numeric", "out-of-range"],
 )
-def test_bad_csv_files_are_named_with_the_problem(tmp_path, content, message):
+def test_bad_pixels_are_named_with_the_file(tmp_path, content, message):
+    """What only reading the pixels tells; the layout and labels are ``checks``' (test_checks.py)."""
     path = tmp_path / "train.csv"
-    if content is not None:
-        path.write_text(content)
+    path.write_text(content)
     with pytest.raises(DataError, match=message) as err:
         load("digit_recognizer", path=str(path))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
@@ -94,17 +75,22 @@ def test_image_folder_without_val_is_split_seeded_and_skips_non_images(tmp_path,
     assert split.skipped_files == 1 and "notes.txt" in caplog.text
 
 
-@pytest.mark.parametrize("layout", ["no-train", "no-classes", "no-images"])
-def test_empty_image_folders_get_a_clear_error(tmp_path, layout):
-    root = tmp_path / "images"
-    root.mkdir()
-    if layout != "no-train":
-        (root / "train").mkdir()
-    if layout == "no-images":
-        (root / "train" / "cat").mkdir()
-        (root / "train" / "cat" / "readme.md").write_text("empty")
-    with pytest.raises(DataError, match=str(root)):
-        load("image_folder", path=str(root), image_size=(16, 16))
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb"])
+def test_a_cmyk_jpeg_is_converted_not_refused(tmp_path, color_mode):
+    """Print workflows save CMYK JPEGs; TensorFlow decodes them to RGB but not to grayscale."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "images", per_class=3)
+    red = Image.new("RGB", (20, 20), (255, 0, 0))
+    red.convert("CMYK").save(root / "train" / "cat" / "cmyk.jpg", quality=95)
+    split = load("image_folder", path=str(root), image_size=(20, 20), color_mode=color_mode)
+    train, _ = data.to_tf_datasets(split, batch_size=100, seed=0)
+    images = next(iter(train))[0].numpy()  # every file decoded: none refused
+    expected = np.asarray(red.convert("L" if color_mode == "grayscale" else "RGB"), dtype="float32")
+    cmyk = list(split.x_train).index(str(root / "train" / "cat" / "cmyk.jpg"))
+    decoded = data.decode_image(split.x_train[cmyk], (20, 20), split.channels).numpy()
+    assert len(images) == len(split.y_train) and decoded.shape == (20, 20, split.channels)
+    np.testing.assert_allclose(decoded.reshape(expected.shape), expected, atol=3)
 
 
 def test_augmentation_touches_training_batches_only():

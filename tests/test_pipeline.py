@@ -118,16 +118,18 @@ def test_flips_on_digits_warn_that_labels_change(store, caplog):
     assert "not mirror-invariant" in caplog.text
 
 
-def test_missing_data_file_fails_the_run_cleanly(store, tmp_path):
+def test_missing_data_file_is_refused_before_a_run_is_opened(store, tmp_path):
     with pytest.raises(DataError, match="no such file"):
         pipeline.run(["dataset=digit_recognizer", f"dataset.path={tmp_path}/absent.csv", *store.overrides])
-    (run,) = store.runs()
-    assert run.info.status == "FAILED" and "absent.csv" in run.data.tags["convlab.error"]
+    assert store.runs() == []  # the data checks run first (test_checks.py has every case)
 
 
 def test_cli_data_error_is_one_line(store, tmp_path):
+    """A bad pixel is found only by reading the file, in the run: one line, the run FAILED."""
     bad = tmp_path / "train.csv"
-    bad.write_text("label,pixel0,pixel1,pixel2\n1,2,3,4\n")
+    rows = [f"{i % 2},0,64,128,255" for i in range(20)]
+    rows[5] = "1,0,64,dark,255"
+    bad.write_text("\n".join(["label,pixel0,pixel1,pixel2,pixel3", *rows]) + "\n")
     result = cli("dataset=digit_recognizer", f"dataset.path={bad}", *store.overrides, cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"convlab: {bad}")
