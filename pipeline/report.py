@@ -17,8 +17,7 @@ import pandas as pd
 from pipeline import report_figures, stats
 
 ESTIMATE = ["mean ± std", "95% CI"]
-COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable (80% power)"]
-COMPARISON += ["seeds needed"]
+COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable", "seeds needed"]
 BRIEF = ["difference [95% CI]", "p (Holm)", "verdict"]
 METHOD = (
     "difference from the baseline by a paired t-test on the per-seed differences where seeds pair, "
@@ -57,7 +56,9 @@ def terminal_table(summary: pd.DataFrame) -> str:
     a = summary.attrs
     head = (
         f"{a['experiment']} (sweep {a['parent_run_id']}): final {a['metric']}, mean ± std over seeds; "
-        f"{METHOD.replace('the baseline', repr(a['baseline']))}; alpha={a['alpha']}"
+        f"{METHOD.replace('the baseline', repr(a['baseline']))}; alpha={a['alpha']}; detectable: the "
+        f"smallest difference these seeds detect with {a['power']:.0%} power; seeds needed: to detect the "
+        "observed difference"
     )
     _, headers, rows = _difference_table(summary)
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]

@@ -334,7 +334,7 @@ def test_write_report_writes_files_and_logs_them_to_the_parent(sweeps, tmp_path)
     assert (
         "| variant | seeds | failed |" in markdown and "paired t-test on the per-seed differences" in markdown
     )
-    assert "| test | p | p (Holm) | verdict | detectable (80% power) | seeds needed |" in markdown
+    assert "| test | p | p (Holm) | verdict | detectable | seeds needed |" in markdown
     assert "logit scale" in markdown and "Holm-adjusted across the main effects" in markdown
     assert "alpha = 0.05" in markdown and "Seeds: 0, 1, 2" in markdown and "epochs: 3" in markdown
     page = (out / "report.html").read_text()
