@@ -20,8 +20,8 @@ ESTIMATE = ["mean ± std", "95% CI"]
 COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable", "seeds needed"]
 BRIEF = ["difference [95% CI]", "p (Holm)", "verdict"]
 METHOD = (
-    "difference from the baseline by a paired t-test on the per-seed differences where seeds pair, "
-    "else Welch's t-test; p-values Holm-adjusted across the comparisons"
+    "difference from the baseline by a paired t-test on the per-seed differences where two seeds or "
+    "more pair (the seeds both ran), else Welch's t-test; p-values Holm-adjusted across the comparisons"
 )
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
@@ -200,7 +200,8 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         "With few seeds a test has little power: 'no evidence of a difference' is not evidence "
         f"of no difference. 'detectable' is the smallest true difference these seeds detect with "
         f"{a['power']:.0%} power (alpha {a['alpha']}, from the observed spread); 'seeds needed' is how "
-        "many seeds per variant would detect the observed difference with that power.",
+        "many seeds per variant would detect the observed difference with that power (alpha before "
+        "the correction).",
     ]
 
 

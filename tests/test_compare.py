@@ -138,6 +138,8 @@ def _resumed(client, exp: str, start: int) -> str:
     _job(client, exp, parent, sgd, 1, 0.99, start_time=start + 2000)
     _job(client, exp, parent, sgd, 2, None, error="ValueError: nan loss", start_time=start)
     _job(client, exp, parent, sgd, 2, None, error="ValueError: nan loss", start_time=start + 1000)
+    for seed, final in zip((5, 6, 7), (0.7, 0.75, 0.72), strict=True):  # seeds the baseline never ran
+        _job(client, exp, parent, {"optimizer": "rmsprop"}, seed, final, start_time=start)
     return parent
 
 
@@ -289,13 +291,18 @@ def test_main_effects_of_a_2x2_design_pair_by_seed_and_other_factor(sweeps):
 
 def test_resumed_sweep_counts_the_latest_finished_run_of_each_seed(sweeps):
     runs = compare.load_runs("resumed", tracking_uri=sweeps["uri"])
-    assert len(runs) == 6  # one row per (variant, seed), whatever was rerun
+    assert len(runs) == 9  # one row per (variant, seed), whatever was rerun
     sgd = runs[runs.variant == "optimizer=sgd"].set_index("seed")
     assert list(sgd.status) == [C.FINISHED, C.FINISHED, C.FAILED] and list(sgd.attempts) == [2, 2, 2]
     assert list(sgd.val_accuracy[:2]) == pytest.approx([0.5, 0.99])  # the rerun, the later finish
     summary = compare.summary_table(runs).set_index("variant")
     assert (summary.loc["optimizer=sgd", "n_seeds"], summary.loc["optimizer=sgd", "n_failed"]) == (2, 1)
     assert summary.loc["optimizer=adam", "n_failed"] == 0
+    assert summary.loc["optimizer=sgd", ["test", "n_compared"]].tolist() == [pipeline_stats.PAIRED, 2]
+    rmsprop = summary.loc["optimizer=rmsprop"]  # no seed in common with the baseline: Welch
+    assert rmsprop.test == pipeline_stats.WELCH and rmsprop.n_compared == 3
+    welch = stats.ttest_ind([0.7, 0.75, 0.72], [0.9, 0.92, 0.91], equal_var=False)
+    assert rmsprop.p_value == pytest.approx(welch.pvalue) and rmsprop.verdict == "worse"
     # two seeds far apart: the accuracy interval stays inside [0, 1], and so does the figure's axis
     low, high = summary.loc["optimizer=sgd", ["val_accuracy_ci_low", "val_accuracy_ci_high"]]
     assert 0 < low < 0.745 < high < 1
