@@ -18,10 +18,10 @@ from pipeline import contract, stats
 C = contract
 CURVES = (C.LOSS, C.ACCURACY, C.VAL_LOSS, C.VAL_ACCURACY, C.EPOCH_SECONDS)  # per-epoch histories read
 LOGGED = (*CURVES, C.IMAGES_PER_SECOND, C.PARAMETER_COUNT, C.BEST_VAL_ACCURACY, C.BEST_EPOCH, C.RUN_SECONDS)
-SUMMARIZED = (contract.VAL_ACCURACY, contract.BEST_VAL_ACCURACY, contract.VAL_LOSS, "best_val_loss")
+SUMMARIZED = (C.VAL_ACCURACY, C.BEST_VAL_ACCURACY, C.VAL_LOSS, "best_val_loss")
 DERIVED = ("best_val_loss", "epochs", "seconds_per_epoch")  # computed by ``derived``, not logged
 STATS = ("mean", "std", "ci_low", "ci_high")
-NOT_FINISHED = (contract.FAILED, contract.KILLED)
+NOT_FINISHED = (C.FAILED, C.KILLED)
 BASELINE, REFERENCE = "baseline", "reference"  # the verdict of the row the others are compared with
 DIFFERENCE = ["difference", "difference_ci_low", "difference_ci_high", "p_value", "p_adjusted"]
 INTERNAL = ("variance", "df_per_seed", "cells")  # what _decide needs, dropped after
@@ -200,8 +200,9 @@ def _decide(frame: pd.DataFrame, metric: str, label: str) -> pd.DataFrame:
     frame.loc[tested, "p_adjusted"] = stats.holm(frame.loc[tested, "p_value"])
     verdicts, needed = [], []
     for row in frame.itertuples():
+        tested = bool(row.test)  # "" when a side had fewer than two seeds
         word = (
-            label if row.verdict == label else stats.verdict(row.difference, row.p_adjusted, metric, row.test)
+            label if row.verdict == label else stats.verdict(row.difference, row.p_adjusted, metric, tested)
         )
         verdicts.append(word)
         seeds = math.nan
