@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import report_figures, stats
+from pipeline import contract, report_figures, stats, tables
 
 ESTIMATE = ["mean ± std", "95% CI"]
 COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable", "seeds needed"]
@@ -158,7 +158,7 @@ def _blocks(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame) ->
             "levels where the design has the pairs (else Welch), Holm-adjusted across the main effects."
         )
         blocks += [("h2", f"Main effects on final {a['metric']}"), ("p", note), _effects_table(effects)]
-    failed = runs[runs.status != "FINISHED"]
+    failed = runs[runs.status != contract.FINISHED]
     blocks.append(("h2", f"Jobs that did not finish ({len(failed)})"))
     rows = [[r.variant, r.seed, r.status, f"`{r.run_id}`", _error(r)] for r in failed.itertuples()]
     blocks.append(
@@ -182,7 +182,7 @@ def _sweep_line(a: dict) -> str:
 
 
 def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    a, done = summary.attrs, runs[runs.status == "FINISHED"]
+    a, done = summary.attrs, runs[runs.status == contract.FINISHED]
     direction = "lower" if stats.lower_is_better(a["metric"]) else "higher"
     seeds = ", ".join(sorted(set(done.seed), key=lambda seed: (len(seed), seed))) or "none"
     epochs = sorted({int(e) for e in done.epochs.dropna()})
@@ -225,7 +225,7 @@ def _difference_table(summary: pd.DataFrame) -> tuple[str, list[str], list[list[
 
 
 def _variant_table(summary: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
-    columns = ("val_accuracy", "best_val_accuracy", "val_loss", "best_val_loss")
+    columns = tables.SUMMARIZED
     labels = ("final val_accuracy", "best-epoch val_accuracy", "final val_loss", "best-epoch val_loss")
     headers = ["variant", "epochs", "s / epoch", "parameters", *labels]
     rows = []

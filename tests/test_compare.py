@@ -164,11 +164,11 @@ def test_load_runs_gives_one_row_per_job_with_history_and_errors(sweeps):
     runs = compare.load_runs("stride_vs_pool", tracking_uri=sweeps["uri"])
     assert len(runs) == 8 and runs.attrs["parent_run_id"] == sweeps["parent"]
     assert runs.attrs["factors"] == ["downsample"]
-    failed = runs[runs.status == "FAILED"].iloc[0]
+    failed = runs[runs.status == C.FAILED].iloc[0]
     assert failed.error == "ValueError: out of memory on GPU" and failed.variant == "downsample=maxpool"
     stride = runs[runs.variant == "downsample=stride"].sort_values("seed")
     assert list(stride.val_accuracy) == pytest.approx(STRIDE)
-    assert pd.DataFrame(stride.history.iloc[0]).loc[2, "val_accuracy"] == pytest.approx(STRIDE[0] + 0.01)
+    assert pd.DataFrame(stride.history.iloc[0]).loc[2, C.VAL_ACCURACY] == pytest.approx(STRIDE[0] + 0.01)
     assert list(stride.best_val_loss) == pytest.approx([1 - v - 0.01 for v in STRIDE])
     assert set(stride.epochs) == {EPOCHS} and set(stride.seconds_per_epoch) == {4.0}
 
@@ -244,10 +244,10 @@ def test_loss_is_better_lower_and_baseline_can_be_chosen(sweeps):
     kwargs = {"tracking_uri": sweeps["uri"], "baseline": "downsample=maxpool"}
     by_accuracy = compare.summarize("stride_vs_pool", **kwargs).set_index("variant")
     assert by_accuracy.loc["downsample=stride", "verdict"] == "worse"
-    by_loss = compare.summarize("stride_vs_pool", metric="val_loss", **kwargs).set_index("variant")
+    by_loss = compare.summarize("stride_vs_pool", metric=C.VAL_LOSS, **kwargs).set_index("variant")
     assert by_loss.loc["downsample=stride", "difference"] == pytest.approx(0.09)  # higher loss...
     assert by_loss.loc["downsample=stride", "verdict"] == "worse"  # ...is worse
-    assert pipeline_stats.verdict(0.01, 0.3, "val_accuracy") == "no evidence of a difference"
+    assert pipeline_stats.verdict(0.01, 0.3, C.VAL_ACCURACY) == "no evidence of a difference"
 
 
 def test_sweep_picks_an_older_sweep_latest_by_default(sweeps):

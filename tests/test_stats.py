@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline import stats
+from pipeline import contract, stats
 
 T_975_DF2 = 4.302652729911275  # two-sided 95% t quantile, 2 degrees of freedom (any t table)
 T_975_DF1 = 12.706204736174707
@@ -35,7 +35,10 @@ def test_accuracy_interval_is_the_logit_t_interval_and_stays_inside_0_1():
     _, _, low, high = stats.mean_ci([0.5, 0.99], scale=stats.LOGIT)
     assert 0 < low < 0.745 < high < 1
     assert stats.mean_ci([1.0, 1.0, 1.0], scale=stats.LOGIT)[2:] == (1.0, 1.0)  # no spread: exact
-    assert stats.scale_for("val_accuracy") == stats.LOGIT and stats.scale_for("val_loss") == stats.T
+    assert (
+        stats.scale_for(contract.VAL_ACCURACY) == stats.LOGIT
+        and stats.scale_for(contract.VAL_LOSS) == stats.T
+    )
 
 
 def test_paired_test_uses_per_seed_differences_and_beats_welch_on_paired_seeds():
