@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipeline.stats import lower_is_better
+from pipeline import contract, report_figures, stats, tables
 
 ESTIMATE = ["mean ± std", "95% CI"]
-COMPARISON = ["difference", "95% CI", "p", "verdict"]
+COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable", "seeds needed"]
+BRIEF = ["difference [95% CI]", "p (Holm)", "verdict"]
+METHOD = (
+    "difference from the baseline by a paired t-test on the per-seed differences where two seeds or "
+    "more pair (the seeds both ran), else Welch's t-test; p-values Holm-adjusted across the comparisons"
+)
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
 th{background:#f3f3f3}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
@@ -37,8 +40,8 @@ def write(out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.Data
     else:  # a stale one from an earlier, factorial sweep would mislead
         (out / "main_effects.csv").unlink(missing_ok=True)
     pngs = {
-        "curves.png": _png(curves_figure(runs, list(summary.variant))),
-        "final_metric.png": _png(final_metric_figure(runs, summary)),
+        "curves.png": report_figures.png(report_figures.curves(runs, list(summary.variant))),
+        "final_metric.png": report_figures.png(report_figures.final_metric(runs, summary)),
     }
     for name, data in pngs.items():
         (out / name).write_bytes(data)
@@ -53,7 +56,9 @@ def terminal_table(summary: pd.DataFrame) -> str:
     a = summary.attrs
     head = (
         f"{a['experiment']} (sweep {a['parent_run_id']}): final {a['metric']}, mean ± std over seeds; "
-        f"difference from {a['baseline']!r} by {a['test']}, alpha={a['alpha']}"
+        f"{METHOD.replace('the baseline', repr(a['baseline']))}; alpha={a['alpha']}; detectable: the "
+        f"smallest difference these seeds detect with {a['power']:.0%} power; seeds needed: to detect the "
+        "observed difference"
     )
     _, headers, rows = _difference_table(summary)
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -65,54 +70,33 @@ def terminal_table(summary: pd.DataFrame) -> str:
     return "\n".join([head, "", *lines])
 
 
-def curves_figure(runs: pd.DataFrame, variants: list[str]):
-    """Loss and val_accuracy per epoch: each variant's mean over seeds, with a ±1 std band."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    done = runs[runs.status == "FINISHED"]
-    for ax, metric in zip(axes, ("loss", "val_accuracy"), strict=True):
-        for variant in variants:
-            curves = pd.DataFrame([h.get(metric, {}) for h in done.loc[done.variant == variant, "history"]])
-            if curves.empty:
-                continue
-            curves = curves.reindex(sorted(curves.columns), axis=1)  # columns are epochs
-            mean, std = curves.mean(), curves.std().fillna(0.0)
-            (line,) = ax.plot(mean.index, mean, marker="o", markersize=3, label=variant)
-            ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (mean over seeds, band ±1 std)")
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8)
-    return fig
+def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
+    """A compact Markdown table naming every variant with its verdict (for the sweep's parent run
+    description in MLflow), then the main effects' verdicts when the sweep is factorial."""
+    a = summary.attrs
+    method = METHOD.replace("the baseline", f"`{a['baseline']}`")
+    head = f"**{a['experiment']}**: final `{a['metric']}`, mean over seeds; {method}, alpha {a['alpha']}."
+    headers = ["variant", "seeds", "mean", *BRIEF]
+    rows = [
+        [r["variant"], str(r["n_seeds"]), _number(r[f"{a['metric']}_mean"]), *_brief(r)]
+        for _, r in summary.iterrows()
+    ]
+    blocks = [("p", head), ("table", headers, rows)]
+    if len(effects):
+        rows = [[r["factor"], r["level"], str(r["n_runs"]), *_brief(r)] for _, r in effects.iterrows()]
+        blocks += [("p", "Main effects:"), ("table", ["factor", "level", "runs", *BRIEF], rows)]
+    return to_markdown(blocks)
 
 
-def final_metric_figure(runs: pd.DataFrame, summary: pd.DataFrame):
-    """Final metric per variant: mean with its 95% CI as error bars, each seed as a dot."""
-    plt = _plt()
-    metric, baseline = summary.attrs["metric"], summary.attrs["baseline"]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(summary)), layout="constrained")
-    y = np.arange(len(summary))[::-1]  # first variant on top
-    mean = summary[f"{metric}_mean"].to_numpy(dtype=float)
-    low, high = (
-        summary[f"{metric}_ci_low"].to_numpy(dtype=float),
-        summary[f"{metric}_ci_high"].to_numpy(dtype=float),
-    )
-    errors = np.nan_to_num(np.vstack([mean - low, high - mean]))
-    ax.errorbar(mean, y, xerr=errors, fmt="o", capsize=4, color="C0", label="mean, 95% CI")
-    done = runs[runs.status == "FINISHED"]
-    for row_y, variant in zip(y, summary.variant, strict=True):
-        seeds = done.loc[done.variant == variant, metric].to_numpy(dtype=float)
-        ax.plot(seeds, np.full(len(seeds), row_y - 0.15), ".", color="0.5", label="_seeds")
-    base = summary.loc[summary.variant == baseline, f"{metric}_mean"]
-    if len(base) and not math.isnan(base.iloc[0]):
-        ax.axvline(base.iloc[0], color="0.6", linestyle="--", linewidth=1, label=f"baseline {baseline}")
-    ax.set_yticks(y, summary.variant, fontsize=8)
-    ax.set(xlabel=f"final {metric}", title=f"final {metric} per variant (grey dots: seeds)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
-    return fig
+def _brief(row: pd.Series) -> list[str]:
+    """Difference [CI], adjusted p, and the verdict with the seeds that would decide a "no
+    evidence" and why the sweep stopped."""
+    interval = _interval(row["difference_ci_low"], row["difference_ci_high"])
+    difference = _number(row["difference"], "+.4f") + ("" if interval == "–" else f" {interval}")
+    seeds = row["seeds_needed"]
+    extra = [f"~{seeds:,.0f} seeds would detect it"] if 0 < seeds < math.inf else []
+    extra += [row["stopped"]] if row.get("stopped") else []
+    return [difference, _p(row["p_adjusted"]), row["verdict"] + (f" ({'; '.join(extra)})" if extra else "")]
 
 
 def to_markdown(blocks: list[tuple]) -> str:
@@ -170,10 +154,11 @@ def _blocks(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame) ->
     if len(effects):
         note = (
             "Each level's mean over all finished runs at that level (averaging over the other factors); "
-            "the difference is from the factor's first level, by the same Welch test."
+            "the difference is from the factor's first level, paired by seed and the other factors' "
+            "levels where the design has the pairs (else Welch), Holm-adjusted across the main effects."
         )
         blocks += [("h2", f"Main effects on final {a['metric']}"), ("p", note), _effects_table(effects)]
-    failed = runs[runs.status != "FINISHED"]
+    failed = runs[runs.status != contract.FINISHED]
     blocks.append(("h2", f"Jobs that did not finish ({len(failed)})"))
     rows = [[r.variant, r.seed, r.status, f"`{r.run_id}`", _error(r)] for r in failed.itertuples()]
     blocks.append(
@@ -197,8 +182,8 @@ def _sweep_line(a: dict) -> str:
 
 
 def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    a, done = summary.attrs, runs[runs.status == "FINISHED"]
-    direction = "lower" if lower_is_better(a["metric"]) else "higher"
+    a, done = summary.attrs, runs[runs.status == contract.FINISHED]
+    direction = "lower" if stats.lower_is_better(a["metric"]) else "higher"
     seeds = ", ".join(sorted(set(done.seed), key=lambda seed: (len(seed), seed))) or "none"
     epochs = sorted({int(e) for e in done.epochs.dropna()})
     epoch_text = "-".join(str(e) for e in dict.fromkeys((epochs[0], epochs[-1]))) if epochs else "none"
@@ -206,29 +191,41 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     return [
         f"Metric: final `{a['metric']}` (its value at the last epoch); {direction} is better.",
         f"Baseline: `{a['baseline']}`.",
-        f"Test: {a['test']} of each variant against the baseline, alpha = {a['alpha']}; 95% confidence "
-        "intervals from the t distribution (Welch-Satterthwaite degrees of freedom for differences).",
+        f"Test: each variant against the baseline by {METHOD.split(' by ', 1)[1]} "
+        f"(tests used: {', '.join(sorted(set(summary.test) - {''})) or 'none'}); "
+        f"verdicts use the adjusted p-values, alpha = {a['alpha']}.",
+        f"Intervals (95%) of means: {_scales(summary)}. Of differences: the test's t interval.",
         f"Seeds: {seeds}; finished seeds per variant: {counts}; epochs: {epoch_text}; "
         f"jobs: {len(done)} finished, {len(runs) - len(done)} did not finish.",
         "With few seeds a test has little power: 'no evidence of a difference' is not evidence "
-        "of no difference.",
-        "Each variant is tested on its own: p-values are not corrected for multiple comparisons, "
-        "so with many variants expect the odd 'better' or 'worse' by chance alone.",
+        f"of no difference. 'detectable' is the smallest true difference these seeds detect with "
+        f"{a['power']:.0%} power (alpha {a['alpha']}, from the observed spread); 'seeds needed' is how "
+        "many seeds per variant would detect the observed difference with that power (alpha before "
+        "the correction).",
     ]
+
+
+def _scales(summary: pd.DataFrame) -> str:
+    scales = {stats.scale_for(column.removesuffix("_mean")) for column in summary if column.endswith("_mean")}
+    return "; ".join(
+        f"{stats.SCALES[scale]} ({'accuracies' if scale == stats.LOGIT else 'others'})"
+        for scale in sorted(scales)
+    )
 
 
 def _difference_table(summary: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
-    metric = summary.attrs["metric"]
+    metric, stopped = summary.attrs["metric"], "stopped" in summary
     headers = ["variant", "seeds", "failed", f"{metric} mean ± std", *ESTIMATE[1:], *COMPARISON]
     rows = [
         [r["variant"], str(r["n_seeds"]), str(r["n_failed"]), *_estimate(r, f"{metric}_"), *_comparison(r)]
+        + ([r["stopped"] or "–"] if stopped else [])
         for _, r in summary.iterrows()
     ]
-    return "table", headers, rows
+    return "table", headers + ["stopped"] * stopped, rows
 
 
 def _variant_table(summary: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
-    columns = ("val_accuracy", "best_val_accuracy", "val_loss", "best_val_loss")
+    columns = tables.SUMMARIZED
     labels = ("final val_accuracy", "best-epoch val_accuracy", "final val_loss", "best-epoch val_loss")
     headers = ["variant", "epochs", "s / epoch", "parameters", *labels]
     rows = []
@@ -258,10 +255,21 @@ def _estimate(row: pd.Series, prefix: str = "") -> list[str]:
 
 
 def _comparison(row: pd.Series) -> list[str]:
-    p_value = row["p_value"]
-    p_text = "–" if math.isnan(p_value) else ("< 0.001" if p_value < 0.001 else f"{p_value:.3f}")
     interval = _interval(row["difference_ci_low"], row["difference_ci_high"])
-    return [_number(row["difference"], "+.4f"), interval, p_text, row["verdict"]]
+    seeds = row["seeds_needed"]
+    seeds_text = "∞" if seeds == math.inf else _number(seeds, ",.0f")
+    tested = [row["test"] or "–", _p(row["p_value"]), _p(row["p_adjusted"]), row["verdict"]]
+    return [
+        _number(row["difference"], "+.4f"),
+        interval,
+        *tested,
+        _number(row["detectable_difference"]),
+        seeds_text,
+    ]
+
+
+def _p(p_value: float) -> str:
+    return "–" if math.isnan(p_value) else ("< 0.001" if p_value < 0.001 else f"{p_value:.3f}")
 
 
 def _number(value: float, spec: str = ".4f") -> str:
@@ -282,19 +290,3 @@ def _inline(text: str) -> str:
     if len(parts) % 2 == 0:  # an unpaired backtick: leave it as it is
         return html.escape(str(text))
     return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _plt().close(fig)
-    return buffer.getvalue()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
