@@ -27,11 +27,14 @@ def main() -> None:
         config.check_overrides([arg for arg in sys.argv[1:] if not arg.startswith("-")])
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
-    from pipeline import interrupts
+    from pipeline import adaptive, interrupts
 
     signal.signal(signal.SIGTERM, interrupts.as_interrupt)  # a scheduler's SIGTERM is a Ctrl-C
     try:
         _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
+        while passes := adaptive.take():  # sweep.max_seeds: more seeds, as resumes of the sweep
+            for lines in passes:
+                _rerun(["-m", *lines])
     except KeyboardInterrupt:
         sweep_id = os.environ.get(contract.ENV_SWEEP_ID)
         if sweep_id:  # the sweep's guard ends its runs KILLED as this process exits
@@ -39,6 +42,18 @@ def main() -> None:
                 f"convlab: interrupted; sweep {sweep_id} ends KILLED (continue it: sweep.resume={sweep_id})"
             )
         sys.exit("convlab: interrupted")
+    finally:
+        for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+            os.environ.pop(key, None)
+
+
+def _rerun(args: list[str]) -> None:
+    """Runs the Hydra app again in this process (TensorFlow and MLflow stay loaded)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    sys.argv = [sys.argv[0], *args]
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ TensorFlow, and imports MLflow only inside the functions that read it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -160,13 +161,34 @@ def write_report(
     baseline or metric, or an output folder that cannot be written.
     """
     runs = load_runs(experiment, sweep, tracking_uri)
+    return report_runs(runs, metric, baseline, out, log, echo, stopped).path
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    summary: pd.DataFrame
+    effects: pd.DataFrame
+    path: Path  # report.md
+
+
+def report_runs(
+    runs: pd.DataFrame,
+    metric: str = contract.VAL_ACCURACY,
+    baseline: str | None = None,
+    out: str | Path | None = None,
+    log: bool = True,
+    echo: bool = False,
+    stopped: dict[str, str] | None = None,
+) -> Comparison:
+    """``write_report`` on runs already loaded (``load_runs``); also returns the tables."""
     summary = summary_table(runs, metric, baseline, stopped)
-    path = _write(runs, summary, effects_table(runs, metric), out, log)
+    effects = effects_table(runs, metric)
+    path = _write(runs, summary, effects, out, log)
     if echo:
         from pipeline import report
 
         print(f"{report.terminal_table(summary)}\n\nreport: {path}")
-    return path
+    return Comparison(summary, effects, path)
 
 
 def _client(uri: str):

@@ -172,14 +172,36 @@ class SweepCallback(Callback):
         )  # fmt: skip
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        from pipeline import adaptive
+
         state, self._state = self._state, None
         if state is None:
             return
         if self._guard is not None:
             self._guard.release()
-        outcome = finish(state)
+        next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
+        outcome = finish(state, stopped)
+        adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
             raise SystemExit(outcome.message)
+
+
+def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | None]:
+    """Adaptive seeding: the passes that add seeds to undecided variants (``pipeline.adaptive``)."""
+    from pipeline import adaptive, compare
+
+    try:
+        runs = compare.load_runs(state["experiment_name"], state["parent"], state["uri"])
+        jobs, stopped = adaptive.plan(runs, compare.summary_table(runs), config.sweep.max_seeds)
+    except Exception as err:  # e.g. a single variant: nothing to decide
+        log.warning("sweep.max_seeds: no seeds added: %s", err)
+        return [], None
+    own = f"hydra.job.env_set.{contract.ENV_PARENT_RUN_ID[:8]}"  # this pass's identity, set anew
+    lines = [
+        *config.hydra.overrides.task,
+        *(line for line in config.hydra.overrides.hydra if own not in line),
+    ]
+    return adaptive.passes(jobs, lines, state["sweep_id"]), stopped
 
 
 def _open(config) -> dict:
@@ -261,9 +283,10 @@ def _stale(child: dict, stale_after: float | None) -> bool:
     return time.time() - last > stale_after
 
 
-def finish(state: dict) -> SweepOutcome:
-    """Summarises the sweep on its parent run, writes the comparison and ends the parent."""
-    from pipeline import compare, tracking
+def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
+    """Ends the parent, then puts the comparison where users look: the terminal, the sweep's
+    folder, and the parent run itself (its description, its metrics, ``comparison/``)."""
+    from pipeline import tracking
 
     uri, parent = state["uri"], state["parent"]
     latest = _latest_per_job(tracking.children(uri, parent))
@@ -272,18 +295,40 @@ def finish(state: dict) -> SweepOutcome:
     summary = _summary(state, latest, failed)
     log.info("\n%s", summary)
     tracking.log_text_to(uri, parent, summary, "sweep_summary.md")
-    tracking.end_run(uri, parent, status)
+    tracking.end_run(uri, parent, status)  # first, so the report says how the sweep ended
     try:
-        out = os.path.join(state["sweep_dir"], "comparison")
-        compare.write_report(
-            experiment=state["experiment_name"], sweep=parent, tracking_uri=uri, out=out, log=True, echo=True
-        )
+        _publish(state, stopped)
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
         log.warning("comparison report skipped: %s", err)
-    for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
-        os.environ.pop(key, None)
     finished = len(latest) - len(failed)
     return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary)
+
+
+def _publish(state: dict, stopped: dict[str, str] | None) -> None:
+    from pipeline import compare, report, tracking
+
+    uri, parent = state["uri"], state["parent"]
+    runs = compare.load_runs(state["experiment_name"], parent, uri)
+    out = os.path.join(state["sweep_dir"], "comparison")
+    result = compare.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
+    metric = result.summary.attrs["metric"]
+    means = {
+        f"{metric}/{_metric_key(row['variant'])}": row[f"{metric}_mean"]
+        for _, row in result.summary.iterrows()
+        if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
+    }
+    tracking.log_metrics_to(uri, parent, means)
+    tracking.set_run_tags(
+        uri, parent, {contract.NOTE: report.markdown_summary(result.summary, result.effects)}
+    )
+
+
+def _metric_key(variant: str) -> str:
+    """``downsample=stride,regularization=none -> downsample:stride regularization:none``:
+    MLflow's metric keys take letters, digits, ``_-. :/`` only."""
+    import re
+
+    return re.sub(r"[^\w\-. :/]", "_", variant.replace("=", ":").replace(",", " "))
 
 
 def _abort(state: dict, status: str) -> None:

@@ -300,6 +300,23 @@ def set_run_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     mlflow.MlflowClient(uri).log_batch(run_id, tags=items, synchronous=True)
 
 
+def log_metrics_to(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k[:MAX_KEY], float(v), now, 0) for k, v in metrics.items()]
+    mlflow.MlflowClient(uri).log_batch(run_id, metrics=items, synchronous=True)
+
+
+def log_params_to(uri: str, run_id: str, params: Mapping[str, str]) -> None:
+    import mlflow
+    from mlflow.entities import Param
+
+    items = [Param(k[:MAX_KEY], str(v)[:MAX_VALUE]) for k, v in params.items()]
+    mlflow.MlflowClient(uri).log_batch(run_id, params=items, synchronous=True)
+
+
 def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     import mlflow
 
