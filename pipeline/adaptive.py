@@ -2,9 +2,10 @@
 
 After a sweep's listed seeds, each variant whose comparison with the baseline is still
 undecided (Holm-adjusted p >= alpha) gets one more seed (its smallest seed not yet run), and
-the baseline runs that seed too if it has not, so the comparison stays paired. A variant stops once it is decided or has N seeds. Each round is a
-resume of the same sweep (``sweep.resume=<id>``), so its runs nest under the same parent and
-nothing that finished runs again. The report says per variant why it stopped.
+the baseline runs that seed too if it has not, so the comparison stays paired. A variant stops
+once it is decided or has N seeds. Each round is a resume of the same sweep
+(``sweep.resume=<id>``), so its runs nest under the same parent and nothing that finished runs
+again. The report says per variant why it stopped.
 
 The sweep's callback computes the next round when a pass ends and hands it to the command
 line (``pipeline.__main__``), which runs it through Hydra like the first pass; Hydra gives a

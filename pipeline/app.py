@@ -24,18 +24,18 @@ def task(cfg) -> float:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from pipeline import sweep
+    from pipeline import sweep_jobs
 
     hydra_cfg = HydraConfig.get()
     lines = list(hydra_cfg.overrides.task)
     pairs = overrides.values(lines)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    job = sweep.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    digest = sweep.config_hash(resolved)
+    job = sweep_jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    digest = sweep_jobs.config_hash(resolved)
     variant = job.variant(pairs) if job else overrides.variant(pairs)
     try:
         run = _validate(cfg)
-        if job is not None and (reason := sweep.skip_reason(job, digest, run.sweep.fail_fast)):
+        if job is not None and (reason := sweep_jobs.skip_reason(job, digest, run.sweep.fail_fast)):
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
         tags = job.tags(pairs, digest) if job else {}
