@@ -26,15 +26,17 @@ def main() -> None:
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
     from pipeline import sweep
+    from pipeline.quiet import quiet_stderr
 
-    try:
-        _hydra_main()
-    except KeyboardInterrupt:
-        sweep.abort_open_sweep("KILLED")
-        sys.exit("convlab: interrupted")
-    except BaseException:  # a crash or Hydra's own exit: the sweep's parent must not stay RUNNING
-        sweep.abort_open_sweep("FAILED")
-        raise
+    with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
+        try:
+            _hydra_main()
+        except KeyboardInterrupt:
+            sweep.abort_open_sweep("KILLED")
+            sys.exit("convlab: interrupted")
+        except BaseException:  # a crash or Hydra's own exit: the sweep's parent must not stay RUNNING
+            sweep.abort_open_sweep("FAILED")
+            raise
     if sweep.failures():
         sys.exit(sweep.failures())
 
