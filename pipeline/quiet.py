@@ -83,7 +83,7 @@ def quiet_stderr() -> Iterator[None]:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(saved, 2)  # the pipe's last writer in this process is gone: the reader sees EOF
-        reader.join(timeout=2.0)  # a lingering child process may still hold the pipe open
+        reader.join(timeout=1.0)  # a lingering child process (joblib worker) may hold the pipe open
         if not reader.is_alive():
             os.close(saved)
 

@@ -109,6 +109,8 @@ def sweep_view_hint(tracking_uri: str, experiment_id: str, parent_run_id: str) -
     url = sweep_view_url(tracking_uri, experiment_id, parent_run_id)
     if url is not None:
         return f"MLflow: {url}"
+    if tracking_uri.startswith("databricks"):
+        return f"MLflow: experiment {experiment_id} in your Databricks workspace"
     path = view_path(experiment_id, view_key(parent_run_id))
     return f"MLflow: mlflow ui --backend-store-uri {_absolute(tracking_uri)}, then open {DEFAULT_UI}{path}"
 
