@@ -29,5 +29,7 @@ def run(overrides=(), *, config_name: str = "config"):
         pipeline.errors.DataError: a missing or malformed data file.
     """
     from pipeline.app import run_overrides
+    from pipeline.quiet import quiet_stderr
 
-    return run_overrides(list(overrides), config_name)
+    with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
+        return run_overrides(list(overrides), config_name)

@@ -28,13 +28,15 @@ def main() -> None:
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
     from pipeline import adaptive, interrupts
+    from pipeline.quiet import quiet_stderr
 
     signal.signal(signal.SIGTERM, interrupts.as_interrupt)  # a scheduler's SIGTERM is a Ctrl-C
     try:
-        _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
-        while passes := adaptive.take():  # sweep.max_seeds: more seeds, as resumes of the sweep
-            for lines in passes:
-                _rerun(["-m", *lines])
+        with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
+            _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
+            while passes := adaptive.take():  # sweep.max_seeds: more seeds, as resumes of the sweep
+                for lines in passes:
+                    _rerun(["-m", *lines])
     except KeyboardInterrupt:
         sweep_id = os.environ.get(contract.ENV_SWEEP_ID)
         if sweep_id:  # the sweep's guard ends its runs KILLED as this process exits

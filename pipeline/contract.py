@@ -33,6 +33,14 @@ NOTE = "mlflow.note.content"  # a run's description in the UI
 GIT_COMMIT = "mlflow.source.git.commit"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # which view the UI opens an experiment in
 MODEL_TRAINING_KIND = "custom_model_development"
+# A saved view of an experiment's runs (MLflow 3.17's UI): an experiment tag PREFIX + key holding
+# {"name", "createdAt", "updatedAt", "state"}, opened by the experiment page's URL parameter.
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+SAVED_VIEW_PARAM = "viewStateShareKey"
+# MLflow 3.17's UI picks its GenAI or model-training view from the sidebar's switch (kept in the
+# browser, GenAI by default) or this URL parameter, not from EXPERIMENT_KIND: links carry it.
+UI_WORKFLOW_PARAM = "workflowType"
+UI_WORKFLOW_TRAINING = "machine_learning"
 
 # --- convlab's tags ---------------------------------------------------------------------------
 ROLE = "convlab.role"

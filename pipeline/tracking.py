@@ -26,9 +26,16 @@ BATCH = 100  # MLflow's params-per-request limit
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
-    """The experiment's id, created on first use; safe when parallel jobs race to create it."""
+    """The experiment's id, created on first use; safe when parallel jobs race to create it.
+
+    The experiment carries ``mlflow.experimentKind=custom_model_development`` (set on creation,
+    and added to an existing experiment that has no kind), so MLflow's UI opens it on its
+    training runs rather than in the GenAI view.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from pipeline import contract
 
     with _sqlite_init_lock(uri):  # the first client in a process creates or migrates the store
         client = mlflow.MlflowClient(uri)
@@ -36,9 +43,15 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     for _ in range(3):
         found = client.get_experiment_by_name(name)
         if found is not None:
+            if contract.EXPERIMENT_KIND not in found.tags:  # created before convlab set the kind
+                client.set_experiment_tag(
+                    found.experiment_id, contract.EXPERIMENT_KIND, contract.MODEL_TRAINING_KIND
+                )
             return found.experiment_id
         with contextlib.suppress(MlflowException):  # another job created it first
-            return client.create_experiment(name)
+            return client.create_experiment(
+                name, tags={contract.EXPERIMENT_KIND: contract.MODEL_TRAINING_KIND}
+            )
     raise RuntimeError(f"could not create MLflow experiment {name!r} at {uri}")
 
 
