@@ -219,7 +219,7 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
 
 def _publish(state: dict, stopped: dict[str, str] | None) -> None:
-    from pipeline import compare, report, tracking
+    from pipeline import compare, report, tracking, ui
 
     uri, parent = state["uri"], state["parent"]
     runs = compare.load_runs(state["experiment_name"], parent, uri)
@@ -232,9 +232,10 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
         if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
     }
     tracking.log_metrics_to(uri, parent, means)
-    tracking.set_run_tags(
-        uri, parent, {contract.NOTE: report.markdown_summary(result.summary, result.effects)}
-    )
+    note = report.markdown_summary(result.summary, result.effects)
+    tracking.set_run_tags(uri, parent, {contract.NOTE: note})
+    experiment_id = tracking.get_or_create_experiment(uri, state["experiment_name"])
+    print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
 
 
 def _metric_key(variant: str) -> str:
