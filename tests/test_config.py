@@ -71,12 +71,6 @@ def test_bad_values_name_the_key_and_value(overrides, message):
     assert "\n" not in str(err.value)
 
 
-def test_unknown_group_option_lists_the_choices():
-    with pytest.raises(ConfigError, match=r"optimizer='rmsprop' is not an option; choose one of: adam, sgd"):
-        config.check_choices(["optimizer=rmsprop"])
-    config.check_choices(["optimizer=adam,sgd", "seed=0,1", "trainer.epochs=1"])  # sweeps and keys pass
-
-
 @pytest.mark.parametrize(
     "args",
     [
