@@ -50,9 +50,9 @@ def task(cfg) -> float:
             OmegaConf.to_container(cfg, resolve=True),
             sweep_job,
         )
-        from pipeline.train import train
+        from pipeline import runner
 
-        return train(run, info).metrics.get("val_accuracy", math.nan)
+        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
         if not in_sweep:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback
@@ -71,7 +71,7 @@ def run_overrides(overrides: list[str], config_name: str = "config"):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
 
-    from pipeline.train import train
+    from pipeline import runner
 
     config.register_experiments()
     config.check_choices(overrides)
@@ -91,11 +91,11 @@ def run_overrides(overrides: list[str], config_name: str = "config"):
         OmegaConf.save(cfg, hydra_dir / "config.yaml")
         OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
         info = _run_info(choices, overrides, Path(folder), OmegaConf.to_container(cfg, resolve=True), None)
-        return train(run, info)
+        return runner.execute(run, info)
 
 
 def _run_info(choices, overrides, output_dir, params, sweep_job):
-    from pipeline.train import RunInfo
+    from pipeline.runner import RunInfo
 
     groups = {group: str(option) for group, option in choices.items() if group in config.GROUPS}
     if sweep_job is not None:

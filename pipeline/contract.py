@@ -87,3 +87,7 @@ SKIPPED_FILES = "dataset.skipped_files"
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
 ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
+
+# --- dataset inputs: the context each data set is logged with ---------------------------------
+TRAINING = "training"
+VALIDATION = "validation"

@@ -9,18 +9,18 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from pipeline import contract
+
 log = logging.getLogger(__name__)
 
 MAX_KEY = 250  # MLflow's key length limit
 MAX_VALUE = 6000  # MLflow's param value length limit
-BATCH = 100  # MLflow's params-per-request limit
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
@@ -114,29 +114,21 @@ def _sigterm_as_interrupt():
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}} -> {"a.b": "1"}``, keys and values fitted to MLflow's rules."""
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``: a nested config as MLflow params."""
     flat: dict[str, str] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            text = str(value)
-            flat[re.sub(r"[^\w\-. /]", "_", name)[:MAX_KEY]] = (
-                text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
-            )
+            flat[f"{prefix}{key}"] = str(value)
     return flat
 
 
 def log_params(params: Mapping[str, str]) -> None:
-    """Logs any number of params, in MLflow's batches of 100."""
+    """Logs any number of params: MLflow batches them (100 a request) and truncates long values."""
     import mlflow
-    from mlflow.entities import Param
 
-    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
-    items = [Param(k, v) for k, v in params.items()]
-    for start in range(0, len(items), BATCH):
-        client.log_batch(run_id, params=items[start : start + BATCH], synchronous=True)
+    mlflow.log_params(dict(params), synchronous=True)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:
@@ -198,8 +190,11 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-def log_keras_model(model, input_example, probabilities) -> str:
+def log_keras_model(model, input_example, probabilities, step: int) -> str:
     """Logs the model with a signature and input example; returns its ``models:/`` URI.
+
+    MLflow copies onto the logged model the run's metrics logged at ``step``: pass the last
+    epoch's, so the Models tab shows (and ranks by) the final metrics.
 
     Requirements are pinned from the installed versions rather than inferred, which would
     load the model again in a subprocess and cost seconds per run.
@@ -216,6 +211,7 @@ def log_keras_model(model, input_example, probabilities) -> str:
             name="model",
             signature=infer_signature(input_example, probabilities),
             input_example=input_example,
+            step=step,
             pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
         )
     return info.model_uri
@@ -240,8 +236,8 @@ def epoch_logger(train_images: int):
             now = time.perf_counter()
             train_seconds = (self._trained if self._trained > self._started else now) - self._started
             metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-            metrics["epoch_seconds"] = now - self._started
-            metrics["images_per_second"] = train_images / max(train_seconds, 1e-9)
+            metrics[contract.EPOCH_SECONDS] = now - self._started
+            metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
             log_metrics(metrics, step=epoch + 1)
 
         def on_test_end(self, logs=None):

@@ -11,9 +11,8 @@ import json
 import numpy as np
 import pytest
 from conftest import cli, write_image_folder
-from test_config import compose
 
-from pipeline import config, features, run
+from pipeline import features, run
 from pipeline.errors import DataError
 
 PRETRAINED = [
@@ -81,7 +80,13 @@ def test_the_head_trained_on_cached_features_matches_training_the_whole_model(st
 def test_grayscale_digits_feed_a_pretrained_backbone(store):
     overrides = [*PRETRAINED, "dataset.max_samples=60", "trainer.epochs=1", "tracking.log_model=false"]
     result = run([*overrides, *store.overrides])
-    assert result.status == "FINISHED" and result.metrics["val_accuracy"] >= 0.0
+    assert result.status == "FINISHED"
+    # the grayscale digits went through the RGB backbone: its features, and a 10-class head on them
+    data = logged(store, result)
+    assert data.tags["convlab.feature_cache"] == "computed"
+    head = 1280 * 128 + 128 + 128 * 10 + 10  # MobileNetV2's 1280 features -> Dense(128) -> 10 digits
+    assert data.metrics["trainable_parameter_count"] == head
+    assert 0.0 < result.metrics["val_accuracy"] <= 1.0 and np.isfinite(result.metrics["loss"])
 
 
 @pytest.mark.parametrize("cache", ["true", "false"])
@@ -191,24 +196,30 @@ def test_the_cache_key_follows_weights_and_data(tmp_path):
         ([], False),  # scratch_cnn
     ],
 )
-def test_features_are_cached_only_for_a_frozen_backbone_without_augmentation(overrides, cached):
-    from pipeline.train import _caches_features
-
-    assert _caches_features(config.validate(compose(overrides))) is cached
+def test_features_are_cached_only_for_a_frozen_backbone_without_augmentation(overrides, cached, run_config):
+    assert run_config(*overrides).caches_features is cached
 
 
-def test_the_transfer_learning_preset_is_the_course_lesson():
-    run_config = config.validate(compose(["experiment=transfer_learning", "dataset.path=images"]))
-    assert (run_config.backbone.name, run_config.backbone.weights, run_config.backbone.trainable) == (
-        "resnet50",
-        "imagenet",
-        0,
-    )
-    assert (run_config.head.name, run_config.optimizer.name, run_config.dataset.name) == (
+def test_the_transfer_learning_preset_is_the_course_lesson(run_config):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline import config
+
+    lesson = run_config("experiment=transfer_learning", "dataset.path=images")
+    backbone = lesson.backbone
+    assert (backbone.name, backbone.weights, backbone.trainable, lesson.caches_features) == (
+        "resnet50", "imagenet", 0, True,
+    )  # fmt: skip
+    assert (lesson.head.name, lesson.optimizer.name, lesson.dataset.name) == (
         "softmax",
         "sgd",
         "image_folder",
     )
-    assert run_config.tracking.experiment_name == "transfer_learning"
-    preset = (config.EXPERIMENTS_DIR / "transfer_learning.yaml").read_text()
-    assert "augmentation: none,flip_shift" in preset and "seed: 0,1,2" in preset
+    assert (lesson.trainer.epochs, lesson.trainer.batch_size) == (3, 12)  # the course's fit
+    assert lesson.tracking.experiment_name == "transfer_learning"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
+        cfg = hydra_compose("config", ["experiment=transfer_learning"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"augmentation": "none,flip_shift", "seed": "0,1,2"}
