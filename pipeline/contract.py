@@ -51,6 +51,7 @@ ERROR = "convlab.error"
 HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
 PID = "convlab.pid"
 PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
 FEATURE_CACHE = "convlab.feature_cache"
 FEATURE_CACHE_KEY = "convlab.feature_cache_key"
 GROUP_PREFIX = "convlab.group."

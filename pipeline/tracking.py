@@ -117,10 +117,8 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}} -> {"a.b": "1"}``: a nested config as MLflow params."""
     flat: dict[str, str] = {}
     for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = str(value)
+        name = f"{prefix}{key}"
+        flat |= flatten(value, f"{name}.") if isinstance(value, Mapping) else {name: str(value)}
     return flat
 
 
@@ -144,23 +142,16 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 
 def log_dataset(name: str, source: str, digest: str, features, targets, context: str) -> None:
-    """Records the data set as an MLflow input (name, digest, source, schema)."""
+    """Records a data set as an MLflow input (name, digest, source: a file, or the loader's name)."""
     import mlflow
-
-    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_numpy(
-            features, targets=targets, name=name, digest=digest, source=_source(source)
-        )
-    mlflow.log_input(dataset, context=context)
-
-
-def _source(source: str):
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    if Path(source).exists():
-        return str(Path(source).resolve())
-    return CodeDatasetSource(tags={"convlab.loader": source})
+    found = Path(source).exists()
+    origin = str(Path(source).resolve()) if found else CodeDatasetSource(tags={contract.LOADER: source})
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=origin)
+    mlflow.log_input(dataset, context=context)
 
 
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
@@ -193,11 +184,9 @@ def log_text(text: str, artifact_file: str) -> None:
 def log_keras_model(model, input_example, probabilities, step: int) -> str:
     """Logs the model with a signature and input example; returns its ``models:/`` URI.
 
-    MLflow copies onto the logged model the run's metrics logged at ``step``: pass the last
-    epoch's, so the Models tab shows (and ranks by) the final metrics.
-
-    Requirements are pinned from the installed versions rather than inferred, which would
-    load the model again in a subprocess and cost seconds per run.
+    MLflow copies onto the logged model the run's metrics logged at ``step`` (pass the last
+    epoch's: the Models tab then ranks by the final metrics). Requirements are pinned from the
+    installed versions: inferring them would load the model again in a subprocess (seconds).
     """
     from importlib.metadata import version
 
@@ -218,11 +207,8 @@ def log_keras_model(model, input_example, probabilities, step: int) -> str:
 
 
 def epoch_logger(train_images: int):
-    """MLflow's Keras callback, extended with timing; step = epoch number (1 = first epoch).
-
-    Logs loss, accuracy, val_loss, val_accuracy, epoch_seconds and images_per_second (training
-    images over training time, validation excluded) in one batch per epoch.
-    """
+    """MLflow's Keras callback with timing: loss, accuracy, val_*, epoch_seconds and images_per_second
+    (training images over training time, validation excluded), one batch per epoch, step = epoch."""
     from mlflow.tensorflow import MlflowCallback
 
     class EpochLogger(MlflowCallback):
