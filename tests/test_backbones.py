@@ -40,6 +40,7 @@ def raw_images(count=2, channels=3, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, channels)).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "alpha", "width"), MODEL_LIST, ids=[m[0] for m in MODEL_LIST])
 def test_every_backbone_builds_and_gives_pooled_features(name, alpha, width):
     from pipeline import models
@@ -71,6 +72,7 @@ def test_preprocessing_inside_the_model_is_the_backbones_own(name):
     np.testing.assert_allclose(model.predict(gray, verbose=0), expected, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_grayscale_images_feed_an_rgb_backbone_as_three_equal_channels():
     model = features_model("vgg16", channels=1)
     rgb = features_model("vgg16", channels=3)
@@ -93,6 +95,7 @@ def save_keras2_h5(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name", ["resnet50.weights.h5", "resnet50_notop.h5"])
 def test_a_weights_file_loads_through_weights_path(tmp_path, file_name):
     reference = features_model("resnet50", weights=None)

@@ -89,6 +89,7 @@ def test_grayscale_digits_feed_a_pretrained_backbone(store):
     assert 0.0 < result.metrics["val_accuracy"] <= 1.0 and np.isfinite(result.metrics["loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["true", "false"])
 def test_a_corrupt_image_is_named_in_a_data_error(store, images, cache):
     from PIL import Image
