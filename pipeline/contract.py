@@ -84,6 +84,9 @@ TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"
 RUN_SECONDS = "run_seconds"
 FEATURE_SECONDS = "feature_seconds"
 SKIPPED_FILES = "dataset.skipped_files"
+# task=predict
+IMAGES = "images"
+MEAN_TOP1_PROBABILITY = "mean_top1_probability"
 
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"

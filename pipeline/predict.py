@@ -64,9 +64,9 @@ def predict_and_log(run: RunConfig, strategy) -> dict[str, float]:
     titles = [f"{row.image}\n{row.label} {row.probability:.0%}" for row in top1.itertuples()]
     tracking.log_figure(prediction_grid(shown, titles), "figures/predictions.png")
     metrics = {
-        "images": len(paths),
+        contract.IMAGES: len(paths),
         contract.SKIPPED_FILES: skipped,
-        "mean_top1_probability": float(probabilities.max(axis=1).mean()),
+        contract.MEAN_TOP1_PROBABILITY: float(probabilities.max(axis=1).mean()),
     }
     tracking.log_metrics(metrics)
     return metrics

@@ -60,8 +60,8 @@ def train(run: RunConfig, strategy) -> Outcome:
         artifacts.log_submission(model, data.x_test)
     model_uri = None
     if run.tracking.log_model:  # at the last epoch's step: the logged model carries the final metrics
-        example = artifacts.first_val_image(data)[None]
-        model_uri = tracking.log_keras_model(model, example, probabilities[:1], step=len(history["loss"]))
+        example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
+        model_uri = tracking.log_keras_model(model, example, probabilities[:1], step=epochs)
     return metrics, history, model_uri
 
 

@@ -80,9 +80,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(store):
     args = [*TINY, *store.overrides, "tracking.log_model=false", "augmentation=shift_rotate"]
     first, again = pipeline.run([*args, "seed=3"]), pipeline.run([*args, "seed=3"])
     other = pipeline.run([*args, "seed=4"])
-    for key in ("loss", "val_loss", "val_accuracy"):
+    for key in (contract.LOSS, contract.VAL_LOSS, contract.VAL_ACCURACY):
         assert first.history[key] == again.history[key]
-    assert first.history["loss"] != other.history["loss"]
+    assert first.history[contract.LOSS] != other.history[contract.LOSS]
 
 
 def test_cli_run_writes_hydra_output_and_a_finished_run(store, tmp_path):
@@ -91,7 +91,7 @@ def test_cli_run_writes_hydra_output_and_a_finished_run(store, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
-    assert run.info.status == "FINISHED" and run.data.tags["convlab.group.optimizer"] == "sgd"
+    assert run.info.status == "FINISHED" and run.data.tags[contract.group_tag("optimizer")] == "sgd"
     assert list(tmp_path.glob("outputs/*/*/.hydra/config.yaml"))
 
 
@@ -126,14 +126,14 @@ def test_image_folder_trains_with_augmentation(store, tmp_path, caplog):
         ]
     )
     assert result.status == "FINISHED" and "mirror-invariant" not in caplog.text
-    assert store.client().get_run(result.run_id).data.tags["convlab.group.augmentation"] == "flip_shift"
+    assert store.client().get_run(result.run_id).data.tags[contract.group_tag("augmentation")] == "flip_shift"
 
 
 def test_missing_data_file_fails_the_run_cleanly(store, tmp_path):
     with pytest.raises(DataError, match="no such file"):
         pipeline.run(["dataset=digit_recognizer", f"dataset.path={tmp_path}/absent.csv", *store.overrides])
     (run,) = store.runs()
-    assert run.info.status == "FAILED" and "absent.csv" in run.data.tags["convlab.error"]
+    assert run.info.status == "FAILED" and "absent.csv" in run.data.tags[contract.ERROR]
 
 
 def test_cli_data_error_is_one_line(store, tmp_path):
@@ -163,7 +163,7 @@ def test_ctrl_c_ends_the_run_killed(store, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until training is under way
         runs = store.runs()
-        if runs and "loss" in runs[0].data.metrics:
+        if runs and contract.LOSS in runs[0].data.metrics:
             break
         time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -196,7 +196,8 @@ def test_mixed_precision_and_xla_switches(store):
         ]
     )
     tags = store.client().get_run(result.run_id).data.tags
-    assert tags["convlab.accelerator.policy"] == "mixed_bfloat16" and np.isfinite(result.metrics["loss"])
+    assert tags[f"{contract.ACCELERATOR_PREFIX}policy"] == "mixed_bfloat16"
+    assert np.isfinite(result.metrics[contract.LOSS])
 
 
 def test_multi_device_strategy_over_two_logical_cpus(store, tmp_path):
@@ -212,7 +213,7 @@ def test_multi_device_strategy_over_two_logical_cpus(store, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     (run,) = store.runs()
-    assert run.info.status == "FINISHED" and run.data.tags["convlab.accelerator.replicas"] == "2"
+    assert run.info.status == "FINISHED" and run.data.tags[f"{contract.ACCELERATOR_PREFIX}replicas"] == "2"
 
 
 def write_fashion_mnist_cache(keras_home: Path, train: int = 120, test: int = 20) -> None:

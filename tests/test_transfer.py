@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import cli, write_image_folder
 
-from pipeline import features, run
+from pipeline import contract, features, run
 from pipeline.errors import DataError
 
 PRETRAINED = [
@@ -51,11 +51,11 @@ def test_an_image_folder_trains_end_to_end_and_the_logged_model_takes_raw_pixels
     import mlflow
 
     result = run([*LESSON, f"dataset.path={images}", *store.overrides])
-    assert result.status == "FINISHED" and len(result.history["loss"]) == 2
-    assert 0.0 <= result.metrics["val_accuracy"] <= 1.0
+    assert result.status == "FINISHED" and len(result.history[contract.LOSS]) == 2
+    assert 0.0 <= result.metrics[contract.VAL_ACCURACY] <= 1.0
     data = logged(store, result)
-    assert data.metrics["dataset.skipped_files"] == 1  # notes.txt
-    assert data.tags["convlab.feature_cache"] == "computed"
+    assert data.metrics[contract.SKIPPED_FILES] == 1  # notes.txt
+    assert data.tags[contract.FEATURE_CACHE] == "computed"
     assert (data.params["backbone.name"], data.params["head.name"]) == ("mobilenet_v2", "softmax")
     model = mlflow.pyfunc.load_model(result.model_uri)
     pixels = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
@@ -72,8 +72,8 @@ def test_the_head_trained_on_cached_features_matches_training_the_whole_model(st
     whole = run([*overrides, "trainer.cache_features=false"])
     for key, values in whole.history.items():
         np.testing.assert_allclose(cached.history[key], values, rtol=1e-4, atol=1e-5, err_msg=key)
-    assert logged(store, cached).tags["convlab.feature_cache"] == "computed"
-    assert "convlab.feature_cache" not in logged(store, whole).tags
+    assert logged(store, cached).tags[contract.FEATURE_CACHE] == "computed"
+    assert contract.FEATURE_CACHE not in logged(store, whole).tags
 
 
 @pytest.mark.slow
@@ -83,10 +83,10 @@ def test_grayscale_digits_feed_a_pretrained_backbone(store):
     assert result.status == "FINISHED"
     # the grayscale digits went through the RGB backbone: its features, and a 10-class head on them
     data = logged(store, result)
-    assert data.tags["convlab.feature_cache"] == "computed"
+    assert data.tags[contract.FEATURE_CACHE] == "computed"
     head = 1280 * 128 + 128 + 128 * 10 + 10  # MobileNetV2's 1280 features -> Dense(128) -> 10 digits
-    assert data.metrics["trainable_parameter_count"] == head
-    assert 0.0 < result.metrics["val_accuracy"] <= 1.0 and np.isfinite(result.metrics["loss"])
+    assert data.metrics[contract.TRAINABLE_PARAMETER_COUNT] == head
+    assert 0.0 < result.metrics[contract.VAL_ACCURACY] <= 1.0 and np.isfinite(result.metrics[contract.LOSS])
 
 
 @pytest.mark.slow
@@ -117,9 +117,9 @@ def test_predict_names_what_is_in_each_image(store, tmp_path, keras_home):
         "predict.top_k=2",
     ]
     result = run([*overrides, *store.overrides])
-    assert result.metrics["images"] == 5 and result.model_uri is None
+    assert result.metrics[contract.IMAGES] == 5 and result.model_uri is None
     data = logged(store, result)
-    assert data.metrics["dataset.skipped_files"] == 1
+    assert data.metrics[contract.SKIPPED_FILES] == 1
     table = store.client().load_table(result.experiment_id, "predictions/top_k.json", run_ids=[result.run_id])
     assert len(table) == 10 and set(table["image"]) == {f"photo{i}.png" for i in range(5)}
     assert table["label"].str.startswith("class_").all() and table["class_id"].str.startswith("n").all()
