@@ -59,12 +59,12 @@ def task(cfg) -> float:
 
 
 def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
-    from pipeline import contract, tracking
+    from pipeline import contract, sweep_runs
 
     tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
     if "seed" in pairs:
         tags[contract.SEED] = pairs["seed"]
-    tracking.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
+    sweep_runs.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
 
 
 def run_overrides(lines: list[str], config_name: str = "config"):

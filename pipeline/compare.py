@@ -273,13 +273,13 @@ def _write(runs, summary, effects, out: str | Path | None, log: bool) -> Path:
     except OSError as err:  # nothing is logged yet: the store is untouched
         raise CompareError(f"cannot write the report to {out}: {err.strerror or err}") from None
     if log:  # log only this report's files, whatever else the folder holds
-        from pipeline import tracking
+        from pipeline import sweep_runs
 
         with tempfile.TemporaryDirectory() as folder:
             for file in files:
                 shutil.copy(file, folder)
             attrs = runs.attrs
-            tracking.log_artifacts_to(attrs["tracking_uri"], attrs["parent_run_id"], folder, "comparison")
+            sweep_runs.log_artifacts_to(attrs["tracking_uri"], attrs["parent_run_id"], folder, "comparison")
     return out / "report.md"
 
 
