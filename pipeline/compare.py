@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -28,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import store
 from pipeline.errors import ConvlabError
 from pipeline.stats import ALPHA, TEST, finite, mean_ci, verdict, welch
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")  # per-epoch histories read
 LOGGED = (*CURVES, "images_per_second", "parameter_count", "best_val_accuracy", "best_epoch", "run_seconds")
 DERIVED = ("best_val_loss", "epochs", "seconds_per_epoch")
@@ -46,7 +45,7 @@ class CompareError(ConvlabError):
 
 def resolve_uri(tracking_uri: str | None = None) -> str:
     """The flag's URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return store.resolve_uri(tracking_uri)
 
 
 def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -209,8 +208,8 @@ def _versus(values, reference, metric: str, is_reference: bool, label: str) -> d
 
 
 def _client(uri: str):
-    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if path and path != ":memory:" and not Path(path).exists():  # don't create an empty store by asking
+    path = store.sqlite_path(uri)
+    if path is not None and not path.exists():  # don't create an empty store by asking
         raise CompareError(f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)")
     import mlflow
 
@@ -349,7 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", default="val_accuracy", help="compared at its final value (%(default)s)")
     parser.add_argument("--baseline", help="variant to compare with (default: the sweep's defaults)")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")
-    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_URI}")
+    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {store.DEFAULT_URI}")
     parser.add_argument("--no-log", action="store_true", help="don't log the report to the parent run")
     return parser
 
@@ -357,6 +356,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The CLI: prints the table, writes the report; 2 with one line on stderr for a user error."""
     args = _parser().parse_args(argv)
+    try:
+        store.check(resolve_uri(args.tracking_uri))
+    except ConvlabError as err:
+        print(f"convlab.compare: {err}", file=sys.stderr)
+        return 2
     from mlflow.exceptions import MlflowException
 
     try:
