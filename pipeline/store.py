@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,7 +74,8 @@ def check(uri: str) -> None:
     elif scheme in ("http", "https"):
         os.environ.update({k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ})
         parts = urlsplit(uri)
-        _check_listening(uri, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+        if not _through_proxy(scheme, parts.hostname):  # the proxy, not us, would reach the server
+            _check_listening(uri, parts.hostname, parts.port or (443 if scheme == "https" else 80))
     elif scheme in DATABASE_PORTS:
         parts = urlsplit(uri)
         _check_listening(uri, parts.hostname or "localhost", parts.port or DATABASE_PORTS[scheme])
@@ -123,6 +125,10 @@ def redact(uri: str) -> str:
     """``uri`` with its password, if any, replaced by ``***`` (for messages and logs)."""
     password = urlsplit(uri).password
     return uri.replace(f":{password}@", ":***@", 1) if password else uri
+
+
+def _through_proxy(scheme: str, host: str | None) -> bool:
+    return bool(host and urllib.request.getproxies().get(scheme) and not urllib.request.proxy_bypass(host))
 
 
 def _check_listening(uri: str, host: str | None, port: int) -> None:
