@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -93,7 +94,9 @@ def drop_database(database: Database) -> None:
         _psql(f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
 
 
-def server_command(database: Database, artifacts: Path, host: str, port: int, extra=()) -> list[str]:
+def server_command(
+    database: Database, artifacts: Path, host: str, port: int, extra: Sequence[str] = ()
+) -> list[str]:
     """The ``mlflow server`` command line, run by this environment's Python."""
     return [
         *(sys.executable, "-m", "mlflow", "server"),
@@ -102,6 +105,21 @@ def server_command(database: Database, artifacts: Path, host: str, port: int, ex
         *("--host", host, "--port", str(port)),
         *extra,
     ]
+
+
+def launch(database: Database, artifacts: Path, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
+    """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks).
+
+    Its own session, so ``stop`` ends the server's workers too; output goes to ``log``.
+    """
+    command = [sys.executable, "-m", "pipeline.server", "--setup", "--port", str(port)]
+    command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
+    command += ["--", "--workers", str(workers)]
+    env = {**os.environ, "CONVLAB_DB_PASSWORD": database.password}  # not on the command line
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def wait_until_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 180) -> None:

@@ -41,11 +41,7 @@ def server_uri(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port = _free_port()
-    command = [sys.executable, "-m", "pipeline.server", "--setup", "--port", str(port)]
-    command += ["--database", database.name, "--user", database.user, "--password", database.password]
-    command += ["--artifacts", str(folder / "artifacts"), "--", "--workers", "2"]
-    with open(folder / "server.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_until_ready(url, process, timeout=240)
