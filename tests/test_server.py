@@ -19,7 +19,6 @@ from conftest import cli
 
 from pipeline import contract, server
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
 
 
@@ -61,6 +60,8 @@ def _sweep_runs(client, experiment: str):
     return parent, children
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path, monkeypatch):
     import mlflow
 
@@ -106,3 +107,12 @@ def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path
     model = mlflow.pyfunc.load_model(model_info.model_uri)
     probabilities = np.asarray(model.predict(np.random.rand(3, 28, 28, 1).astype("float32") * 255))
     assert probabilities.shape == (3, 10)
+
+
+def test_server_without_its_database_says_so_in_one_line(tmp_path):
+    port = str(_free_port())
+    command = [sys.executable, "-m", "pipeline.server", "--db-port", port, "--password", "secret"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "nothing answers" in done.stderr
+    assert "secret" not in done.stderr
