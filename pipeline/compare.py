@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shutil
 import sys
@@ -28,11 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import contract, tables
+from pipeline import contract, store, tables
 from pipeline.errors import ConvlabError
 from pipeline.stats import ALPHA, POWER
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 undecided = tables.undecided  # the sweep asks: which variants could more seeds still decide?
 
 
@@ -42,7 +40,7 @@ class CompareError(ConvlabError):
 
 def resolve_uri(tracking_uri: str | None = None) -> str:
     """The flag's URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return store.resolve_uri(tracking_uri)
 
 
 def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -192,8 +190,8 @@ def report_runs(
 
 
 def _client(uri: str):
-    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if path and path != ":memory:" and not Path(path).exists():  # don't create an empty store by asking
+    path = store.sqlite_path(uri)
+    if path is not None and not path.exists():  # don't create an empty store by asking
         raise CompareError(f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)")
     import mlflow
 
@@ -296,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--baseline", help="variant to compare with (default: the sweep's defaults)")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")
-    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_URI}")
+    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {store.DEFAULT_URI}")
     parser.add_argument("--no-log", action="store_true", help="don't log the report to the parent run")
     return parser
 
@@ -304,6 +302,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The CLI: prints the table, writes the report; 2 with one line on stderr for a user error."""
     args = _parser().parse_args(argv)
+    try:
+        store.check(resolve_uri(args.tracking_uri))
+    except ConvlabError as err:
+        print(f"convlab.compare: {err}", file=sys.stderr)
+        return 2
     from mlflow.exceptions import MlflowException
 
     try:

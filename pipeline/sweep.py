@@ -26,7 +26,7 @@ import uuid
 
 from hydra.experimental.callback import Callback
 
-from pipeline import contract, overrides, sweep_jobs
+from pipeline import contract, overrides, store, sweep_jobs
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ def _open(config) -> dict:
     jobs = overrides.expand(arguments)
     experiment = str(config.hydra.runtime.choices.get("experiment") or "")
     uri, name, options = config.tracking.uri, config.tracking.experiment_name, config.sweep
+    store.check(uri)  # an unusable store: one line, and no job starts
     now = time.time()
     pass_tags = {contract.STARTED: f"{now:.3f}", contract.TOTAL_JOBS: str(len(jobs)) if jobs else ""}
     if options.resume:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pipeline import contract
+from pipeline import contract, store
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline import contract
-
+    store.check(uri)  # an unusable store: one line, before MLflow touches it
     with _sqlite_init_lock(uri):  # the first client in a process creates or migrates the store
         client = mlflow.MlflowClient(uri)
         client.search_experiments(max_results=1)
@@ -61,15 +60,15 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     migrations are not safe to run concurrently); a lock file beside the database makes the
     second wait for the first. Other stores, and systems without ``fcntl``, need no lock.
     """
-    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    path = store.sqlite_path(uri)
     try:
         import fcntl
     except ImportError:
         path = None
-    if not path or path == ":memory:":
+    if path is None:
         yield
         return
-    lock_file = Path(f"{Path(path).expanduser().resolve()}.lock")
+    lock_file = Path(f"{path.resolve()}.lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -108,7 +107,13 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
 
 
 def _end(mlflow, status: str, error: str | None = None) -> None:
-    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag."""
+    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag, and a
+    cluster job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``."""
+    from pipeline import scheduler
+
+    for path in scheduler.job_log_files():
+        with contextlib.suppress(Exception):
+            mlflow.log_artifact(str(path), "scheduler")
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][:MAX_VALUE])
