@@ -8,11 +8,12 @@ The two are convlab's only MLflow writers (``pipeline.ui`` adds the saved view's
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import contract
+from pipeline import contract, errors, store, tables
 from pipeline.tracking import MAX_KEY, MAX_VALUE, get_or_create_experiment
 
 
@@ -154,3 +155,61 @@ def _child(run) -> dict:
         "process_start": tags.get(contract.PROCESS_START, ""),
         "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
     }
+
+
+# --- reading a sweep's runs for the comparison (``pipeline.compare``) ------------------------
+def client(uri: str):
+    """A client on ``uri``; a SQLite store that does not exist is an error, not created."""
+    path = store.sqlite_path(uri)
+    if path is not None and not path.exists():  # don't create an empty store by asking
+        raise errors.CompareError(
+            f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+        )
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
+def find_sweep(client, experiment: str, sweep: str | None):
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise errors.CompareError(f"unknown experiment {experiment!r}; experiments in the store: {names}")
+    if sweep is None:
+        query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
+        latest = client.search_runs([found.experiment_id], query, max_results=1, order_by=["start_time DESC"])
+        if not latest:
+            raise errors.CompareError(f"experiment {experiment!r} has no sweep (python -m pipeline -m ...)")
+        return latest[0]
+    by_id = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}' and tags.`{contract.SWEEP_ID}` = '{sweep}'"
+    found_by_id = client.search_runs([found.experiment_id], by_id, max_results=1)
+    try:  # a sweep id, or its parent run's id
+        parent = found_by_id[0] if found_by_id else client.get_run(sweep)
+    except MlflowException:
+        raise errors.CompareError(f"no sweep or run with id {sweep!r}") from None
+    role = parent.data.tags.get(contract.ROLE)
+    if parent.info.experiment_id != found.experiment_id or role != contract.ROLE_SWEEP:
+        raise errors.CompareError(f"run {sweep} is not a sweep of experiment {experiment!r}")
+    return parent
+
+
+def json_tag(run, key: str, default):
+    try:
+        return json.loads(run.data.tags.get(key, json.dumps(default)))
+    except json.JSONDecodeError:
+        raise errors.CompareError(
+            f"run {run.info.run_id}: tag {key} is not JSON: {run.data.tags[key]!r}"
+        ) from None
+
+
+def run_row(client, run, factors: list[str]) -> dict:
+    finished = run.info.status == contract.FINISHED
+    curves = {key: metric_history(client, run.info.run_id, key) for key in tables.CURVES} if finished else {}
+    return tables.run_row(run.info, run.data.tags, run.data.metrics, factors, curves)
+
+
+def metric_history(client, run_id: str, key: str) -> dict[int, float]:
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return {m.step: m.value for m in points}  # a step logged twice keeps its latest value
