@@ -51,3 +51,6 @@ def test_submitit_local_sweep_runs_each_job_in_its_own_process(store, tmp_path):
     assert parent.info.status == contract.FINISHED
     assert len(children) == 2 and {c.info.status for c in children} == {contract.FINISHED}
     assert len(list(tmp_path.glob("**/.submitit/*/*_log.out"))) == 2  # one process per job
+    for child in children:  # what the scheduler captured of each job sits beside its metrics
+        logged = {a.path for a in store.client().list_artifacts(child.info.run_id, "scheduler")}
+        assert any(path.endswith("_log.out") for path in logged), logged
