@@ -78,6 +78,13 @@ def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path
     assert variants == ["downsample=maxpool", "downsample=stride"]
     assert {c.info.status for c in children} == {contract.FINISHED}
 
+    # a resume through the server: everything finished, so nothing trains and nothing is added
+    resumed = cli(*sweep, "sweep.resume=last", cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again, children_again = _sweep_runs(client, experiment)
+    assert again.info.run_id == parent.info.run_id and len(children_again) == len(children)
+    assert again.info.status == contract.FINISHED
+
     # the comparison, read back from the server
     out = ["--out", str(tmp_path / "report")]
     compared = subprocess.run(

@@ -223,13 +223,21 @@ def test_two_sweeps_started_together_from_one_folder_never_mix(store, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c-to-the-group", "sigterm-to-main"])
-def test_interrupting_a_joblib_sweep_ends_every_process_and_run(store, tmp_path, how):
+@pytest.mark.parametrize(
+    ("launcher", "how"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "ctrl-c-to-the-group"),
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "sigterm-to-main"),
+        (["hydra/launcher=submitit_local"], "sigterm-to-main"),  # each job its own process
+    ],
+    ids=["joblib-ctrl-c", "joblib-sigterm", "submitit-sigterm"],
+)
+def test_interrupting_a_parallel_sweep_ends_every_process_and_run(store, tmp_path, launcher, how):
     import psutil
 
     process = _start_sweep(
-        tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2", "trainer.epochs=500",
-        "dataset.max_samples=200", "tracking.log_model=false", *store.overrides,
+        tmp_path, *launcher, "seed=0,1", "trainer.epochs=500", "dataset.max_samples=200",
+        "tracking.log_model=false", *store.overrides,
     )  # fmt: skip
     _wait_for(lambda: sum("loss" in r.data.metrics for r in store.runs()) >= 2)  # both workers training
     workers = psutil.Process(process.pid).children(recursive=True)
