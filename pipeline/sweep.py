@@ -164,9 +164,10 @@ def _open(config) -> dict:
             contract.OVERRIDES: " ".join(task),
             **pass_tags,
         }
-        parent = sweep_runs.start_parent_run(
-            uri, name, f"sweep {experiment or 'multirun'} {sweep_id[:6]}", tags
-        )
+        run_name = f"sweep {experiment or 'multirun'} {sweep_id[:6]}"
+        parent = sweep_runs.start_parent_run(uri, name, run_name, tags)
+        definition = {f"sweep.{key}": value for key, value in overrides.values(arguments).items()}
+        sweep_runs.log_params_to(uri, parent, definition)  # the sweep's definition, as params
     identity = {contract.ENV_PARENT_RUN_ID: parent, contract.ENV_SWEEP_ID: sweep_id}
     os.environ.update(identity)  # for this process and the workers it starts
     with open_dict(config):  # ...and in each job's own config, for workers on other machines

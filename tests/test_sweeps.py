@@ -76,6 +76,23 @@ def test_shrunk_factorial_sweep_nests_tagged_children_under_one_parent(store, tm
     artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id, "comparison")}
     assert "comparison/report.html" in artifacts and "comparison/summary.csv" in artifacts
     assert any(a.path == "sweep_summary.md" for a in store.client().list_artifacts(parent.info.run_id))
+    report_md = store.client().download_artifacts(parent.info.run_id, "comparison/report.md", str(tmp_path))
+    assert "(status FINISHED)" in Path(report_md).read_text()  # the parent's final status
+    # the verdict where MLflow users look: the parent's description, metrics and params
+    note = parent.data.tags[contract.NOTE]
+    assert all(
+        f"downsample={d},regularization={r}" in note
+        for d in ("stride", "maxpool")
+        for r in ("none", "dropout")
+    )
+    assert "baseline" in note and any(verdict in note for verdict in ("no evidence", "better", "worse"))
+    assert "val_accuracy/downsample:maxpool regularization:dropout" in parent.data.metrics
+    assert (
+        parent.data.params["sweep.downsample"] == "stride,maxpool"
+        and parent.data.params["sweep.seed"] == "0,1"
+    )
+    assert len({c.info.run_name for c in children}) == 8  # names carry the seed
+    assert "viewStateShareKey=" in result.stdout  # where the UI shows the sweep grouped by variant
 
 
 @pytest.mark.slow
