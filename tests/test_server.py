@@ -66,6 +66,18 @@ def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
+    # in-process runs of other tests set MLflow's process-wide URI, which beats the variable
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server_uri)
+    try:
+        _sweep_compare_and_read_back(server_uri, tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _sweep_compare_and_read_back(server_uri, tmp_path):
+    import mlflow
+
     experiment = "server_sweep"
     sweep = ["-m", "downsample=stride,maxpool", *SHRUNK, f"tracking.experiment_name={experiment}"]
     result = cli(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path, timeout=600)
