@@ -102,8 +102,10 @@ def frozen_model():
 
     from pipeline import backbones, models
 
-    backbone = functools.partial(backbones.pretrained, name="mobilenet_v2", weights=None, alpha=0.35)
-    model = models.build_model((SIZE, SIZE, 3), 2, backbone, head_units=None)
+    backbone = functools.partial(
+        backbones.pretrained, name="mobilenet_v2", weights=None, trainable=0, alpha=0.35, dropout_rate=0.0
+    )
+    model = models.build_model((SIZE, SIZE, 3), 2, backbone, head_units=None, head_activation=None)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )

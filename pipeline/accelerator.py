@@ -11,9 +11,9 @@ log = logging.getLogger(__name__)
 
 def configure(
     name: str,
-    mixed_precision: bool = False,
-    devices: list[str] | None = None,
-    logical_cpus: int = 0,
+    mixed_precision: bool,
+    devices: list[str] | None,
+    logical_cpus: int,
 ):
     """Picks where a run trains.
 

@@ -42,9 +42,9 @@ def task(cfg) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
-        from pipeline.train import train
+        from pipeline import runner
 
-        return train(run, info).metrics.get("val_accuracy", math.nan)
+        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
         if job is None:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback
@@ -74,7 +74,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
 
-    from pipeline.train import train
+    from pipeline import runner
 
     config.register_experiments()
     config.check_overrides(lines)
@@ -97,7 +97,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
         info = _run_info(
             choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}
         )
-        return train(run, info)
+        return runner.execute(run, info)
 
 
 def _validate(cfg):
@@ -112,7 +112,7 @@ def _validate(cfg):
 
 
 def _run_info(choices, lines, output_dir, params, variant, sweep_tags):
-    from pipeline.train import RunInfo
+    from pipeline.runner import RunInfo
 
     groups = {group: str(option) for group, option in choices.items() if group in config.GROUPS}
     return RunInfo(groups, lines, output_dir, params, variant, sweep_tags)

@@ -51,10 +51,10 @@ SPECS = {
 def pretrained(
     inputs,
     name: str,
-    weights: str | None = "imagenet",
-    trainable: int = 0,
-    alpha: float | None = None,
-    dropout_rate: float = 0.0,
+    weights: str | Path | None,
+    trainable: int,
+    alpha: float | None,
+    dropout_rate: float,
 ):
     """A ``keras.applications`` backbone without its top, global-average pooled, on raw pixels.
 
@@ -85,7 +85,7 @@ def pretrained(
     return x
 
 
-def imagenet_classifier(input_shape, name: str, weights: str | None = "imagenet", alpha: float | None = None):
+def imagenet_classifier(input_shape, name: str, weights: str | Path | None, alpha: float | None):
     """The whole ImageNet network, top included: raw pixels in, 1000 class probabilities out."""
     import keras
 
@@ -114,8 +114,11 @@ def preprocessing(inputs, name: str):
     return keras.Model(image, x, name=f"{name}_preprocessing")(inputs)
 
 
-def application(name: str, input_shape, weights: str | None, include_top: bool, alpha: float | None = None):
-    """Calls the ``keras.applications`` constructor, turning download and file errors into one line."""
+def application(name: str, input_shape, weights: str | Path | None, include_top: bool, alpha: float | None):
+    """Calls the ``keras.applications`` constructor, turning download and file errors into one line.
+
+    ``weights`` is used as the config normalised it: ``imagenet``, None, or an absolute path.
+    """
     import keras
 
     kwargs = {"alpha": alpha} if alpha is not None else {}
@@ -125,7 +128,7 @@ def application(name: str, input_shape, weights: str | None, include_top: bool, 
     try:
         return getattr(keras.applications, SPECS[name].application)(
             include_top=include_top,
-            weights=str(Path(weights).expanduser()) if from_file else weights,
+            weights=str(weights) if from_file else weights,
             input_shape=tuple(input_shape),
             **kwargs,
         )

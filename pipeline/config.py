@@ -8,6 +8,7 @@ what is allowed. This module imports neither TensorFlow nor MLflow.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,14 @@ import pydantic
 from pipeline.errors import ConfigError
 from pipeline.schemas import (
     GROUPS,
-    AugmentationConfig,
-    PredictConfig,
+    MobileNetConfig,
+    PretrainedConfig,
     RunConfig,
-    Schema,
-    SweepConfig,
-    TopLevelConfig,
-    TrackingConfig,
-    TrainerConfig,
+    ScratchCnnConfig,
+    option_names,
 )
+
+log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # A wheel carries conf/ and experiments/ inside the package; a source checkout has them beside it.
@@ -40,25 +40,34 @@ def validate(cfg: Any) -> RunConfig:
     """
     data = _to_plain_dict(cfg)
     data.pop("hydra", None)
-    typed: dict[str, Any] = {}
-    for group, options in GROUPS.items():
-        node = data.pop(group, None)
+    for group in GROUPS:
+        node = data.get(group)
         if not isinstance(node, dict):
             raise ConfigError(f"{group}: missing from the config (choose one of the {group}/ options)")
-        schema = AugmentationConfig if group == "augmentation" else options.get(node.get("name"))
-        if schema is None:
-            allowed = ", ".join(options)
+        if node.get("name") not in option_names(group):
+            allowed = ", ".join(option_names(group))
             raise ConfigError(f"{group}.name={node.get('name')!r} is not one of: {allowed}")
-        typed[group] = _check(schema, node, group)
-    typed["trainer"] = _check(TrainerConfig, data.pop("trainer", {}), "trainer")
-    typed["tracking"] = _check(TrackingConfig, data.pop("tracking", {}), "tracking")
-    typed["predict"] = _check(PredictConfig, data.pop("predict", {}), "predict")
-    typed["sweep"] = _check(SweepConfig, data.pop("sweep", {}), "sweep")
-    typed.update(_check(TopLevelConfig, data, "").model_dump())
-    run = RunConfig(**typed)
+    try:
+        run = RunConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise ConfigError(_one_line(err.errors()[0])) from None
     _check_feature_maps(run)
     _check_pretrained(run)
+    _warn_on_flips(run)
     return run
+
+
+def _one_line(error: dict) -> str:
+    """``backbone.kernel_size[0]=0: Input should be greater than 0``: key, value received, rule."""
+    loc = list(error["loc"])
+    if len(loc) > 1 and len(GROUPS.get(loc[0], ())) > 1:
+        del loc[1]  # the discriminated union's tag: the option name, not a key
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    received = error.get("input")
+    shown = "" if error["type"] == "missing" or isinstance(received, dict) else f"={received!r}"
+    return f"{key.lstrip('.')}{shown}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _check_feature_maps(run: RunConfig) -> None:
@@ -66,24 +75,27 @@ def _check_feature_maps(run: RunConfig) -> None:
     from pipeline.models import scratch_output_size
 
     backbone = run.backbone
-    if backbone.name != "scratch_cnn":
+    if not isinstance(backbone, ScratchCnnConfig):
         return
-    kernel = backbone.kernel_size
-    kernels = (kernel, kernel) if isinstance(kernel, int) else kernel
-    strides = getattr(run.downsample, "strides", 1)
-    pool = getattr(run.downsample, "pool_size", None)
-    for side, k in zip(run.dataset.image_size, kernels):
-        if scratch_output_size(side, backbone.conv_layers, k, strides, pool) < 1:
+    for side, kernel in zip(run.dataset.image_size, backbone.kernel_size):
+        if scratch_output_size(side, backbone.conv_layers, kernel, run.conv_strides, run.pool_size) < 1:
             raise ConfigError(
                 f"backbone.conv_layers={backbone.conv_layers}: with downsample={run.downsample.name} "
-                f"and kernel {tuple(kernels)}, dataset.image_size={list(run.dataset.image_size)} is too "
-                "small (the feature maps shrink to nothing); use fewer layers or larger images"
+                f"and kernel {tuple(backbone.kernel_size)}, "
+                f"dataset.image_size={list(run.dataset.image_size)} is too small "
+                "(the feature maps shrink to nothing); use fewer layers or larger images"
             )
 
 
-def model_input_size(run: RunConfig) -> tuple[int, int]:
-    """The image size the model sees: a pretrained backbone's ``input_size``, else the dataset's."""
-    return tuple(getattr(run.backbone, "input_size", None) or run.dataset.image_size)
+def _warn_on_flips(run: RunConfig) -> None:
+    """Flipping images whose labels are not mirror-invariant changes labels: a warning, not an error."""
+    if run.augmentation.horizontal_flip and not run.dataset.mirror_invariant:
+        log.warning(
+            "augmentation=%s flips images left-right, but dataset=%s labels are not "
+            "mirror-invariant (a mirrored digit is not the same digit): consider augmentation=shift_rotate",
+            run.augmentation.name,
+            run.dataset.name,
+        )
 
 
 def _check_pretrained(run: RunConfig) -> None:
@@ -91,14 +103,14 @@ def _check_pretrained(run: RunConfig) -> None:
     from pipeline.backbones import SPECS
 
     backbone = run.backbone
-    spec = SPECS.get(backbone.name)
-    if spec is None:
+    if not isinstance(backbone, PretrainedConfig):
         if run.task == "predict":
             raise ConfigError(
                 f"task=predict needs an ImageNet classifier: choose backbone={', '.join(SPECS)} "
                 f"(received backbone={backbone.name})"
             )
         return
+    spec = SPECS[backbone.name]
     if run.task == "predict" and run.dataset.name != "image_folder":
         raise ConfigError(
             f"task=predict reads image files: use dataset=image_folder (received dataset={run.dataset.name})"
@@ -109,19 +121,17 @@ def _check_pretrained(run: RunConfig) -> None:
             "downsamples itself (use downsample=none)"
         )
     key = "backbone.input_size" if backbone.input_size else "dataset.image_size"
-    size = model_input_size(run)
+    size = run.model_input_size
     if min(size) < spec.min_size:
         raise ConfigError(
             f"{key}={list(size)}: backbone={backbone.name} needs images of at least "
             f"{spec.min_size}x{spec.min_size} pixels; set backbone.input_size=[224, 224] (ImageNet's size) "
             f"or any size from [{spec.min_size}, {spec.min_size}] up"
         )
-    if backbone.weights not in ("imagenet", None):
-        _check_weights_file(backbone.weights)
-    alpha = getattr(backbone, "alpha", None)
-    if backbone.weights == "imagenet" and spec.imagenet_alphas and alpha not in spec.imagenet_alphas:
+    mobilenet = isinstance(backbone, MobileNetConfig)
+    if mobilenet and backbone.weights == "imagenet" and backbone.alpha not in spec.imagenet_alphas:
         raise ConfigError(
-            f"backbone.alpha={alpha}: ImageNet weights for backbone={backbone.name} exist for alpha "
+            f"backbone.alpha={backbone.alpha}: ImageNet weights for backbone={backbone.name} exist for alpha "
             f"{', '.join(map(str, spec.imagenet_alphas))}; use one of those or backbone.weights=null"
         )
     takes_size = size[0] == size[1] and size[0] in spec.imagenet_sizes
@@ -130,29 +140,6 @@ def _check_pretrained(run: RunConfig) -> None:
         raise ConfigError(
             f"{key}={list(size)}: backbone={backbone.name}'s ImageNet classifier takes {sides} (task=predict)"
         )
-
-
-def _check_weights_file(weights: str) -> None:
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"backbone.weights={weights!r}: no such file (expected imagenet, null, or a weights file)"
-        )
-    if not path.name.endswith((".h5", ".hdf5", ".keras")):
-        raise ConfigError(
-            f"backbone.weights={weights!r}: Keras loads weights from .weights.h5, Keras 2 .h5 or .keras files"
-        )
-
-
-def _check(schema: type[Schema], node: dict, prefix: str) -> Schema:
-    try:
-        return schema.model_validate(node)
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
-        received = first.get("input")
-        shown = f"={received!r}" if first["type"] != "missing" else ""
-        raise ConfigError(f"{key or prefix}{shown}: {first['msg']}") from None
 
 
 def _to_plain_dict(cfg: Any) -> dict:

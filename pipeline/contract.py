@@ -61,6 +61,7 @@ STARTED = "convlab.started"  # on a sweep's parent: when this pass (a run or a r
 HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
 PID = "convlab.pid"
 PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
 FEATURE_CACHE = "convlab.feature_cache"
 FEATURE_CACHE_KEY = "convlab.feature_cache_key"
 GROUP_PREFIX = "convlab.group."
@@ -93,7 +94,14 @@ TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"
 RUN_SECONDS = "run_seconds"
 FEATURE_SECONDS = "feature_seconds"
 SKIPPED_FILES = "dataset.skipped_files"
+# task=predict
+IMAGES = "images"
+MEAN_TOP1_PROBABILITY = "mean_top1_probability"
 
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
 ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
+
+# --- dataset inputs: the context each data set is logged with ---------------------------------
+TRAINING = "training"
+VALIDATION = "validation"

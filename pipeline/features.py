@@ -36,7 +36,8 @@ def cache_key(
     """What the features depend on, hashed.
 
     Args:
-        backbone: the backbone's config (name, weights, alpha, ...).
+        backbone: the backbone's config (name, weights, alpha, ...); ``weights`` as the schema
+            normalised it: ``imagenet``, None or an absolute path.
         data_digest: ``ImageData.digest()``: the split, file names and labels.
         image_shape: ``(height, width, channels)`` fed to the model.
         policy: the Keras float policy (``float32``, ``mixed_float16``, ...).
@@ -57,6 +58,38 @@ def cache_key(
         "files": hashlib.sha256("\n".join(_file_identity(f) for f in files).encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def head_and_features(
+    model, data, backbone: Mapping, policy: str, seed: int, batch_size: int, cache_dir: str | None
+):
+    """Cuts ``model`` at its ``features`` layer and computes the features of ``data``'s images once.
+
+    Args:
+        model: a model built on a pretrained backbone (``backbones.pretrained``).
+        data: the run's ``ImageData``.
+        backbone: the backbone's config (name, weights, ...), part of the cache key.
+        policy: the Keras float policy; seed: initialises random weights; both in the key.
+        batch_size: images per batch while extracting.
+        cache_dir: ``trainer.feature_cache_dir``: a folder shared across processes, or None.
+
+    Returns:
+        ``(head, train_features, val_features, source, key)``: the head shares ``model``'s layers.
+    """
+    from pipeline import backbones
+    from pipeline import data as data_module
+
+    extractor, head = backbones.split_at_features(model)
+    shape = (*data.image_size, data.channels)
+    files = [*data.x_train, *data.x_val] if data.from_files else []
+    key = cache_key(backbone, data.digest(), shape, policy, seed, files)
+
+    def images(x, y):
+        return data_module.image_dataset(data, x, y).batch(batch_size).prefetch(2)
+
+    train_images, val_images = images(data.x_train, data.y_train), images(data.x_val, data.y_val)
+    x_train, x_val, source = extract(extractor, train_images, val_images, key, cache_dir)
+    return head, x_train, x_val, source, key
 
 
 def extract(extractor, train_images, val_images, key: str, cache_dir: str | None = None):
@@ -95,7 +128,7 @@ def extract(extractor, train_images, val_images, key: str, cache_dir: str | None
     return (*found, source)
 
 
-def _file_identity(path: str) -> str:
-    resolved = Path(path).expanduser().resolve()
+def _file_identity(path: str | Path) -> str:
+    resolved = Path(path).resolve()
     stat = resolved.stat()
     return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"

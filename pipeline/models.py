@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 
 def scratch_cnn(
     inputs,
-    conv_layers: int = 2,
-    filters: int | Sequence[int] = 20,
-    kernel_size: int | Sequence[int] = (3, 3),
-    activation: str = "relu",
-    strides: int = 1,
-    pool_size: int | None = None,
-    dropout_rate: float = 0.0,
+    conv_layers: int,
+    filters: int | Sequence[int],
+    kernel_size: int | Sequence[int],
+    activation: str,
+    strides: int,
+    pool_size: int | None,
+    dropout_rate: float,
 ):
     """The course's from-scratch stack: ``conv_layers`` x [Conv2D, optional MaxPool, Dropout].
 
@@ -47,7 +47,7 @@ def scratch_cnn(
     return x
 
 
-def classifier_head(features, num_classes: int, units: int | None = None, activation: str = "relu"):
+def classifier_head(features, num_classes: int, units: int | None, activation: str | None):
     """Flatten, an optional hidden Dense layer, then softmax over ``num_classes``.
 
     The softmax runs in float32 even under mixed precision, so probabilities stay exact.
@@ -64,8 +64,8 @@ def build_model(
     input_shape: Sequence[int],
     num_classes: int,
     backbone: Callable,
-    head_units: int | None = 128,
-    head_activation: str = "relu",
+    head_units: int | None,
+    head_activation: str | None,
     name: str = "convlab",
 ):
     """Wires ``backbone(inputs) -> features`` to a softmax head.
@@ -75,6 +75,7 @@ def build_model(
         backbone: a function from the input tensor to a feature tensor, e.g.
             ``functools.partial(scratch_cnn, strides=2)``.
         head_units: width of the hidden Dense layer; None for softmax straight on features.
+        head_activation: the hidden layer's activation; None without one.
     """
     import keras
 

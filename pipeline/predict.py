@@ -19,32 +19,40 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import contract
+from pipeline.schemas import ImageFolderConfig, PretrainedConfig, RunConfig
+
 log = logging.getLogger(__name__)
 
 GRID_IMAGES = 16  # images shown in figures/predictions.png
 
 
-def predict_and_log(run, active):
-    """Predicts ImageNet labels for ``run.dataset.path``'s images and logs them; returns a RunResult."""
-    from pipeline import backbones, config, tracking
+def predict_and_log(run: RunConfig, strategy) -> dict[str, float]:
+    """Predicts ImageNet labels for ``run.dataset.path``'s images under ``strategy`` and logs them.
+
+    Returns:
+        The run's metrics: images read, files skipped, mean top-1 probability.
+    """
+    from pipeline import backbones, tracking, wiring
     from pipeline import data as data_module
-    from pipeline.train import RunResult, setup_keras
 
-    backbone = run.backbone
-    strategy = setup_keras(run)  # seeded: weights=null gives the same random labels for a seed
-
+    backbone, dataset = run.backbone, run.dataset
+    if not isinstance(backbone, PretrainedConfig) or not isinstance(dataset, ImageFolderConfig):
+        # config.validate refuses these combinations first
+        raise TypeError("task=predict takes a pretrained backbone and dataset=image_folder")
     if backbone.weights is None:
         log.warning("backbone.weights=null: random weights, so the labels below mean nothing")
     classes = backbones.imagenet_classes()  # first: a missing class index fails before any work
-    root = Path(run.dataset.path)
+    root = Path(dataset.path)
     paths, skipped = data_module.find_images(root)
-    paths = paths[: run.dataset.max_samples]
-    channels = 1 if run.dataset.color_mode == "grayscale" else 3
-    size = config.model_input_size(run)
+    paths = paths[: dataset.max_samples]
+    channels = 1 if dataset.color_mode == "grayscale" else 3
+    size = run.model_input_size
     images = data_module.decode_files(paths, size, channels)
-    alpha = getattr(backbone, "alpha", None)
     with strategy.scope():
-        model = backbones.imagenet_classifier((*size, channels), backbone.name, backbone.weights, alpha)
+        model = backbones.imagenet_classifier(
+            (*size, channels), backbone.name, backbone.weights, wiring.alpha(run)
+        )
     probabilities = model.predict(images.batch(32), verbose=0)
 
     names = [os.path.relpath(path, root) for path in paths]
@@ -56,16 +64,20 @@ def predict_and_log(run, active):
     titles = [f"{row.image}\n{row.label} {row.probability:.0%}" for row in top1.itertuples()]
     tracking.log_figure(prediction_grid(shown, titles), "figures/predictions.png")
     metrics = {
-        "images": len(paths),
-        "dataset.skipped_files": skipped,
-        "mean_top1_probability": float(probabilities.max(axis=1).mean()),
+        contract.IMAGES: len(paths),
+        contract.SKIPPED_FILES: skipped,
+        contract.MEAN_TOP1_PROBABILITY: float(probabilities.max(axis=1).mean()),
     }
     tracking.log_metrics(metrics)
-    return RunResult(active.info.run_id, active.info.experiment_id, "RUNNING", metrics, {}, None)
+    return metrics
 
 
 def top_k_table(probabilities: np.ndarray, classes: Sequence[tuple[str, str]], k: int, images: Sequence[str]):
     """One row per image and rank: ``image, rank, label, class_id, probability``.
+
+    ``keras.applications.imagenet_utils.decode_predictions`` does the same lookup, but it pins the
+    class index file's md5 and reads Keras' home once at import, so a class index the user (or an
+    offline test) put into ``$KERAS_HOME/models`` would be downloaded again: this one stays.
 
     Args:
         probabilities: ``(images, 1000)`` softmax outputs.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import signal
 import time
 import warnings
@@ -22,7 +21,6 @@ log = logging.getLogger(__name__)
 
 MAX_KEY = 250  # MLflow's key length limit
 MAX_VALUE = 6000  # MLflow's param value length limit
-BATCH = 100  # MLflow's params-per-request limit
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
@@ -128,29 +126,19 @@ def _sigterm_as_interrupt():
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}} -> {"a.b": "1"}``, keys and values fitted to MLflow's rules."""
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``: a nested config as MLflow params."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            text = str(value)
-            flat[re.sub(r"[^\w\-. /]", "_", name)[:MAX_KEY]] = (
-                text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
-            )
+        flat |= flatten(value, f"{name}.") if isinstance(value, Mapping) else {name: str(value)}
     return flat
 
 
 def log_params(params: Mapping[str, str]) -> None:
-    """Logs any number of params, in MLflow's batches of 100."""
+    """Logs any number of params: MLflow batches them (100 a request) and truncates long values."""
     import mlflow
-    from mlflow.entities import Param
 
-    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
-    items = [Param(k, v) for k, v in params.items()]
-    for start in range(0, len(items), BATCH):
-        client.log_batch(run_id, params=items[start : start + BATCH], synchronous=True)
+    mlflow.log_params(dict(params), synchronous=True)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:
@@ -166,23 +154,16 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 
 def log_dataset(name: str, source: str, digest: str, features, targets, context: str) -> None:
-    """Records the data set as an MLflow input (name, digest, source, schema)."""
+    """Records a data set as an MLflow input (name, digest, source: a file, or the loader's name)."""
     import mlflow
-
-    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_numpy(
-            features, targets=targets, name=name, digest=digest, source=_source(source)
-        )
-    mlflow.log_input(dataset, context=context)
-
-
-def _source(source: str):
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    if Path(source).exists():
-        return str(Path(source).resolve())
-    return CodeDatasetSource(tags={"convlab.loader": source})
+    found = Path(source).exists()
+    origin = str(Path(source).resolve()) if found else CodeDatasetSource(tags={contract.LOADER: source})
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=origin)
+    mlflow.log_input(dataset, context=context)
 
 
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
@@ -212,11 +193,12 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-def log_keras_model(model, input_example, probabilities) -> str:
+def log_keras_model(model, input_example, probabilities, step: int) -> str:
     """Logs the model with a signature and input example; returns its ``models:/`` URI.
 
-    Requirements are pinned from the installed versions rather than inferred, which would
-    load the model again in a subprocess and cost seconds per run.
+    MLflow copies onto the logged model the run's metrics logged at ``step`` (pass the last
+    epoch's: the Models tab then ranks by the final metrics). Requirements are pinned from the
+    installed versions: inferring them would load the model again in a subprocess (seconds).
     """
     from importlib.metadata import version
 
@@ -230,17 +212,15 @@ def log_keras_model(model, input_example, probabilities) -> str:
             name="model",
             signature=infer_signature(input_example, probabilities),
             input_example=input_example,
+            step=step,
             pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
         )
     return info.model_uri
 
 
 def epoch_logger(train_images: int):
-    """MLflow's Keras callback, extended with timing; step = epoch number (1 = first epoch).
-
-    Logs loss, accuracy, val_loss, val_accuracy, epoch_seconds and images_per_second (training
-    images over training time, validation excluded) in one batch per epoch.
-    """
+    """MLflow's Keras callback with timing: loss, accuracy, val_*, epoch_seconds and images_per_second
+    (training images over training time, validation excluded), one batch per epoch, step = epoch."""
     from mlflow.tensorflow import MlflowCallback
 
     class EpochLogger(MlflowCallback):
@@ -254,8 +234,8 @@ def epoch_logger(train_images: int):
             now = time.perf_counter()
             train_seconds = (self._trained if self._trained > self._started else now) - self._started
             metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-            metrics["epoch_seconds"] = now - self._started
-            metrics["images_per_second"] = train_images / max(train_seconds, 1e-9)
+            metrics[contract.EPOCH_SECONDS] = now - self._started
+            metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
             metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one
             log_metrics(metrics, step=epoch + 1)
 

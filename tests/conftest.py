@@ -35,6 +35,35 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def compose(overrides=()):
+    """The composed config for ``overrides``, as ``python -m pipeline`` composes it (no Hydra keys)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline import config
+
+    config.register_experiments()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def run_config():
+    """``run_config("head=softmax", ...)``: the validated ``RunConfig``, composed once per overrides."""
+    from pipeline import config
+
+    cache = {}
+
+    def validated(*overrides: str):
+        if overrides not in cache:
+            cache[overrides] = config.validate(compose(overrides))
+        return cache[overrides]
+
+    return validated
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory) -> str:
     """One SQLite store per test session (creating the schema costs a second or two), created

@@ -11,8 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_config import compose
+from conftest import ROOT, compose
 
 from pipeline import backbones, config
 from pipeline.errors import ConfigError, ConvlabError
@@ -32,21 +31,24 @@ def features_model(name, channels=3, weights=None, alpha=None, trainable=0):
     import keras
 
     inputs = keras.Input((SIZE, SIZE, channels), name="image")
-    return keras.Model(inputs, backbones.pretrained(inputs, name, weights, trainable, alpha))
+    return keras.Model(
+        inputs, backbones.pretrained(inputs, name, weights, trainable, alpha, dropout_rate=0.0)
+    )
 
 
 def raw_images(count=2, channels=3, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, channels)).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "alpha", "width"), MODEL_LIST, ids=[m[0] for m in MODEL_LIST])
 def test_every_backbone_builds_and_gives_pooled_features(name, alpha, width):
     from pipeline import models
 
     def backbone(inputs):
-        return backbones.pretrained(inputs, name, weights=None, alpha=alpha)
+        return backbones.pretrained(inputs, name, weights=None, trainable=0, alpha=alpha, dropout_rate=0.0)
 
-    model = models.build_model((SIZE, SIZE, 3), 5, backbone, head_units=None)
+    model = models.build_model((SIZE, SIZE, 3), 5, backbone, head_units=None, head_activation=None)
     assert model.get_layer("features").output.shape == (None, width)
     probabilities = model.predict(raw_images(), verbose=0)
     assert probabilities.shape == (2, 5)
@@ -70,6 +72,7 @@ def test_preprocessing_inside_the_model_is_the_backbones_own(name):
     np.testing.assert_allclose(model.predict(gray, verbose=0), expected, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_grayscale_images_feed_an_rgb_backbone_as_three_equal_channels():
     model = features_model("vgg16", channels=1)
     rgb = features_model("vgg16", channels=3)
@@ -92,6 +95,7 @@ def save_keras2_h5(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name", ["resnet50.weights.h5", "resnet50_notop.h5"])
 def test_a_weights_file_loads_through_weights_path(tmp_path, file_name):
     reference = features_model("resnet50", weights=None)
@@ -130,9 +134,10 @@ def test_fine_tuning_unfreezes_the_last_layers_but_not_batchnorm():
 def test_the_head_split_from_the_model_shares_its_layers():
     from pipeline import models
 
-    model = models.build_model(
-        (SIZE, SIZE, 3), 3, lambda x: backbones.pretrained(x, "vgg16", weights=None), head_units=8
-    )
+    def vgg16(inputs):
+        return backbones.pretrained(inputs, "vgg16", weights=None, trainable=0, alpha=None, dropout_rate=0.0)
+
+    model = models.build_model((SIZE, SIZE, 3), 3, vgg16, head_units=8, head_activation="relu")
     extractor, head = backbones.split_at_features(model)
     images = raw_images()
     np.testing.assert_allclose(
@@ -198,24 +203,31 @@ def test_pretrained_config_mistakes_are_one_line_errors(overrides, message):
         config.validate(compose(overrides))
 
 
-def test_weights_file_and_model_input_size_in_the_config(tmp_path):
+def test_weights_file_and_model_input_size_in_the_config(tmp_path, monkeypatch):
     weights = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     weights.write_bytes(b"")
     run = config.validate(
         compose(["backbone=resnet50", f"backbone.weights={weights}", "backbone.input_size=[64,48]"])
     )
-    assert run.backbone.weights == str(weights) and config.model_input_size(run) == (64, 48)
+    assert run.backbone.weights == weights.resolve() and run.model_input_size == (64, 48)
+    # normalised once, in the schema: relative to the working directory, or under ~
+    monkeypatch.chdir(tmp_path)
+    relative = config.validate(compose(["backbone=resnet50", f"backbone.weights={weights.name}"]))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = config.validate(compose(["backbone=resnet50", f"backbone.weights='~/{weights.name}'"]))
+    assert relative.backbone.weights == home.backbone.weights == weights.resolve()
+    assert config.validate(compose(["backbone=resnet50"])).backbone.weights == "imagenet"
     run = config.validate(
         compose(["backbone=mobilenet_v2", "backbone.input_size=null", "dataset.image_size=[40,40]"])
     )
-    assert config.model_input_size(run) == (40, 40)
+    assert run.model_input_size == (40, 40)
     run = config.validate(compose(["backbone=mobilenet_v2", "backbone.weights=null", "backbone.alpha=0.2"]))
     assert run.backbone.alpha == 0.2  # any width without ImageNet weights
 
 
 def test_validating_a_pretrained_config_never_imports_tensorflow():
     code = (
-        "import sys; from pipeline import config; from test_config import compose; "
+        "import sys; from pipeline import config; from conftest import compose; "
         "config.validate(compose(['backbone=efficientnet_b0', 'task=predict', 'dataset=image_folder', "
         "'dataset.path=x'])); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))"

@@ -8,22 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, cli
+from conftest import ROOT, cli, compose  # noqa: F401  (test_sweeps imports compose from here)
 
 from pipeline import config
 from pipeline.errors import ConfigError
-
-
-def compose(overrides=()):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    config.register_experiments()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
-        return hydra_compose("config", overrides=list(overrides))
-
 
 ALL_OPTIONS = [(group, option) for group in config.GROUPS for option in config.group_options(group)]
 PATH_NEEDED = {"digit_recognizer": "dataset.path=train.csv", "image_folder": "dataset.path=images"}
@@ -38,8 +26,8 @@ def test_every_group_option_composes_and_validates(group, option):
     assert getattr(run, group).name == option
 
 
-def test_defaults_are_the_course_model():
-    run = config.validate(compose())
+def test_defaults_are_the_course_model(run_config):
+    run = run_config()
     assert (run.dataset.name, run.backbone.name, run.head.name) == ("digits", "scratch_cnn", "dense_softmax")
     assert (run.backbone.conv_layers, run.backbone.filters, tuple(run.backbone.kernel_size)) == (
         2,
@@ -63,6 +51,10 @@ def test_defaults_are_the_course_model():
         (["dataset=digit_recognizer"], "dataset.path is required"),
         (["backbone.kernel_size=[3,3,3]"], "backbone.kernel_size"),
         (["backbone.conv_layers=6", "downsample=stride"], "too small"),
+        (["backbone.kernel_size=[0,3]"], "backbone.kernel_size[0]=0: Input should be greater than 0"),
+        (["augmentation.name=mirror"], "augmentation.name='mirror' is not one of: none, flip_shift"),
+        (["augmentation.rotation=-5"], "augmentation.rotation=-5"),
+        (["head=softmax", "+head.units=64"], "head.units=64: Extra inputs are not permitted"),
     ],
 )
 def test_bad_values_name_the_key_and_value(overrides, message):
@@ -71,10 +63,39 @@ def test_bad_values_name_the_key_and_value(overrides, message):
     assert "\n" not in str(err.value)
 
 
-def test_unknown_group_option_lists_the_choices():
-    with pytest.raises(ConfigError, match=r"optimizer='rmsprop' is not an option; choose one of: adam, sgd"):
-        config.check_choices(["optimizer=rmsprop"])
-    config.check_choices(["optimizer=adam,sgd", "seed=0,1", "trainer.epochs=1"])  # sweeps and keys pass
+def test_each_group_is_typed_by_its_option(run_config):
+    """``run.head.units`` exists exactly where it means something."""
+    assert run_config("head=softmax").head.model_dump() == {"name": "softmax"}
+    assert run_config("head=dense_softmax").head.units == 128
+    assert run_config("downsample=stride").conv_strides == 2 and run_config().conv_strides == 1
+    assert run_config("downsample=maxpool").pool_size == 2 and run_config().pool_size is None
+    assert run_config("regularization=dropout").dropout_rate == 0.5 and run_config().dropout_rate == 0.0
+    assert run_config("backbone.kernel_size=5").backbone.kernel_size == (5, 5)
+
+
+def test_defaults_live_in_the_yaml_files_only():
+    """The schemas declare types and constraints; every default value comes from conf/."""
+    from pipeline.schemas import GROUPS, RunConfig
+
+    schemas = [schema for options in GROUPS.values() for schema in options]
+    schemas += [RunConfig.model_fields[key].annotation for key in ("trainer", "tracking", "predict", "sweep")]
+    for schema in schemas:
+        defaulted = [name for name, field in schema.model_fields.items() if not field.is_required()]
+        assert defaulted == [], f"{schema.__name__} repeats defaults: {defaulted}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warns"),
+    [
+        (["augmentation=flip_shift"], True),  # digits: a mirrored 2 is not a 2
+        (["augmentation=shift_rotate"], False),
+        (["augmentation=flip_shift", "dataset=fashion_mnist"], False),  # a mirrored shirt is a shirt
+    ],
+)
+def test_flips_on_labels_that_are_not_mirror_invariant_warn_at_validation(overrides, warns, caplog):
+    run = config.validate(compose(overrides))
+    assert run.augmentation.enabled
+    assert ("not mirror-invariant" in caplog.text) == warns
 
 
 @pytest.mark.parametrize(
@@ -130,6 +151,29 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert "experiment: " in out
 
 
-def test_package_ships_its_configs():
-    assert (config.CONF_DIR / "config.yaml").is_file()
-    assert config.CONF_DIR == ROOT / "conf" or config.CONF_DIR.parent.name == "pipeline"
+@pytest.mark.slow
+def test_the_wheel_ships_the_configs_and_presets(tmp_path):
+    """A built wheel carries conf/ and experiments/ inside the package, where config looks for them."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("convlab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"pipeline/conf/{p.relative_to(config.CONF_DIR)}" for p in config.CONF_DIR.rglob("*.yaml")}
+    shipped |= {f"pipeline/experiments/{p.name}" for p in config.EXPERIMENTS_DIR.glob("*.yaml")}
+    assert shipped <= names and "pipeline/conf/config.yaml" in names

@@ -6,10 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-from test_config import compose
 
 from pipeline import config
-from pipeline.train import build_model, build_optimizer
+from pipeline.wiring import build_model, build_optimizer
 
 COMBOS = list(
     itertools.product(
@@ -21,10 +20,10 @@ COMBOS = list(
 
 
 @pytest.mark.parametrize(("head", "downsample", "regularization"), COMBOS, ids=["-".join(c) for c in COMBOS])
-def test_every_option_builds_a_model_with_one_probability_per_class(head, downsample, regularization):
-    run = config.validate(
-        compose([f"head={head}", f"downsample={downsample}", f"regularization={regularization}"])
-    )
+def test_every_option_builds_a_model_with_one_probability_per_class(
+    head, downsample, regularization, run_config
+):
+    run = run_config(f"head={head}", f"downsample={downsample}", f"regularization={regularization}")
     model = build_model(run, (28, 28, 1), num_classes=10)
     probabilities = model.predict(np.random.rand(3, 28, 28, 1).astype("float32") * 255, verbose=0)
     assert probabilities.shape == (3, 10)
@@ -37,8 +36,8 @@ def test_every_option_builds_a_model_with_one_probability_per_class(head, downsa
         assert model.get_layer("conv1").strides == (2, 2)
 
 
-def test_default_is_the_course_model():
-    model = build_model(config.validate(compose()), (28, 28, 1), num_classes=10)
+def test_default_is_the_course_model(run_config):
+    model = build_model(run_config(), (28, 28, 1), num_classes=10)
     conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
     assert (conv1.filters, conv1.kernel_size, conv2.filters) == (20, (3, 3), 20)
     assert model.get_layer("dense").units == 128
@@ -49,8 +48,8 @@ def test_default_is_the_course_model():
     )
 
 
-def test_non_square_kernels_and_per_layer_filters():
-    run = config.validate(compose(["backbone.kernel_size=[4,7]", "backbone.filters=[8,16]"]))
+def test_non_square_kernels_and_per_layer_filters(run_config):
+    run = run_config("backbone.kernel_size=[4,7]", "backbone.filters=[8,16]")
     model = build_model(run, (28, 28, 1), num_classes=3)
     assert model.get_layer("conv1").kernel_size == (4, 7)
     assert (model.get_layer("conv1").filters, model.get_layer("conv2").filters) == (8, 16)
@@ -58,7 +57,7 @@ def test_non_square_kernels_and_per_layer_filters():
 
 
 @pytest.mark.parametrize("name", config.group_options("optimizer"))
-def test_optimizers_carry_their_knobs(name):
-    run = config.validate(compose([f"optimizer={name}", "optimizer.learning_rate=0.05"]))
+def test_optimizers_carry_their_knobs(name, run_config):
+    run = run_config(f"optimizer={name}", "optimizer.learning_rate=0.05")
     optimizer = build_optimizer(run.optimizer)
     assert optimizer.name == name and float(optimizer.learning_rate) == pytest.approx(0.05)

@@ -11,9 +11,8 @@ import json
 import numpy as np
 import pytest
 from conftest import cli, write_image_folder
-from test_config import compose
 
-from pipeline import config, features, run
+from pipeline import contract, features, run
 from pipeline.errors import DataError
 
 PRETRAINED = [
@@ -52,11 +51,11 @@ def test_an_image_folder_trains_end_to_end_and_the_logged_model_takes_raw_pixels
     import mlflow
 
     result = run([*LESSON, f"dataset.path={images}", *store.overrides])
-    assert result.status == "FINISHED" and len(result.history["loss"]) == 2
-    assert 0.0 <= result.metrics["val_accuracy"] <= 1.0
+    assert result.status == "FINISHED" and len(result.history[contract.LOSS]) == 2
+    assert 0.0 <= result.metrics[contract.VAL_ACCURACY] <= 1.0
     data = logged(store, result)
-    assert data.metrics["dataset.skipped_files"] == 1  # notes.txt
-    assert data.tags["convlab.feature_cache"] == "computed"
+    assert data.metrics[contract.SKIPPED_FILES] == 1  # notes.txt
+    assert data.tags[contract.FEATURE_CACHE] == "computed"
     assert (data.params["backbone.name"], data.params["head.name"]) == ("mobilenet_v2", "softmax")
     model = mlflow.pyfunc.load_model(result.model_uri)
     pixels = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
@@ -73,17 +72,24 @@ def test_the_head_trained_on_cached_features_matches_training_the_whole_model(st
     whole = run([*overrides, "trainer.cache_features=false"])
     for key, values in whole.history.items():
         np.testing.assert_allclose(cached.history[key], values, rtol=1e-4, atol=1e-5, err_msg=key)
-    assert logged(store, cached).tags["convlab.feature_cache"] == "computed"
-    assert "convlab.feature_cache" not in logged(store, whole).tags
+    assert logged(store, cached).tags[contract.FEATURE_CACHE] == "computed"
+    assert contract.FEATURE_CACHE not in logged(store, whole).tags
 
 
 @pytest.mark.slow
 def test_grayscale_digits_feed_a_pretrained_backbone(store):
     overrides = [*PRETRAINED, "dataset.max_samples=60", "trainer.epochs=1", "tracking.log_model=false"]
     result = run([*overrides, *store.overrides])
-    assert result.status == "FINISHED" and result.metrics["val_accuracy"] >= 0.0
+    assert result.status == "FINISHED"
+    # the grayscale digits went through the RGB backbone: its features, and a 10-class head on them
+    data = logged(store, result)
+    assert data.tags[contract.FEATURE_CACHE] == "computed"
+    head = 1280 * 128 + 128 + 128 * 10 + 10  # MobileNetV2's 1280 features -> Dense(128) -> 10 digits
+    assert data.metrics[contract.TRAINABLE_PARAMETER_COUNT] == head
+    assert 0.0 < result.metrics[contract.VAL_ACCURACY] <= 1.0 and np.isfinite(result.metrics[contract.LOSS])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["true", "false"])
 def test_a_corrupt_image_is_named_in_a_data_error(store, images, cache):
     from PIL import Image
@@ -111,9 +117,9 @@ def test_predict_names_what_is_in_each_image(store, tmp_path, keras_home):
         "predict.top_k=2",
     ]
     result = run([*overrides, *store.overrides])
-    assert result.metrics["images"] == 5 and result.model_uri is None
+    assert result.metrics[contract.IMAGES] == 5 and result.model_uri is None
     data = logged(store, result)
-    assert data.metrics["dataset.skipped_files"] == 1
+    assert data.metrics[contract.SKIPPED_FILES] == 1
     table = store.client().load_table(result.experiment_id, "predictions/top_k.json", run_ids=[result.run_id])
     assert len(table) == 10 and set(table["image"]) == {f"photo{i}.png" for i in range(5)}
     assert table["label"].str.startswith("class_").all() and table["class_id"].str.startswith("n").all()
@@ -191,24 +197,30 @@ def test_the_cache_key_follows_weights_and_data(tmp_path):
         ([], False),  # scratch_cnn
     ],
 )
-def test_features_are_cached_only_for_a_frozen_backbone_without_augmentation(overrides, cached):
-    from pipeline.train import _caches_features
-
-    assert _caches_features(config.validate(compose(overrides))) is cached
+def test_features_are_cached_only_for_a_frozen_backbone_without_augmentation(overrides, cached, run_config):
+    assert run_config(*overrides).caches_features is cached
 
 
-def test_the_transfer_learning_preset_is_the_course_lesson():
-    run_config = config.validate(compose(["experiment=transfer_learning", "dataset.path=images"]))
-    assert (run_config.backbone.name, run_config.backbone.weights, run_config.backbone.trainable) == (
-        "resnet50",
-        "imagenet",
-        0,
-    )
-    assert (run_config.head.name, run_config.optimizer.name, run_config.dataset.name) == (
+def test_the_transfer_learning_preset_is_the_course_lesson(run_config):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline import config
+
+    lesson = run_config("experiment=transfer_learning", "dataset.path=images")
+    backbone = lesson.backbone
+    assert (backbone.name, backbone.weights, backbone.trainable, lesson.caches_features) == (
+        "resnet50", "imagenet", 0, True,
+    )  # fmt: skip
+    assert (lesson.head.name, lesson.optimizer.name, lesson.dataset.name) == (
         "softmax",
         "sgd",
         "image_folder",
     )
-    assert run_config.tracking.experiment_name == "transfer_learning"
-    preset = (config.EXPERIMENTS_DIR / "transfer_learning.yaml").read_text()
-    assert "augmentation: none,flip_shift" in preset and "seed: 0,1,2" in preset
+    assert (lesson.trainer.epochs, lesson.trainer.batch_size) == (3, 12)  # the course's fit
+    assert lesson.tracking.experiment_name == "transfer_learning"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
+        cfg = hydra_compose("config", ["experiment=transfer_learning"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"augmentation": "none,flip_shift", "seed": "0,1,2"}
