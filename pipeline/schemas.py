@@ -184,6 +184,7 @@ class TrainerConfig(Schema):
     deterministic: bool  # TensorFlow op determinism: same seed, same metrics
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
+    max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
 
 
 class PredictConfig(Schema):
