@@ -54,6 +54,7 @@ class ImageFolderConfig(DatasetConfig):
     name: Literal["image_folder"]
     path: str
     color_mode: Literal["rgb", "grayscale"]
+    cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
 
 
 # --- model ---------------------------------------------------------------------------------
