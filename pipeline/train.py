@@ -59,7 +59,7 @@ def train(run: RunConfig, strategy) -> Outcome:
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
 
-    probabilities = val_scorer.predict() if val_scorer else trainee.predict(val_ds, verbose=0)
+    probabilities = val_scorer.predict() if val_scorer else predict_eagerly(trainee, val_ds)
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
     if data.x_test is not None:
@@ -146,7 +146,7 @@ def _val_feature_scorer(run: RunConfig, model, data):
 
     extractor, head = backbones.split_at_features(model)
     images = data_module.image_dataset(data, data.x_val, data.y_val).batch(run.trainer.batch_size)
-    features = extractor.predict(images.prefetch(2), verbose=0)
+    features = predict_eagerly(extractor, images.prefetch(2))
     labels = np.asarray(data.y_val)
 
     class ValOnFeatures(keras.callbacks.Callback):
@@ -160,3 +160,11 @@ def _val_feature_scorer(run: RunConfig, model, data):
             return keras.ops.convert_to_numpy(head(features, training=False))
 
     return ValOnFeatures()
+
+
+def predict_eagerly(model, dataset) -> np.ndarray:
+    """``model.predict`` without tracing a predict function (seconds for a backbone, used once)."""
+    import keras
+
+    batches = [keras.ops.convert_to_numpy(model(x, training=False)) for x, *_ in dataset]
+    return np.concatenate(batches)
