@@ -24,7 +24,9 @@ def _hydra_main(cfg) -> float:
 def main() -> None:
     config.register_experiments()
     try:
-        config.check_overrides([arg for arg in sys.argv[1:] if not arg.startswith("-")])
+        # overrides are key=value (or ~key); other words are flags' values (--cfg job, -p PKG)
+        lines = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg[0] == "~")]
+        config.check_overrides(lines)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
     from pipeline import adaptive, interrupts

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import checks, config, overrides
+from pipeline import checks, config, overrides, store
 from pipeline.errors import ConfigError, ConvlabError
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ def task(cfg) -> float:
 
 
 def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
-    from pipeline import contract, tracking
+    from pipeline import contract, sweep_runs
 
     tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
     if "seed" in pairs:
         tags[contract.SEED] = pairs["seed"]
-    tracking.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
+    sweep_runs.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
 
 
 def run_overrides(lines: list[str], config_name: str = "config"):
@@ -101,8 +101,9 @@ def run_overrides(lines: list[str], config_name: str = "config"):
 
 
 def _validate(cfg):
-    """The typed run, its data files checked too: both before TensorFlow loads or a run opens."""
+    """The typed run, its store and data files checked too: before TensorFlow loads or a run opens."""
     run = config.validate(cfg)
+    store.check(run.tracking.uri)
     checks.check_data(
         run.task,
         validation_split=run.trainer.validation_split,

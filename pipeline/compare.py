@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import re
 import shutil
 import sys
 import tempfile
@@ -28,21 +25,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import contract, tables
+from pipeline import contract, errors, overrides, store, sweep_runs, tables
 from pipeline.errors import ConvlabError
 from pipeline.stats import ALPHA, POWER
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 undecided = tables.undecided  # the sweep asks: which variants could more seeds still decide?
 
 
-class CompareError(ConvlabError):
-    """An experiment, sweep, baseline or metric that cannot be found."""
+CompareError = errors.CompareError  # an experiment, sweep, baseline or metric that cannot be found
 
 
-def resolve_uri(tracking_uri: str | None = None) -> str:
-    """The flag's URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+resolve_uri = store.resolve_uri  # the flag's URI, else $MLFLOW_TRACKING_URI, else MLflow's default
 
 
 def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -56,22 +49,24 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     ``attrs``: experiment, parent_run_id, parent_status, factors, sweep_params, metrics, tracking_uri.
     """
     uri = resolve_uri(tracking_uri)
-    client = _client(uri)
-    parent = _find_sweep(client, experiment, sweep)
+    client = sweep_runs.client(uri)
+    parent = sweep_runs.find_sweep(client, experiment, sweep)
     parent_id = parent.info.run_id
-    factors = _json_tag(parent, contract.FACTORS, [])
+    factors = sweep_runs.json_tag(parent, contract.FACTORS, [])
     query = f"tags.`{contract.PARENT}` = '{parent_id}' and tags.`{contract.ROLE}` = '{contract.ROLE_JOB}'"
     children = client.search_runs([parent.info.experiment_id], query, max_results=50_000)  # store's cap
     if not children:
         raise CompareError(f"sweep {parent_id} of experiment {experiment!r} has no job runs yet")
-    runs = tables.one_per_job(pd.DataFrame([_run_row(client, child, factors) for child in children]))
+    runs = tables.one_per_job(
+        pd.DataFrame([sweep_runs.run_row(client, child, factors) for child in children])
+    )
     observed = set().union(*(child.data.metrics for child in children))
     runs.attrs.update(
         experiment=experiment,
         parent_run_id=parent_id,
         parent_status=parent.info.status,
         factors=factors,
-        sweep_params=_json_tag(parent, contract.SWEEP_PARAMS, {}),
+        sweep_params=sweep_runs.json_tag(parent, contract.SWEEP_PARAMS, {}),
         tracking_uri=uri,
         metrics=sorted(observed.union(tables.LOGGED, tables.DERIVED)),
     )
@@ -122,7 +117,7 @@ def summarize(
 
     Args:
         experiment: MLflow experiment name (the preset's name).
-        sweep: the sweep's parent run id; None for the experiment's latest sweep.
+        sweep: a sweep id or its parent run id; None for the experiment's latest sweep.
         metric: compared at its final value; lower is better when the name has "loss" or "seconds".
         baseline: variant label the others are compared with; None for the sweep's defaults.
         tracking_uri: None for ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
@@ -191,56 +186,6 @@ def report_runs(
     return Comparison(summary, effects, path)
 
 
-def _client(uri: str):
-    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if path and path != ":memory:" and not Path(path).exists():  # don't create an empty store by asking
-        raise CompareError(f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)")
-    import mlflow
-
-    return mlflow.MlflowClient(uri)
-
-
-def _find_sweep(client, experiment: str, sweep: str | None):
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
-        raise CompareError(f"unknown experiment {experiment!r}; experiments in the store: {names}")
-    if sweep is None:
-        query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
-        latest = client.search_runs([found.experiment_id], query, max_results=1, order_by=["start_time DESC"])
-        if not latest:
-            raise CompareError(f"experiment {experiment!r} has no sweep (python -m pipeline -m ...)")
-        return latest[0]
-    try:
-        parent = client.get_run(sweep)
-    except MlflowException:
-        raise CompareError(f"no run with id {sweep!r}") from None
-    role = parent.data.tags.get(contract.ROLE)
-    if parent.info.experiment_id != found.experiment_id or role != contract.ROLE_SWEEP:
-        raise CompareError(f"run {sweep} is not a sweep of experiment {experiment!r}")
-    return parent
-
-
-def _json_tag(run, key: str, default):
-    try:
-        return json.loads(run.data.tags.get(key, json.dumps(default)))
-    except json.JSONDecodeError:
-        raise CompareError(f"run {run.info.run_id}: tag {key} is not JSON: {run.data.tags[key]!r}") from None
-
-
-def _run_row(client, run, factors: list[str]) -> dict:
-    finished = run.info.status == contract.FINISHED
-    history = {key: _history(client, run.info.run_id, key) for key in tables.CURVES} if finished else {}
-    return tables.run_row(run.info, run.data.tags, run.data.metrics, factors, history)
-
-
-def _history(client, run_id: str, key: str) -> dict[int, float]:
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    return {m.step: m.value for m in points}  # a step logged twice keeps its latest value
-
-
 def _check_metric(runs: pd.DataFrame, metric: str) -> None:
     if metric not in runs.attrs["metrics"]:
         raise CompareError(f"unknown metric {metric!r}; the runs have: {', '.join(runs.attrs['metrics'])}")
@@ -248,20 +193,23 @@ def _check_metric(runs: pd.DataFrame, metric: str) -> None:
 
 def _listings(runs: pd.DataFrame) -> dict[str, list[str]]:
     """Each factor's levels as the sweep definition lists them."""
-    return {factor: _listed(runs.attrs["sweep_params"].get(factor)) for factor in runs.attrs["factors"]}
+    return {
+        factor: _listed(factor, runs.attrs["sweep_params"].get(factor)) for factor in runs.attrs["factors"]
+    }
 
 
 def _levels(runs: pd.DataFrame, listed: dict[str, list[str]]) -> dict[str, list[str]]:
     return {factor: tables.levels(runs, factor, values) for factor, values in listed.items()}
 
 
-def _listed(spec) -> list[str]:
-    """Values of Hydra's sweep syntax ``a,b`` or ``choice(a,b)``; [] for anything else (``range(...)``)."""
-    if isinstance(spec, list):
-        return [str(value) for value in spec]
-    match = re.fullmatch(r"\s*(?:choice\((.*)\)|([^()]*))\s*", str(spec or ""))
-    text = match and (match.group(1) or match.group(2))
-    return [value.strip().strip("'\"") for value in text.split(",")] if text else []
+def _listed(factor: str, spec) -> list[str]:
+    """The levels a sweep definition lists (``a,b``, ``choice(a,b)``, ``range(3)``), by Hydra's parser."""
+    if isinstance(spec, list) or not spec:
+        return [str(value) for value in spec or []]
+    try:
+        return list(overrides.parse([f"{factor}={spec}"])[0].values)
+    except ConvlabError:
+        return []
 
 
 def _write(runs, summary, effects, out: str | Path | None, log: bool) -> Path:
@@ -273,13 +221,13 @@ def _write(runs, summary, effects, out: str | Path | None, log: bool) -> Path:
     except OSError as err:  # nothing is logged yet: the store is untouched
         raise CompareError(f"cannot write the report to {out}: {err.strerror or err}") from None
     if log:  # log only this report's files, whatever else the folder holds
-        from pipeline import tracking
+        from pipeline import sweep_runs
 
         with tempfile.TemporaryDirectory() as folder:
             for file in files:
                 shutil.copy(file, folder)
             attrs = runs.attrs
-            tracking.log_artifacts_to(attrs["tracking_uri"], attrs["parent_run_id"], folder, "comparison")
+            sweep_runs.log_artifacts_to(attrs["tracking_uri"], attrs["parent_run_id"], folder, "comparison")
     return out / "report.md"
 
 
@@ -290,13 +238,13 @@ def _parser() -> argparse.ArgumentParser:
         f"else Welch; Holm-corrected, alpha={ALPHA}).",
     )
     parser.add_argument("--experiment", required=True, help="experiment (preset) name, e.g. stride_vs_pool")
-    parser.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep)")
+    parser.add_argument("--sweep", help="a sweep id or its parent run id (default: the latest sweep)")
     parser.add_argument(
         "--metric", default=contract.VAL_ACCURACY, help="compared at its final value (%(default)s)"
     )
     parser.add_argument("--baseline", help="variant to compare with (default: the sweep's defaults)")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")
-    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_URI}")
+    parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {store.DEFAULT_URI}")
     parser.add_argument("--no-log", action="store_true", help="don't log the report to the parent run")
     return parser
 
@@ -307,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     try:
+        store.check(resolve_uri(args.tracking_uri))
         keywords = {"metric": args.metric, "baseline": args.baseline, "tracking_uri": args.tracking_uri}
         write_report(args.experiment, args.sweep, **keywords, out=args.out, log=not args.no_log, echo=True)
     except (ConvlabError, MlflowException) as err:

@@ -11,3 +11,7 @@ class ConfigError(ConvlabError):
 
 class DataError(ConvlabError):
     """A data file or folder that is missing or malformed."""
+
+
+class CompareError(ConvlabError):
+    """An experiment, sweep, baseline or metric that cannot be found for a comparison."""

@@ -14,7 +14,8 @@ import numpy as np
 MAX_FILTERS = 64  # VGG16's and ResNet50's first conv layers have 64
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: every convlab figure is a file."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -25,7 +26,7 @@ def _plt():
 
 def learning_curves(history: Mapping[str, Sequence[float]]):
     """Loss and accuracy per epoch, training against validation."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
@@ -47,7 +48,7 @@ def learning_curves(history: Mapping[str, Sequence[float]]):
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]):
     """Counts of true class (rows) against predicted class (columns) on the validation set."""
-    plt = _plt()
+    plt = pyplot()
     n = len(class_names)
     counts = np.zeros((n, n), dtype=int)
     np.add.at(counts, (np.asarray(y_true), np.asarray(y_pred)), 1)
@@ -76,7 +77,7 @@ def filters_and_feature_maps(kernels: np.ndarray, image: np.ndarray, feature_map
         image: the validation image fed through it, ``(H, W, C)``.
         feature_maps: that layer's output for the image, ``(h, w, filters)``.
     """
-    plt = _plt()
+    plt = pyplot()
     count = min(kernels.shape[-1], MAX_FILTERS)
     cols = min(count, 10 if count <= 40 else 16)
     rows = math.ceil(count / cols)

@@ -123,9 +123,10 @@ def check(lines: Iterable[str], groups: Mapping[str, list[str]], keys: Mapping[s
                     allowed = ", ".join(groups[o.key])
                     raise ConfigError(f"{o.key}={choice!r} is not an option; choose one of: {allowed}")
         elif root not in keys or (o.key != root and o.key not in keys[root]):
-            known = sorted({*keys, *(k for ks in keys.values() for k in ks)})
+            dotted = "." in o.key  # suggest keys of the same kind: trainer.epoch -> trainer.epochs
+            known = sorted({k for ks in keys.values() for k in ks} if dotted else set(keys))
             near = difflib.get_close_matches(o.key, known, n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(near)}?" if near else "; see python -m pipeline --help"
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see python -m pipeline --help"
             raise ConfigError(f"{o.key}: no such config key{hint} (add a new key with +{o.line.strip()})")
 
 

@@ -11,12 +11,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipeline import contract, stats
+from pipeline import contract, figures, stats
 
 
 def curves(runs: pd.DataFrame, variants: list[str]):
     """Loss and val_accuracy per epoch: each variant's mean over seeds, with a ±1 std band."""
-    plt = _plt()
+    plt = figures.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     done = runs[runs.status == contract.FINISHED]
     for ax, metric in zip(axes, (contract.LOSS, contract.VAL_ACCURACY), strict=True):
@@ -45,7 +45,7 @@ def curves(runs: pd.DataFrame, variants: list[str]):
 
 def final_metric(runs: pd.DataFrame, summary: pd.DataFrame):
     """Final metric per variant: mean with its 95% CI as error bars, each seed as a dot."""
-    plt = _plt()
+    plt = figures.pyplot()
     metric, baseline = summary.attrs["metric"], summary.attrs["baseline"]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(summary)), layout="constrained")
     y = np.arange(len(summary))[::-1]  # first variant on top
@@ -82,14 +82,5 @@ def _within_unit(ax, axis: str) -> None:
 def png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    _plt().close(fig)
+    figures.pyplot().close(fig)
     return buffer.getvalue()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -26,7 +26,7 @@ import uuid
 
 from hydra.experimental.callback import Callback
 
-from pipeline import contract, overrides, sweep_jobs
+from pipeline import contract, overrides, store, sweep_jobs
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ class SweepCallback(Callback):
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN or not os.environ.get(contract.ENV_PARENT_RUN_ID):
             return
-        from pipeline import tracking
+        from pipeline import sweep_runs
 
         job = sweep_jobs.current_job(config.tracking.uri)
         pairs = overrides.values(hydra_cfg.overrides.task)
-        siblings = tracking.children(job.tracking_uri, job.parent_run_id)
+        siblings = sweep_runs.children(job.tracking_uri, job.parent_run_id)
         done = sum(
             r["status"] in contract.TERMINAL and r["start_time"] >= job.started * 1000 for r in siblings
         )
@@ -135,7 +135,7 @@ def _open(config) -> dict:
     """Creates (or reopens) the parent run and hands its identity to every job."""
     from omegaconf import OmegaConf, open_dict
 
-    from pipeline import tracking
+    from pipeline import sweep_runs
 
     task = list(config.hydra.overrides.task)
     params_node = config.hydra.sweeper.get("params")
@@ -144,11 +144,12 @@ def _open(config) -> dict:
     jobs = overrides.expand(arguments)
     experiment = str(config.hydra.runtime.choices.get("experiment") or "")
     uri, name, options = config.tracking.uri, config.tracking.experiment_name, config.sweep
+    store.check(uri)  # an unusable store: one line, and no job starts
     now = time.time()
     pass_tags = {contract.STARTED: f"{now:.3f}", contract.TOTAL_JOBS: str(len(jobs)) if jobs else ""}
     if options.resume:
         sweep_id, parent = _reopen(uri, name, str(options.resume), experiment, options.stale_after)
-        tracking.set_run_tags(uri, parent, pass_tags)
+        sweep_runs.set_run_tags(uri, parent, pass_tags)
     else:
         sweep_id = uuid.uuid4().hex[:12]
         factor_keys = (
@@ -163,9 +164,10 @@ def _open(config) -> dict:
             contract.OVERRIDES: " ".join(task),
             **pass_tags,
         }
-        parent = tracking.start_parent_run(
-            uri, name, f"sweep {experiment or 'multirun'} {sweep_id[:6]}", tags
-        )
+        run_name = f"sweep {experiment or 'multirun'} {sweep_id[:6]}"
+        parent = sweep_runs.start_parent_run(uri, name, run_name, tags)
+        definition = {f"sweep.{key}": value for key, value in overrides.values(arguments).items()}
+        sweep_runs.log_params_to(uri, parent, definition)  # the sweep's definition, as params
     identity = {contract.ENV_PARENT_RUN_ID: parent, contract.ENV_SWEEP_ID: sweep_id}
     os.environ.update(identity)  # for this process and the workers it starts
     with open_dict(config):  # ...and in each job's own config, for workers on other machines
@@ -179,37 +181,37 @@ def _open(config) -> dict:
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
     """The parent run of the sweep to resume, reopened, its stale children marked KILLED."""
-    from pipeline import tracking
+    from pipeline import sweep_runs
     from pipeline.errors import ConfigError
 
-    parent = tracking.find_parent(uri, name, None if resume == "last" else resume, experiment)
+    parent = sweep_runs.find_parent(uri, name, None if resume == "last" else resume, experiment)
     if parent is None:
         which = f"of experiment={experiment or '(none)'} " if resume == "last" else f"{resume!r} "
         raise ConfigError(f"sweep.resume={resume}: no sweep {which}in MLflow experiment {name!r} at {uri}")
     sweep_id, parent_id = parent
-    for child in tracking.children(uri, parent_id):
+    for child in sweep_runs.children(uri, parent_id):
         if child["status"] == contract.RUNNING and sweep_jobs.is_stale(child, stale_after):
-            tracking.end_run(uri, child["run_id"], contract.KILLED, "stale: its process is gone (resumed)")
+            sweep_runs.end_run(uri, child["run_id"], contract.KILLED, "stale: its process is gone (resumed)")
             log.info(
                 "marked stale run %s (%s seed=%s) KILLED", child["run_id"], child["variant"], child["seed"]
             )
-    tracking.reopen_run(uri, parent_id)
+    sweep_runs.reopen_run(uri, parent_id)
     return sweep_id, parent_id
 
 
 def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
     """Ends the parent, then puts the comparison where users look: the terminal, the sweep's
     folder, and the parent run itself (its description, its metrics, ``comparison/``)."""
-    from pipeline import tracking
+    from pipeline import sweep_runs
 
     uri, parent = state["uri"], state["parent"]
-    latest = _latest_per_job(tracking.children(uri, parent))
+    latest = _latest_per_job(sweep_runs.children(uri, parent))
     failed = [c for c in latest if c["status"] != contract.FINISHED]
     status = contract.FAILED if failed else contract.FINISHED
     summary = _summary(state, latest, failed)
     log.info("\n%s", summary)
-    tracking.log_text_to(uri, parent, summary, "sweep_summary.md")
-    tracking.end_run(uri, parent, status)  # first, so the report says how the sweep ended
+    sweep_runs.log_text_to(uri, parent, summary, "sweep_summary.md")
+    sweep_runs.end_run(uri, parent, status)  # first, so the report says how the sweep ended
     try:
         _publish(state, stopped)
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
@@ -219,7 +221,7 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
 
 def _publish(state: dict, stopped: dict[str, str] | None) -> None:
-    from pipeline import compare, report, tracking, ui
+    from pipeline import compare, report, sweep_runs, tracking, ui
 
     uri, parent = state["uri"], state["parent"]
     runs = compare.load_runs(state["experiment_name"], parent, uri)
@@ -231,9 +233,9 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
         for _, row in result.summary.iterrows()
         if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
     }
-    tracking.log_metrics_to(uri, parent, means)
+    sweep_runs.log_metrics_to(uri, parent, means)
     note = report.markdown_summary(result.summary, result.effects)
-    tracking.set_run_tags(uri, parent, {contract.NOTE: note})
+    sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = tracking.get_or_create_experiment(uri, state["experiment_name"])
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
 
@@ -248,14 +250,14 @@ def _metric_key(variant: str) -> str:
 
 def _abort(state: dict, status: str) -> None:
     """The sweep was interrupted or crashed: every child still RUNNING, and the parent, end."""
-    from pipeline import tracking
+    from pipeline import sweep_runs
 
     uri, parent = state["uri"], state["parent"]
     reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
-    for child in tracking.children(uri, parent):
+    for child in sweep_runs.children(uri, parent):
         if child["status"] == contract.RUNNING:
-            tracking.end_run(uri, child["run_id"], contract.KILLED, reason)
-    tracking.end_run(uri, parent, status)
+            sweep_runs.end_run(uri, child["run_id"], contract.KILLED, reason)
+    sweep_runs.end_run(uri, parent, status)
     for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
         os.environ.pop(key, None)
 

@@ -48,12 +48,12 @@ class SweepJob:
 
 def current_job(tracking_uri: str) -> SweepJob | None:
     """The sweep this job belongs to, from ``CONVLAB_PARENT_RUN_ID``; None outside a sweep."""
-    from pipeline import tracking
+    from pipeline import sweep_runs
 
     parent_id = os.environ.get(contract.ENV_PARENT_RUN_ID)
     if not parent_id:
         return None
-    tags = tracking.run_tags(tracking_uri, parent_id)
+    tags = sweep_runs.run_tags(tracking_uri, parent_id)
     total = tags.get(contract.TOTAL_JOBS)
     return SweepJob(
         sweep_id=os.environ.get(contract.ENV_SWEEP_ID) or tags.get(contract.SWEEP_ID, ""),
@@ -75,9 +75,9 @@ def config_hash(resolved: dict) -> str:
 
 def skip_reason(job: SweepJob, digest: str, fail_fast: bool) -> str | None:
     """Why this job need not run: already FINISHED (resume), or an earlier job failed (fail_fast)."""
-    from pipeline import tracking
+    from pipeline import sweep_runs
 
-    siblings = tracking.children(job.tracking_uri, job.parent_run_id)
+    siblings = sweep_runs.children(job.tracking_uri, job.parent_run_id)
     same = [r for r in siblings if r["config_hash"] == digest]
     if any(r["status"] == contract.FINISHED for r in same):
         return "already finished"

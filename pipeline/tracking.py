@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pipeline import contract
+from pipeline import contract, store
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline import contract
-
+    store.check(uri)  # an unusable store: one line, before MLflow touches it
     with _sqlite_init_lock(uri):  # the first client in a process creates or migrates the store
         client = mlflow.MlflowClient(uri)
         client.search_experiments(max_results=1)
@@ -61,15 +60,15 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     migrations are not safe to run concurrently); a lock file beside the database makes the
     second wait for the first. Other stores, and systems without ``fcntl``, need no lock.
     """
-    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    path = store.sqlite_path(uri)
     try:
         import fcntl
     except ImportError:
         path = None
-    if not path or path == ":memory:":
+    if path is None:
         yield
         return
-    lock_file = Path(f"{Path(path).expanduser().resolve()}.lock")
+    lock_file = Path(f"{path.resolve()}.lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -108,7 +107,13 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
 
 
 def _end(mlflow, status: str, error: str | None = None) -> None:
-    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag."""
+    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag, and a
+    cluster job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``."""
+    from pipeline import scheduler
+
+    for path in scheduler.job_log_files():
+        with contextlib.suppress(Exception):
+            mlflow.log_artifact(str(path), "scheduler")
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][:MAX_VALUE])
@@ -266,145 +271,3 @@ def epoch_logger(train_images: int):
             """val_* metrics already arrive with the epoch's logs."""
 
     return EpochLogger()
-
-
-def log_artifacts_to(uri: str, run_id: str, folder: str | Path, artifact_path: str) -> None:
-    """Logs a folder's files to a run that need not be active (a sweep's parent run)."""
-    import mlflow
-
-    mlflow.MlflowClient(uri).log_artifacts(run_id, str(folder), artifact_path)
-
-
-# --- sweeps: the parent run is driven through the client, never made the active run, so
-# --- jobs running in the same process can still open their own runs.
-def start_parent_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
-    import mlflow
-
-    experiment_id = get_or_create_experiment(uri, experiment_name)
-    run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    return run.info.run_id
-
-
-def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> None:
-    """Ends a run that need not be active (a sweep's parent, a stale child) in ``status``."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    if error:
-        client.set_tag(run_id, contract.ERROR, error[:MAX_VALUE])
-    client.set_terminated(run_id, status)
-
-
-def reopen_run(uri: str, run_id: str) -> None:
-    """Sets an ended run RUNNING again: a resumed sweep's parent."""
-    import mlflow
-
-    mlflow.MlflowClient(uri).update_run(run_id, status=contract.RUNNING)
-
-
-def run_tags(uri: str, run_id: str) -> dict[str, str]:
-    import mlflow
-
-    return dict(mlflow.MlflowClient(uri).get_run(run_id).data.tags)
-
-
-def set_run_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
-    import mlflow
-    from mlflow.entities import RunTag
-
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
-    mlflow.MlflowClient(uri).log_batch(run_id, tags=items, synchronous=True)
-
-
-def log_metrics_to(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
-    import mlflow
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [Metric(k[:MAX_KEY], float(v), now, 0) for k, v in metrics.items()]
-    mlflow.MlflowClient(uri).log_batch(run_id, metrics=items, synchronous=True)
-
-
-def log_params_to(uri: str, run_id: str, params: Mapping[str, str]) -> None:
-    import mlflow
-    from mlflow.entities import Param
-
-    items = [Param(k[:MAX_KEY], str(v)[:MAX_VALUE]) for k, v in params.items()]
-    mlflow.MlflowClient(uri).log_batch(run_id, params=items, synchronous=True)
-
-
-def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.MlflowClient(uri).log_text(run_id, text, artifact_file)
-
-
-def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
-    """A run that failed before it could start training: created and ended FAILED at once."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    experiment_id = get_or_create_experiment(uri, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    client.set_terminated(run.info.run_id, contract.FAILED)
-    return run.info.run_id
-
-
-def find_parent(
-    uri: str, experiment_name: str, sweep_id: str | None, experiment: str
-) -> tuple[str, str] | None:
-    """``(sweep id, parent run id)`` of sweep ``sweep_id``, or of the latest sweep of preset
-    ``experiment`` when ``sweep_id`` is None; None when there is no such sweep."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment_name)
-    if found is None:
-        return None
-    query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
-    if sweep_id is not None:
-        query += f" and tags.`{contract.SWEEP_ID}` = '{sweep_id}'"
-    else:
-        query += f" and tags.`{contract.EXPERIMENT}` = '{experiment}'"
-    runs = client.search_runs(
-        [found.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not runs and sweep_id is not None:  # a parent run id works too
-        runs = [
-            r
-            for r in client.search_runs([found.experiment_id], query.split(" and ")[0])
-            if r.info.run_id == sweep_id
-        ]
-    return (runs[0].data.tags[contract.SWEEP_ID], runs[0].info.run_id) if runs else None
-
-
-def children(uri: str, parent_run_id: str) -> list[dict]:
-    """Each child run of a sweep, oldest first: what resume and the summary need to know."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.{contract.PARENT} = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=50_000,
-    )
-    return [_child(r) for r in runs]
-
-
-def _child(run) -> dict:
-    tags = run.data.tags
-    return {
-        "run_id": run.info.run_id,
-        "status": run.info.status,
-        "start_time": run.info.start_time or 0,
-        "variant": tags.get(contract.VARIANT, "?"),
-        "seed": tags.get(contract.SEED, "?"),
-        "error": tags.get(contract.ERROR, ""),
-        "config_hash": tags.get(contract.CONFIG_HASH, ""),
-        "host": tags.get(contract.HOST, ""),
-        "pid": tags.get(contract.PID, ""),
-        "process_start": tags.get(contract.PROCESS_START, ""),
-        "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
-    }

@@ -322,7 +322,7 @@ def test_seeds_only_sweep_has_a_default_baseline_and_no_main_effects(sweeps):
         ({"experiment": "nope"}, "unknown experiment 'nope'"),
         ({"experiment": "stride_vs_pool", "baseline": "downsample=avg"}, "unknown baseline"),
         ({"experiment": "stride_vs_pool", "metric": "f1"}, "unknown metric 'f1'"),
-        ({"experiment": "stride_vs_pool", "sweep": "0" * 32}, "no run with id"),
+        ({"experiment": "stride_vs_pool", "sweep": "0" * 32}, "no sweep or run with id"),
     ],
 )
 def test_user_errors_are_one_clear_line(sweeps, kwargs, message):

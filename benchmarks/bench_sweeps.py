@@ -1,0 +1,131 @@
+"""Sweep throughput by launcher, and what tracking to the team server costs a run against SQLite.
+
+1. Jobs per minute for the 12-job ``stride_vs_pool`` sweep (2 x 2 variants x 3 seeds) with
+   Hydra's basic launcher (one process), joblib (``n_jobs=2``, worker processes) and
+   submitit_local (one process per job, all started at once); each sweep a whole command, as a
+   user runs it, on a fresh SQLite store created before timing.
+2. The same small single run (``python -m pipeline``, 2 epochs) tracked to SQLite and to the
+   PostgreSQL-backed server (``pipeline.server``, on this machine), interleaved, REPEATS each:
+   medians, ratio and the difference per run. Needs root and PostgreSQL; skipped otherwise.
+
+    python benchmarks/bench_sweeps.py            # the README's numbers (takes a while)
+    python benchmarks/bench_sweeps.py --quick    # 1 epoch, 200 images: checks it runs end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LAUNCHERS = {
+    "basic": [],
+    "joblib (n_jobs=2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local"],
+}
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def new_store(folder: Path) -> str:
+    """A SQLite store, created now so that no timing pays for it."""
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its "Creating initial tables" lines
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    return uri
+
+
+def sweep_throughput(shrink: list[str], seeds: int) -> None:
+    jobs = 4 * seeds
+    seed_list = ",".join(str(seed) for seed in range(seeds))
+    print(f"\nSweep throughput: experiment=stride_vs_pool, {jobs} jobs ({' '.join(shrink) or 'as preset'})")
+    print(f"{'launcher':<20}{'wall s':>9}{'jobs/min':>10}")
+    for name, launcher in LAUNCHERS.items():
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(Path(folder))}
+            command = [sys.executable, "-m", "pipeline", "-m", "experiment=stride_vs_pool"]
+            command.append(f"seed={seed_list}")
+            seconds = timed([*command, *shrink, *launcher], Path(folder), env)
+        print(f"{name:<20}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}")
+
+
+def tracking_cost(shrink: list[str], repeats: int) -> None:
+    from pipeline import server
+
+    print(f"\nPer-run cost of tracking: one run ({' '.join(shrink)}), n={repeats} interleaved")
+    reason = server.unavailable()
+    if reason:
+        print(f"skipped: {reason}")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        database = server.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
+        port = _free_port()
+        process = server.launch(database, folder / "artifacts", port, folder / "server.log")
+        try:
+            server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
+            stores = {"SQLite": new_store(folder), "server (PostgreSQL)": f"http://127.0.0.1:{port}"}
+            times = _interleaved(stores, shrink, repeats, folder)
+        finally:
+            server.stop(process)
+            server.drop_database(database)
+    base = statistics.median(times["SQLite"])
+    print(f"{'store':<22}{'median s':>10}{'min s':>8}{'max s':>8}{'ratio':>8}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<22}{median:>10.2f}{min(values):>8.2f}{max(values):>8.2f}{median / base:>8.2f}")
+    print(f"server - SQLite per run: {statistics.median(times['server (PostgreSQL)']) - base:+.2f} s")
+
+
+def _interleaved(stores: dict[str, str], shrink: list[str], repeats: int, folder: Path) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in stores}
+    command = [sys.executable, "-m", "pipeline", *shrink, "tracking.experiment_name=bench_tracking"]
+    for uri in stores.values():  # a first run each creates the experiment: not timed
+        timed(command, folder, {**os.environ, "MLFLOW_TRACKING_URI": uri})
+    for _ in range(repeats):
+        for name, uri in stores.items():
+            times[name].append(timed(command, folder, {**os.environ, "MLFLOW_TRACKING_URI": uri}))
+    return times
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 200 images, 2 repeats")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (3: the 12-job sweep)")
+    parser.add_argument("--repeats", type=int, help="runs per store (default 5, --quick 2)")
+    parser.add_argument("--only", choices=("sweeps", "tracking"), help="run one of the two parts")
+    args = parser.parse_args()
+    sweep_shrink = ["trainer.epochs=1", "dataset.max_samples=200"] if args.quick else []
+    run_shrink = ["trainer.epochs=1", "dataset.max_samples=200"] if args.quick else ["trainer.epochs=2"]
+    repeats = args.repeats or (2 if args.quick else 5)
+    print(f"{os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
+    if args.only != "tracking":
+        sweep_throughput(sweep_shrink, args.seeds)
+    if args.only != "sweeps":
+        tracking_cost(run_shrink, repeats)
+
+
+if __name__ == "__main__":
+    main()
