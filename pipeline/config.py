@@ -17,6 +17,8 @@ import pydantic
 from pipeline.errors import ConfigError
 from pipeline.schemas import (
     GROUPS,
+    DenseSoftmaxConfig,
+    ImageFolderConfig,
     MobileNetConfig,
     PretrainedConfig,
     RunConfig,
@@ -85,6 +87,61 @@ def _check_feature_maps(run: RunConfig) -> None:
                 f"dataset.image_size={list(run.dataset.image_size)} is too small "
                 "(the feature maps shrink to nothing); use fewer layers or larger images"
             )
+
+
+def scratch_parameter_count(run: RunConfig, num_classes: int) -> int:
+    """The scratch CNN's parameter count, from the config alone: convs, then Flatten -> Dense -> softmax."""
+    from pipeline.models import scratch_output_size
+
+    backbone, head = run.backbone, run.head
+    layers = backbone.conv_layers
+    filters = backbone.filters if isinstance(backbone.filters, list) else [backbone.filters] * layers
+    dataset = run.dataset
+    channels = 3 if isinstance(dataset, ImageFolderConfig) and dataset.color_mode == "rgb" else 1
+    kernel_h, kernel_w = backbone.kernel_size
+    count = 0
+    for count_in, count_out in zip([channels, *filters], filters):
+        count += (kernel_h * kernel_w * count_in + 1) * count_out
+    sides = [
+        scratch_output_size(side, layers, kernel, run.conv_strides, run.pool_size)
+        for side, kernel in zip(run.dataset.image_size, backbone.kernel_size)
+    ]
+    flat = sides[0] * sides[1] * filters[-1]
+    units = head.units if isinstance(head, DenseSoftmaxConfig) else None
+    if units:
+        count += (flat + 1) * units
+        flat = units
+    return count + (flat + 1) * num_classes
+
+
+def check_parameter_count(run: RunConfig) -> None:
+    """Refuses a scratch CNN over ``trainer.max_parameters``, before TensorFlow loads or a run opens.
+
+    On 224x224 photos the course's CNN flattens into a Dense layer of 124 million weights: a
+    1.4 GB model logged per run, nothing learned. Called by ``runner.execute`` (after the data
+    checks, so a missing folder is named first).
+
+    Raises:
+        ConfigError: one line naming the count and the fixes.
+    """
+    if not isinstance(run.backbone, ScratchCnnConfig):
+        return  # keras.applications backbones have fixed, known sizes (VGG16: 15 million)
+    count = scratch_parameter_count(run, _class_count(run))
+    if count > run.trainer.max_parameters:
+        size = list(run.dataset.image_size)
+        raise ConfigError(
+            f"the model would have {count:,} parameters, over trainer.max_parameters="
+            f"{run.trainer.max_parameters:,}: use a smaller dataset.image_size (now {size}), "
+            "downsample=stride, or a pretrained backbone (e.g. backbone=mobilenet)"
+        )
+
+
+def _class_count(run: RunConfig) -> int:
+    """Classes as an image folder's ``train/`` sub-folders tell; 10 digits for every other source."""
+    if not isinstance(run.dataset, ImageFolderConfig):
+        return 10
+    train = Path(run.dataset.path).expanduser() / "train"
+    return max(2, sum(1 for p in train.iterdir() if p.is_dir())) if train.is_dir() else 2
 
 
 def _warn_on_flips(run: RunConfig) -> None:

@@ -9,7 +9,6 @@ every seed of a sweep holds out the same images.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -17,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checks
+from pipeline.decode import decode_files, decode_image  # noqa: F401  (part of this module's API)
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
+
+SHUFFLE_BUFFER = 1024  # images shuffled at a time when they stream from disk (dataset.cache=disk|none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ImageData:
     channels: int
     x_test: np.ndarray | None = None  # unlabelled images to predict (Kaggle's test.csv)
     skipped_files: int = 0
+    cache: str = "memory"  # decoded image files kept in memory, on disk or not at all (decode.CACHES)
 
     @property
     def from_files(self) -> bool:
@@ -65,13 +68,15 @@ def load(
     path: str | None = None,
     test_path: str | None = None,
     color_mode: str = "grayscale",
+    cache: str = "memory",
 ) -> ImageData:
     """Loads one source by name and splits it; its files have passed ``checks.check_data``.
 
     What only reading them tells (a malformed row, a bad pixel value) is a ``DataError`` here.
     """
     if name == "image_folder":
-        return _image_folder(Path(path), image_size, color_mode, validation_split, split_seed, max_samples)
+        folder = _image_folder(Path(path), image_size, color_mode, validation_split, split_seed, max_samples)
+        return dataclasses.replace(folder, cache=cache)
     if name == "digits":
         x, y, classes, source = _digits()
     elif name == "digit_recognizer":
@@ -125,7 +130,10 @@ def _kaggle_csv(path: Path):
         raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
     side = int(round(np.sqrt(frame.shape[1])))
-    pixels = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32")
+    try:  # all numbers: one conversion (10k rows of 784 columns one by one took a second)
+        pixels = frame.to_numpy(dtype="float32")
+    except ValueError:  # text somewhere: find it below
+        pixels = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32")
     if np.isnan(pixels).any():
         row = int(np.argwhere(np.isnan(pixels))[0][0]) + 2  # 1-based, after the header
         raise DataError(f"{path}: line {row} has an empty or non-numeric pixel value")
@@ -225,8 +233,10 @@ def _resize(images: np.ndarray, size) -> np.ndarray:
     return tf.image.resize(images, size, antialias=True).numpy().clip(0, 255)
 
 
-def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None):
+def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None, val: bool = True):
     """Returns ``(train, val)`` ``tf.data`` pipelines: cached, seeded shuffle, prefetched.
+
+    ``val=False``: no validation pipeline (None), when the caller scores validation otherwise.
 
     ``augment`` (a callable on image batches, e.g. a Keras ``Sequential`` of ``Random*``
     layers) runs on the training pipeline only: validation images are never augmented.
@@ -234,69 +244,23 @@ def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None):
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    train = image_dataset(data, data.x_train, data.y_train).shuffle(len(data.y_train), seed=seed)
+    streamed = data.from_files and data.cache != "memory"  # a whole-set shuffle buffer would hold it all
+    buffer = min(len(data.y_train), SHUFFLE_BUFFER) if streamed else len(data.y_train)
+    train = image_dataset(data, data.x_train, data.y_train).shuffle(buffer, seed=seed)
     train = train.batch(batch_size)
     if augment is not None:
         train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
-    val = image_dataset(data, data.x_val, data.y_val).batch(batch_size)
-    return train.prefetch(autotune), val.prefetch(autotune)
+    if not val:
+        return train.prefetch(autotune), None
+    val_ds = image_dataset(data, data.x_val, data.y_val).batch(batch_size)
+    return train.prefetch(autotune), val_ds.prefetch(autotune)
 
 
 def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray):
-    """``(image, label)`` pairs in order, cached in memory; image files decoded up front."""
+    """``(image, label)`` pairs in order; image files decoded up front and cached as ``data.cache`` says."""
     import tensorflow as tf
 
     if not data.from_files:
         return tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    images = decode_files(x, data.image_size, data.channels)
+    images = decode_files(x, data.image_size, data.channels, data.cache)
     return tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(y)))
-
-
-def decode_files(paths, image_size, channels):
-    """Image files as a cached ``tf.data`` of float32 0-255 images, decoded now, in parallel.
-
-    Decoding them all up front fills the cache the epochs read from, and names the first file
-    that cannot be decoded (truncated, corrupt) in a ``DataError``, not mid-epoch in a traceback.
-    """
-    import tensorflow as tf
-
-    paths = [str(p) for p in paths]
-    decode = functools.partial(decode_image, image_size=image_size, channels=channels)
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    chunk, done = 256, 0
-    try:
-        for batch in ds.batch(chunk):  # one pass fills the cache
-            done += len(batch)
-    except tf.errors.OpError:
-        for path in paths[done : done + chunk]:
-            try:
-                decode(path)
-            except tf.errors.OpError as err:
-                reason = err.message.split("}}")[-1].split("[Op:")[0].strip(" .")
-                raise DataError(f"{path}: cannot be decoded ({reason}); replace or remove the file") from None
-        raise
-    return ds
-
-
-def decode_image(path, image_size, channels):
-    """Reads one JPEG/PNG/GIF/BMP file into a float32 (H, W, C) tensor with 0-255 values.
-
-    TensorFlow decodes a CMYK JPEG to RGB but not to grayscale, so for ``channels=1`` it goes via RGB.
-    """
-    import tensorflow as tf
-
-    raw = tf.io.read_file(path)
-
-    def decode(to_channels):
-        image = tf.io.decode_image(raw, channels=to_channels, expand_animations=False)
-        image.set_shape([None, None, to_channels])
-        return tf.cast(image, tf.float32)
-
-    if channels == 1:
-        cmyk = tf.cond(
-            tf.io.is_jpeg(raw), lambda: tf.io.extract_jpeg_shape(raw)[2] == 4, lambda: tf.constant(False)
-        )
-        image = tf.cond(cmyk, lambda: tf.image.rgb_to_grayscale(decode(3)), lambda: decode(1))
-    else:
-        image = decode(channels)
-    return tf.image.resize(image, image_size)

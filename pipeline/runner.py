@@ -46,8 +46,10 @@ class RunResult:
 
 def execute(run: RunConfig, info: RunInfo) -> RunResult:
     """Runs and logs one run; the MLflow run ends FINISHED, FAILED or KILLED."""
-    from pipeline import tracking
+    from pipeline import config, tracking
 
+    if run.task == "train":
+        config.check_parameter_count(run)  # before MLflow and TensorFlow load
     started = time.perf_counter()
     with tracking.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
                               run_tags(run, info)) as active:  # fmt: skip

@@ -54,6 +54,7 @@ class ImageFolderConfig(DatasetConfig):
     name: Literal["image_folder"]
     path: str
     color_mode: Literal["rgb", "grayscale"]
+    cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class TrainerConfig(Schema):
     deterministic: bool  # TensorFlow op determinism: same seed, same metrics
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
+    max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
 
 
 class PredictConfig(Schema):

@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 from pipeline import contract
-from pipeline.schemas import RunConfig
+from pipeline.schemas import PretrainedConfig, RunConfig
 
+EPSILON = 1e-7  # Keras clips probabilities so in its cross-entropy
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
 
 
@@ -31,7 +32,11 @@ def train(run: RunConfig, strategy) -> Outcome:
         model = wiring.build_model(run, (*data.image_size, data.channels), data.num_classes)
         # What fit() trains: the whole model on images, or its head on backbone features computed once.
         trainee, fit_data = _cached_head(run, model, data) if run.caches_features else (model, data)
-    train_ds, val_ds = data_module.to_tf_datasets(fit_data, run.trainer.batch_size, run.seed, augment)
+        # Frozen backbone with augmentation: the validation images never change, nor their features.
+        val_scorer = _val_feature_scorer(run, model, data) if _scores_val_on_features(run) else None
+    train_ds, val_ds = data_module.to_tf_datasets(
+        fit_data, run.trainer.batch_size, run.seed, augment, val=val_scorer is None
+    )
     if run.trainer.steps_per_epoch:
         train_ds = train_ds.repeat()
     with strategy.scope():
@@ -42,18 +47,19 @@ def train(run: RunConfig, strategy) -> Outcome:
             jit_compile=run.accelerator.jit_compile,
         )
     _log_parameter_counts(model)
+    logger = tracking.epoch_logger(_train_images(run, len(data.y_train)))
     fit = trainee.fit(
         train_ds,
-        validation_data=val_ds,
+        validation_data=None if val_scorer else val_ds,
         epochs=run.trainer.epochs,
         steps_per_epoch=run.trainer.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[tracking.epoch_logger(_train_images(run, len(data.y_train)))],
+        callbacks=[val_scorer, logger] if val_scorer else [logger],  # val_* into the logs, then logged
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
 
-    probabilities = trainee.predict(val_ds, verbose=0)
+    probabilities = val_scorer.predict() if val_scorer else predict_eagerly(trainee, val_ds)
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
     if data.x_test is not None:
@@ -121,3 +127,44 @@ def _cached_head(run: RunConfig, model, data):
     tracking.set_tags({contract.FEATURE_CACHE: source, contract.FEATURE_CACHE_KEY: key})
     tracking.log_metrics({contract.FEATURE_SECONDS: time.perf_counter() - started})
     return head, dataclasses.replace(data, x_train=x_train, x_val=x_val)
+
+
+def _scores_val_on_features(run: RunConfig) -> bool:
+    """A frozen pretrained backbone with augmentation: only the training images change per epoch."""
+    backbone = run.backbone
+    frozen = isinstance(backbone, PretrainedConfig) and backbone.trainable == 0
+    return run.trainer.cache_features and frozen and run.augmentation.enabled and not run.caches_features
+
+
+def _val_feature_scorer(run: RunConfig, model, data):
+    """A callback adding ``val_loss``/``val_accuracy`` to each epoch's logs: ``model``'s head on the
+    validation images' features, computed once (the same numbers as ``validation_data``)."""
+    import keras
+
+    from pipeline import backbones
+    from pipeline import data as data_module
+
+    extractor, head = backbones.split_at_features(model)
+    images = data_module.image_dataset(data, data.x_val, data.y_val).batch(run.trainer.batch_size)
+    features = predict_eagerly(extractor, images.prefetch(2))
+    labels = np.asarray(data.y_val)
+
+    class ValOnFeatures(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.predict().astype("float64")
+            picked = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1 - EPSILON)
+            logs[contract.VAL_LOSS] = float(-np.log(picked).mean())
+            logs[contract.VAL_ACCURACY] = float((probabilities.argmax(axis=1) == labels).mean())
+
+        def predict(self):  # the head is tiny: an eager call beats tracing a predict function
+            return keras.ops.convert_to_numpy(head(features, training=False))
+
+    return ValOnFeatures()
+
+
+def predict_eagerly(model, dataset) -> np.ndarray:
+    """``model.predict`` without tracing a predict function (seconds for a backbone, used once)."""
+    import keras
+
+    batches = [keras.ops.convert_to_numpy(model(x, training=False)) for x, *_ in dataset]
+    return np.concatenate(batches)

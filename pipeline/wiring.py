@@ -38,7 +38,7 @@ def data_arguments(run: RunConfig) -> dict[str, Any]:
     if isinstance(ds, CsvDatasetConfig):
         arguments |= {"path": ds.path, "test_path": ds.test_path}
     if isinstance(ds, ImageFolderConfig):
-        arguments |= {"path": ds.path, "color_mode": ds.color_mode}
+        arguments |= {"path": ds.path, "color_mode": ds.color_mode, "cache": ds.cache}
     return arguments
 
 

@@ -1,0 +1,196 @@
+"""convlab against the Kaggle course's own code (Keras 3 port), whole processes, side by side.
+
+Three workloads, each run as two commands timed from start to exit (imports, data loading,
+training, and for convlab the MLflow run with its figures and model), interleaved over REPEATS
+(which of the two goes first alternates), with each process's peak RSS (``wait4``) and accuracy:
+
+1. from scratch: the course's digit CNN on a 10,000-row Kaggle CSV, 2 epochs, batch 128
+   (target: convlab <= 1.2x the course's time);
+2. transfer: frozen MobileNet alpha 0.25 (weights from a local file) + softmax, SGD, batch 12,
+   on ~400 real photos 300-2,600 px wide at 224x224, 10 epochs, no augmentation (<= 0.4x);
+3. the same with flips and 10% shifts, 3 epochs (<= 0.7x).
+
+The data is written by bench_data.py into ``--data`` (kept, reused) or a temporary folder. The
+MLflow store is created once before timing (its one-off cost is printed). ``--profile DIR``
+also runs each convlab command once under pyinstrument and writes the profiles there.
+
+    python benchmarks/bench_course.py [--repeats 3] [--data DIR] [--profile DIR]
+    python benchmarks/bench_course.py --quick      # smoke run: small data, 1 epoch, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench_data beside this script; convlab itself is installed
+
+import bench_data  # noqa: E402
+
+from pipeline import contract  # noqa: E402
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    target: float  # the ratio convlab must reach
+    course: list[str]
+    convlab: list[str]
+    samples: dict[str, list[dict]] = dataclasses.field(default_factory=lambda: {"course": [], "convlab": []})
+
+
+def workloads(paths: dict[str, Path], epochs: tuple[int, int, int], uri: str) -> list[Workload]:
+    course = [sys.executable, str(HERE / "course_code.py")]
+    convlab = [sys.executable, "-m", "pipeline", f"tracking.uri={uri}"]
+    transfer = [
+        "experiment=transfer_learning",
+        "backbone=mobilenet",
+        "backbone.alpha=0.25",
+        f"backbone.weights={paths['weights']}",
+        f"dataset.path={paths['photos']}",
+    ]
+    scratch, frozen, augmented = epochs
+    transfer_course = [*course, "transfer", str(paths["photos"]), str(paths["weights"])]
+    return [
+        Workload(
+            f"from-scratch CNN, digit CSV, {scratch} epochs",
+            1.2,
+            [*course, "digits", str(paths["csv"]), "--epochs", str(scratch)],
+            [
+                *convlab,
+                "dataset=digit_recognizer",
+                f"dataset.path={paths['csv']}",
+                f"trainer.epochs={scratch}",
+            ],
+        ),
+        Workload(
+            f"frozen MobileNet, photos 224x224, {frozen} epochs",
+            0.4,
+            [*transfer_course, "--epochs", str(frozen)],
+            [*convlab, *transfer, f"trainer.epochs={frozen}"],
+        ),
+        Workload(
+            f"the same + flip/shift, {augmented} epochs",
+            0.7,
+            [*transfer_course, "--epochs", str(augmented), "--augment"],
+            [*convlab, *transfer, "augmentation=flip_shift", f"trainer.epochs={augmented}"],
+        ),
+    ]
+
+
+def measure(command: list[str], cwd: str) -> dict:
+    """Runs ``command`` to its end: seconds, peak RSS (MiB, from ``wait4``) and its stdout."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        stdout.seek(0), stderr.seek(0)
+        if process.returncode:
+            raise SystemExit(f"failed: {' '.join(command)}\n{stderr.read().decode()[-3000:]}")
+        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "stdout": stdout.read().decode()}
+
+
+def convlab_accuracy(uri: str) -> dict:
+    """The final and best ``val_accuracy`` of the latest convlab run in the store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    run = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=1)[0]
+    metrics = run.data.metrics
+    return {
+        "val_accuracy": metrics[contract.VAL_ACCURACY],
+        "best_val_accuracy": metrics[contract.BEST_VAL_ACCURACY],
+    }
+
+
+def run_all(jobs: list[Workload], repeats: int, cwd: str, uri: str) -> None:
+    for repeat in range(repeats):
+        for job in jobs:
+            order = ("course", "convlab") if repeat % 2 == 0 else ("convlab", "course")
+            for side in order:
+                sample = measure(getattr(job, side), cwd)
+                if side == "course":
+                    sample.update(json.loads(sample.pop("stdout").strip().splitlines()[-1]))
+                else:
+                    sample.pop("stdout")
+                    sample.update(convlab_accuracy(uri))
+                job.samples[side].append(sample)
+                print(f"  [{repeat + 1}/{repeats}] {job.name}: {side} {sample['seconds']:.1f} s", flush=True)
+
+
+def profile(jobs: list[Workload], cwd: str, out: Path) -> None:
+    """Each convlab command once under pyinstrument, its text profile in ``out/<n>.txt``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for number, job in enumerate(jobs, 1):
+        target = out / f"{number}.txt"
+        command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(target), "-m", "pipeline"]
+        subprocess.run([*command, *job.convlab[3:]], cwd=cwd, check=True, capture_output=True)
+        print(f"  profile of {job.name}: {target}")
+
+
+def report(jobs: list[Workload], repeats: int) -> None:
+    def median(side: dict, key: str) -> float:
+        return statistics.median(s[key] for s in side)
+
+    print(f"\nwhole processes, medians of {repeats} interleaved repeats, {os.cpu_count()} CPUs")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    header = f"{'workload':<44}{'course s':>9}{'convlab s':>10}{'ratio':>7}{'target':>8}"
+    print(header + f"{'RSS MiB course/convlab':>24}   val acc course/convlab (best)")
+    for job in jobs:
+        course, convlab = job.samples["course"], job.samples["convlab"]
+        ratio = median(convlab, "seconds") / median(course, "seconds")
+        mark = "ok" if ratio <= job.target else "MISSED"
+        rss = f"{median(course, 'rss_mib'):.0f} / {median(convlab, 'rss_mib'):.0f}"
+        accuracy = (
+            f"{median(course, 'val_accuracy'):.3f} ({median(course, 'best_val_accuracy'):.3f}) / "
+            f"{median(convlab, 'val_accuracy'):.3f} ({median(convlab, 'best_val_accuracy'):.3f})"
+        )
+        line = f"{job.name:<44}{median(course, 'seconds'):>9.1f}{median(convlab, 'seconds'):>10.1f}"
+        print(line + f"{ratio:>6.2f}x{job.target:>6.1f}x {mark:<6}{rss:>16}   {accuracy}")
+        spread = [f"{side} {min(s['seconds'] for s in v):.1f}-{max(s['seconds'] for s in v):.1f} s"
+                  for side, v in job.samples.items()]  # fmt: skip
+        print(f"{'':<44}range: {', '.join(spread)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, help="where the generated data is kept (default: a temp folder)")
+    parser.add_argument(
+        "--profile", type=Path, help="also profile each convlab command once, into this folder"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2,000 rows, 60 photos, 1 epoch, 1 repeat"
+    )
+    args = parser.parse_args()
+    rows, photos, epochs = (2000, 60, (1, 1, 1)) if args.quick else (10_000, 400, (2, 10, 3))
+    repeats = 1 if args.quick else args.repeats
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or Path(tmp) / "data"
+        started = time.perf_counter()
+        paths = bench_data.prepare(data, rows, photos)
+        print(f"data in {data} ({time.perf_counter() - started:.1f} s to prepare)")
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        jobs = workloads(paths, epochs, uri)
+        first = measure([*jobs[0].convlab, "trainer.epochs=1", "tracking.log_model=false"], tmp)
+        print(f"creating the MLflow store (one untimed convlab run, 1 epoch): {first['seconds']:.1f} s")
+        if args.profile:
+            profile(jobs, tmp, args.profile)
+        run_all(jobs, repeats, tmp, uri)
+    report(jobs, repeats)
+
+
+if __name__ == "__main__":
+    main()
