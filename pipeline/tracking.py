@@ -230,8 +230,9 @@ def log_keras_model(model, input_example, probabilities, step: int) -> str:
 def _without_served_input_check() -> Iterator[None]:
     """``mlflow.models.utils._validate_serving_input`` as a no-op while a model is logged.
 
-    MLflow 3 offers no switch for it in ``log_model``; where the helper is missing (another
-    MLflow version) nothing is patched and the check runs as before.
+    MLflow 3 offers no working switch for it: ``Model.log`` reads a ``validate_serving_input``
+    keyword, but passes it on to the TensorFlow flavor's ``save_model``, which refuses it. Where
+    the helper is missing (another MLflow version) nothing is patched and the check runs.
     """
     from mlflow.models import utils
 
