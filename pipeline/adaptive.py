@@ -56,13 +56,13 @@ def plan(runs, summary, max_seeds: int) -> tuple[list[dict[str, str]], dict[str,
         row = runs[runs.variant == variant].iloc[0]
         return {**{k: str(row[k]) for k in factors if k in row}, "seed": str(seed)}
 
-    jobs, baseline_seeds = [], set(seeds.get(baseline, []))
-    for variant in grow:  # each its smallest seed not yet run; the baseline runs it too, paired
+    jobs, paired = [], set()
+    for variant in grow:  # each its smallest seed not yet run
         seed = min(set(range(max_seeds + 1)) - set(seeds.get(variant, [])))
         jobs.append(job(variant, seed))
-        if seed not in baseline_seeds:
-            baseline_seeds.add(seed)
-            jobs.append(job(baseline, seed))
+        paired |= {*seeds.get(variant, []), seed}
+    # the baseline runs every seed the growing variants have and it lacks (one that failed too)
+    jobs += [job(baseline, seed) for seed in sorted(paired - set(seeds.get(baseline, [])))]
     return jobs, stopped
 
 

@@ -51,6 +51,23 @@ def test_the_baseline_runs_a_new_seed_too_so_the_comparison_stays_paired(runs):
     ]
 
 
+def test_the_baseline_reruns_a_paired_seed_that_failed(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("failed", artifact_location=str(tmp_path / "artifacts"))
+    parent = _sweep(client, experiment_id, ["optimizer"], {"optimizer": "adam,rmsprop"}, 1)
+    for seed, final in enumerate(UNDECIDED + [0.82]):
+        _job(client, experiment_id, parent, {"optimizer": "rmsprop"}, seed, final)
+    for seed, final in enumerate(BASELINE[:3]):
+        _job(client, experiment_id, parent, {"optimizer": "adam"}, seed, final)
+    _job(client, experiment_id, parent, {"optimizer": "adam"}, 3, None, error="out of memory")
+    runs = compare.load_runs("failed", parent, uri)
+    jobs, _ = adaptive.plan(runs, compare.summary_table(runs, baseline="optimizer=adam"), max_seeds=8)
+    assert jobs == [{"optimizer": "rmsprop", "seed": "4"}, *({"optimizer": "adam", "seed": s} for s in "34")]
+
+
 def test_passes_run_a_full_grid_at_once_and_other_jobs_one_by_one():
     lines = ["experiment=stride_vs_pool", "seed=0,1,2", "hydra/launcher=joblib", "sweep.max_seeds=8"]
     grid = [{"downsample": d, "seed": "3"} for d in ("stride", "maxpool")]
