@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -94,17 +93,12 @@ def _free_port() -> int:
 
 
 def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer within {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+    from pipeline.server import ServerError, wait_until_ready
+
+    try:
+        wait_until_ready(url, server, timeout)
+    except ServerError as err:
+        pytest.fail(f"{err}:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
