@@ -168,7 +168,16 @@ def log_dataset(name: str, source: str, digest: str, features, targets, context:
     with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=origin)
-    mlflow.log_input(dataset, context=context)
+    for attempt in range(3):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException as err:
+            # Parallel jobs logging the same data set race to create its row in a SQL store
+            # (MLflow checks, then inserts): the loser finds it there on a second try.
+            duplicate = "UNIQUE constraint" in str(err) or "duplicate key" in str(err)
+            if not duplicate or attempt == 2:
+                raise
+            time.sleep(0.2)
 
 
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
