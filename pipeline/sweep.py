@@ -123,10 +123,13 @@ def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | 
     except Exception as err:  # e.g. a single variant: nothing to decide
         log.warning("sweep.max_seeds: no seeds added: %s", err)
         return [], None
-    own = f"hydra.job.env_set.{contract.ENV_PARENT_RUN_ID[:8]}"  # this pass's identity, set anew
+    # this pass's identity overrides (added by _open) are set anew by the next pass
+    identity = tuple(
+        f"hydra.job.env_set.{key}=" for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID)
+    )
     lines = [
         *config.hydra.overrides.task,
-        *(line for line in config.hydra.overrides.hydra if own not in line),
+        *(line for line in config.hydra.overrides.hydra if not any(key in line for key in identity)),
     ]
     return adaptive.passes(jobs, lines, state["sweep_id"]), stopped
 
