@@ -28,14 +28,21 @@ def test_learning_curves_tick_whole_epochs_and_keep_accuracy_within_0_1():
 def test_filters_are_drawn_as_large_as_their_feature_maps_and_fill_the_figure():
     rng = np.random.default_rng(0)
     kernels, image, maps = rng.normal(size=(3, 3, 1, 20)), rng.random((28, 28, 1)), rng.random((26, 26, 20))
+    mosaic, cells = figures.filter_mosaic(kernels, maps, cols=10)
+    assert len(cells) == 20 and {size for *_, size in cells} == {26}  # each filter as large as its map
+    top, left, size = cells[4]
+    drawn = mosaic[top : top + size, left : left + size]
+    blocks = drawn[:: size // 3 + 1, :: size // 3 + 1]  # one pixel from each of the kernel's 3x3 blocks
+    assert len({tuple(p) for p in blocks.reshape(-1, 3).round(4)}) == 9  # weights as 3x3 blocks
+    assert (drawn[: size // 3, : size // 3] == drawn[0, 0]).all()  # each block one colour
+    feature_map = mosaic[top + size + 2 : top + 2 * size + 2, left : left + size]  # below it, after a gap
+    assert len({tuple(p) for p in feature_map.reshape(-1, 3).round(4)}) > 100  # the map, not blocks
+
     fig = figures.filters_and_feature_maps(kernels, image, maps)
     fig.canvas.draw()
     width, height = fig.get_size_inches()
-    boxes = [ax.get_position() for ax in fig.axes[1:]]  # after the input: filter, map, filter, map...
-    filters, feature_maps = boxes[0::2], boxes[1::2]
-    assert len(filters) == len(feature_maps) == 20
-    filter_inches = [box.width * width for box in filters]
-    map_inches = [box.width * width for box in feature_maps]
-    assert min(filter_inches) > 0.5 and np.allclose(filter_inches, map_inches, rtol=0.1)
-    assert min(box.y0 for box in boxes) < 0.1 and max(box.y1 for box in boxes) > 0.8  # no empty band
-    assert fig.axes[0].get_position().height * height > 2  # the input image: large
+    side, grid = (ax.get_position() for ax in fig.axes)
+    assert grid.width * width > 0.7 * (width - 2.4) and grid.height > 0.75  # filters fill the figure
+    assert side.height * height > 2  # the input image: large
+    labels = [text.get_text() for text in fig.axes[1].texts]
+    assert labels == [f"filter {i}" for i in range(1, 21)]
