@@ -15,6 +15,7 @@ MLflow store is created once before timing (its one-off cost is printed). ``--pr
 also runs each convlab command once under pyinstrument and writes the profiles there.
 
     python benchmarks/bench_course.py [--repeats 3] [--data DIR] [--profile DIR]
+    python benchmarks/bench_course.py --only digits --repeats 5   # one workload (digits|frozen|augmented)
     python benchmarks/bench_course.py --quick      # smoke run: small data, 1 epoch, 1 repeat
 """
 
@@ -37,6 +38,8 @@ sys.path.insert(0, str(HERE))  # bench_data beside this script; convlab itself i
 import bench_data  # noqa: E402
 
 from pipeline import contract  # noqa: E402
+
+WORKLOADS = ("digits", "frozen", "augmented")  # the order of workloads()' list
 
 
 @dataclasses.dataclass
@@ -174,6 +177,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2,000 rows, 60 photos, 1 epoch, 1 repeat"
     )
+    parser.add_argument("--only", choices=WORKLOADS, action="append", help="run only these workloads")
     args = parser.parse_args()
     rows, photos, epochs = (2000, 60, (1, 1, 1)) if args.quick else (10_000, 400, (2, 10, 3))
     repeats = 1 if args.quick else args.repeats
@@ -184,7 +188,10 @@ def main() -> None:
         print(f"data in {data} ({time.perf_counter() - started:.1f} s to prepare)")
         uri = f"sqlite:///{tmp}/mlflow.db"
         jobs = workloads(paths, epochs, uri)
-        first = measure([*jobs[0].convlab, "trainer.epochs=1", "tracking.log_model=false"], tmp)
+        if args.only:
+            jobs = [job for key, job in zip(WORKLOADS, jobs) if key in args.only]
+        warm_up = [*workloads(paths, epochs, uri)[0].convlab, "trainer.epochs=1", "tracking.log_model=false"]
+        first = measure(warm_up, tmp)
         print(f"creating the MLflow store (one untimed convlab run, 1 epoch): {first['seconds']:.1f} s")
         if args.profile:
             profile(jobs, tmp, args.profile)

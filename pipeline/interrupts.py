@@ -2,7 +2,7 @@
 
 Ctrl-C reaches the whole process group; a scheduler's SIGTERM reaches only the main process.
 Either way the main process forwards SIGTERM to every process it started (joblib/loky workers,
-submitit's local jobs), which end their own runs KILLED (``tracking.run_context``), waits a
+submitit's local jobs), which end their own runs KILLED (``lifecycle.run_context``), waits a
 short grace period, kills what is left, and only then closes the books: every child run of the
 sweep still RUNNING, and the parent, end KILLED. A process killed with SIGKILL closes nothing:
 ``sweep.resume`` recognises its stale runs (see ``pipeline.sweep``).

@@ -46,13 +46,13 @@ class RunResult:
 
 def execute(run: RunConfig, info: RunInfo) -> RunResult:
     """Runs and logs one run; the MLflow run ends FINISHED, FAILED or KILLED."""
-    from pipeline import config, tracking
+    from pipeline import config, lifecycle, tracking
 
     if run.task == "train":
         config.check_parameter_count(run)  # before MLflow and TensorFlow load
     started = time.perf_counter()
-    with tracking.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
-                              run_tags(run, info)) as active:  # fmt: skip
+    with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
+                               run_tags(run, info)) as active:  # fmt: skip
         tracking.log_params(tracking.flatten(info.params))
         if info.output_dir is not None:
             tracking.log_artifacts(info.output_dir / ".hydra", ".hydra")
@@ -60,15 +60,15 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
         if run.task == "predict":
             from pipeline import predict
 
+            active.open_in_background()  # MLflow loads while the images decode and the model predicts
             metrics, history, model_uri = predict.predict_and_log(run, strategy), {}, None
         else:
             from pipeline import train
 
             metrics, history, model_uri = train.train(run, strategy)
-            log.info("run %s: val_accuracy=%.4f", active.info.run_id, metrics[contract.VAL_ACCURACY])
+            log.info("run %s: val_accuracy=%.4f", active.run_id, metrics[contract.VAL_ACCURACY])
         tracking.log_metrics({contract.RUN_SECONDS: time.perf_counter() - started})
-    info_ = active.info
-    return RunResult(info_.run_id, info_.experiment_id, contract.FINISHED, metrics, history, model_uri)
+    return RunResult(active.run_id, active.experiment_id, contract.FINISHED, metrics, history, model_uri)
 
 
 def run_name(run: RunConfig, info: RunInfo) -> str:

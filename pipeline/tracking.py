@@ -1,15 +1,17 @@
 """Everything convlab writes to MLflow. The only module that imports ``mlflow`` for writing.
 
-A run is opened with ``run_context``: whatever happens inside, it ends FINISHED, FAILED
-(with the error as the ``convlab.error`` tag) or KILLED on Ctrl-C, never left RUNNING.
+A run is opened with ``lifecycle.run_context``: whatever happens inside, it ends FINISHED,
+FAILED (with the error as the ``convlab.error`` tag) or KILLED on Ctrl-C, never left RUNNING.
+Logging calls made while that run is still being opened in the background are queued by
+``lifecycle`` and made, in order, once it is open (``@_deferrable``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
-import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -78,56 +80,17 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> Iterator:
-    """Opens an MLflow run and guarantees it ends in a terminal state.
+def _deferrable(function):
+    """A logging call that waits in ``lifecycle``'s queue while the run is still being opened."""
 
-    ``tags`` may carry ``mlflow.parentRunId`` to nest the run under a sweep's parent run.
-    SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
-    """
-    import mlflow
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        from pipeline import lifecycle
 
-    mlflow.set_tracking_uri(uri)
-    experiment_id = get_or_create_experiment(uri, experiment_name)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
-    previous = _sigterm_as_interrupt()
-    try:
-        yield run
-    except KeyboardInterrupt:
-        _end(mlflow, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
-        raise
-    except BaseException as err:
-        _end(mlflow, "FAILED", f"{type(err).__name__}: {err}")
-        raise
-    else:
-        _end(mlflow, "FINISHED")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if not lifecycle.defer(function, args, kwargs):
+            return function(*args, **kwargs)
 
-
-def _end(mlflow, status: str, error: str | None = None) -> None:
-    """Ends the active run; a failure's first line goes to the ``convlab.error`` tag, and a
-    cluster job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``."""
-    from pipeline import scheduler
-
-    for path in scheduler.job_log_files():
-        with contextlib.suppress(Exception):
-            mlflow.log_artifact(str(path), "scheduler")
-    if error:
-        with contextlib.suppress(Exception):
-            mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][:MAX_VALUE])
-    mlflow.end_run(status)
-
-
-def _sigterm_as_interrupt():
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
+    return call
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
@@ -139,6 +102,7 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@_deferrable
 def log_params(params: Mapping[str, str]) -> None:
     """Logs any number of params: MLflow batches them (100 a request) and truncates long values."""
     import mlflow
@@ -146,18 +110,21 @@ def log_params(params: Mapping[str, str]) -> None:
     mlflow.log_params(dict(params), synchronous=True)
 
 
+@_deferrable
 def set_tags(tags: Mapping[str, str]) -> None:
     import mlflow
 
     mlflow.set_tags({k[:MAX_KEY]: str(v)[:MAX_VALUE] for k, v in tags.items()})
 
 
+@_deferrable
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+@_deferrable
 def log_dataset(name: str, source: str, digest: str, features, targets, context: str) -> None:
     """Records a data set as an MLflow input (name, digest, source: a file, or the loader's name)."""
     import mlflow
@@ -180,6 +147,7 @@ def log_dataset(name: str, source: str, digest: str, features, targets, context:
             time.sleep(0.2)
 
 
+@_deferrable
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
     import mlflow
 
@@ -187,6 +155,7 @@ def log_artifacts(folder: str | Path, artifact_path: str) -> None:
         mlflow.log_artifacts(str(folder), artifact_path)
 
 
+@_deferrable
 def log_figure(figure, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
     import mlflow
@@ -195,12 +164,14 @@ def log_figure(figure, artifact_file: str) -> None:
     plt.close(figure)
 
 
+@_deferrable
 def log_table(frame, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_table(frame, artifact_file)
 
 
+@_deferrable
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
@@ -213,17 +184,21 @@ def log_keras_model(model, input_example, probabilities, step: int) -> str:
     MLflow copies onto the logged model the run's metrics logged at ``step`` (pass the last
     epoch's: the Models tab then ranks by the final metrics). Requirements are pinned from the
     installed versions: inferring them would load the model again in a subprocess (seconds).
-    MLflow's served-input check (load the saved model again, predict the example) is skipped:
-    ``probabilities`` are this very model's prediction on the example, made a moment ago, and
-    the check cost 5 s of a 20 s transfer run (the tests load the logged model and predict).
+    Two MLflow checks that cannot fail here are skipped (``_without_redundant_checks``): the
+    served-input check cost 5 s of a 20 s transfer run, the requirements check 1 to 2.5 s.
+    The tests load the logged model and predict.
     """
     from importlib.metadata import version
 
     import mlflow
     from mlflow.models import infer_signature
 
+    from pipeline import lifecycle
+
+    lifecycle.wait()  # the model is logged to the open run
+
     # MLflow checks the logged model by predicting on the example: keep its progress bar quiet.
-    with contextlib.redirect_stdout(io.StringIO()), _without_served_input_check():
+    with contextlib.redirect_stdout(io.StringIO()), _without_redundant_checks():
         info = mlflow.tensorflow.log_model(
             model,
             name="model",
@@ -236,32 +211,56 @@ def log_keras_model(model, input_example, probabilities, step: int) -> str:
 
 
 @contextlib.contextmanager
-def _without_served_input_check() -> Iterator[None]:
-    """``mlflow.models.utils._validate_serving_input`` as a no-op while a model is logged.
+def _without_redundant_checks() -> Iterator[None]:
+    """Two checks MLflow makes while logging a model, as no-ops; both cannot fail here.
 
-    MLflow 3 offers no working switch for it: ``Model.log`` reads a ``validate_serving_input``
-    keyword, but passes it on to the TensorFlow flavor's ``save_model``, which refuses it. Where
-    the helper is missing (another MLflow version) nothing is patched and the check runs.
+    - ``mlflow.models.utils._validate_serving_input`` loads the saved model again and predicts
+      the example: the probabilities passed in are this very model's prediction on it. MLflow 3
+      offers no working switch: ``Model.log`` reads a ``validate_serving_input`` keyword but
+      passes it on to the TensorFlow flavor's ``save_model``, which refuses it.
+    - ``mlflow.utils.environment.warn_dependency_requirement_mismatches`` maps every installed
+      file to its package (1 to 2.5 s, once per process) to compare the requirements with the
+      installed versions: they are pinned from the installed versions.
+
+    Where a helper is missing (another MLflow version) it is not patched and its check runs.
     """
     from mlflow.models import utils
+    from mlflow.utils import environment
 
-    original = getattr(utils, "_validate_serving_input", None)
-    if original is None:
-        yield
-        return
-    utils._validate_serving_input = lambda model_uri, serving_input: None
+    patches = [
+        (utils, "_validate_serving_input", lambda model_uri, serving_input: None),
+        (environment, "warn_dependency_requirement_mismatches", lambda requirements: None),
+    ]
+    originals = [
+        (module, name, getattr(module, name)) for module, name, _ in patches if hasattr(module, name)
+    ]
+    for module, name, replacement in patches:
+        if hasattr(module, name):
+            setattr(module, name, replacement)
     try:
         yield
     finally:
-        utils._validate_serving_input = original
+        for module, name, original in originals:
+            setattr(module, name, original)
 
 
 def epoch_logger(train_images: int):
-    """MLflow's Keras callback with timing: loss, accuracy, val_*, epoch_seconds and images_per_second
-    (training images over training time, validation excluded), one batch per epoch, step = epoch."""
-    from mlflow.tensorflow import MlflowCallback
+    """A Keras callback logging each epoch: loss, accuracy, val_*, epoch_seconds and images_per_second
+    (training images over training time, validation excluded), step = epoch; at the start, the
+    optimizer's settings (params ``opt_*``) and the model's summary (``model_summary.txt``), as
+    MLflow's own ``MlflowCallback`` does. Calls made before the run is open are queued."""
+    import keras
 
-    class EpochLogger(MlflowCallback):
+    from pipeline import lifecycle
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            config = self.model.optimizer.get_config()
+            log_params({f"opt_{k}": v for k, v in config.items()})
+            lines: list[str] = []
+            self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+            log_text("\n".join(lines), "model_summary.txt")
+
         def on_epoch_begin(self, epoch, logs=None):
             self._started = self._trained = time.perf_counter()
 
@@ -277,7 +276,7 @@ def epoch_logger(train_images: int):
             metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one
             log_metrics(metrics, step=epoch + 1)
 
-        def on_test_end(self, logs=None):
-            """val_* metrics already arrive with the epoch's logs."""
+        def on_train_end(self, logs=None):
+            lifecycle.wait()  # what waited for the run is logged now, in order
 
     return EpochLogger()

@@ -22,7 +22,7 @@ Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics
 
 def train(run: RunConfig, strategy) -> Outcome:
     """Trains the configured model under ``strategy``; returns final metrics, history and model URI."""
-    from pipeline import artifacts, tracking, wiring
+    from pipeline import artifacts, lifecycle, tracking, wiring
     from pipeline import data as data_module
 
     data = wiring.load_data(run)
@@ -33,9 +33,10 @@ def train(run: RunConfig, strategy) -> Outcome:
         # What fit() trains: the whole model on images, or its head on backbone features computed once.
         trainee, fit_data = _cached_head(run, model, data) if run.caches_features else (model, data)
         # Frozen backbone with augmentation: the validation images never change, nor their features.
-        val_scorer = _val_feature_scorer(run, model, data) if _scores_val_on_features(run) else None
+        on_features = _val_features(run, model, data) if _scores_val_on_features(run) else None
+    lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
     train_ds, val_ds = data_module.to_tf_datasets(
-        fit_data, run.trainer.batch_size, run.seed, augment, val=val_scorer is None
+        fit_data, run.trainer.batch_size, run.seed, augment, val=on_features is None
     )
     if run.trainer.steps_per_epoch:
         train_ds = train_ds.repeat()
@@ -47,19 +48,22 @@ def train(run: RunConfig, strategy) -> Outcome:
             jit_compile=run.accelerator.jit_compile,
         )
     _log_parameter_counts(model)
+    # Validation scored by a callback that keeps the last epoch's probabilities (for the figures
+    # and the logged model's signature): no second pass over the validation set after fit().
     logger = tracking.epoch_logger(_train_images(run, len(data.y_train)))
+    batches = on_features or (trainee, val_ds)
+    scorer = val_scorer(*batches, np.asarray(fit_data.y_val), started=logger.on_test_begin)
     fit = trainee.fit(
         train_ds,
-        validation_data=None if val_scorer else val_ds,
         epochs=run.trainer.epochs,
         steps_per_epoch=run.trainer.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[val_scorer, logger] if val_scorer else [logger],  # val_* into the logs, then logged
+        callbacks=[scorer, logger],  # val_* into the epoch's logs, then logged
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
 
-    probabilities = val_scorer.predict() if val_scorer else predict_eagerly(trainee, val_ds)
+    probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
     if data.x_test is not None:
@@ -136,30 +140,39 @@ def _scores_val_on_features(run: RunConfig) -> bool:
     return run.trainer.cache_features and frozen and run.augmentation.enabled and not run.caches_features
 
 
-def _val_feature_scorer(run: RunConfig, model, data):
-    """A callback adding ``val_loss``/``val_accuracy`` to each epoch's logs: ``model``'s head on the
-    validation images' features, computed once (the same numbers as ``validation_data``)."""
-    import keras
-
+def _val_features(run: RunConfig, model, data):
+    """``model``'s head and the validation images' backbone features, computed once."""
     from pipeline import backbones
     from pipeline import data as data_module
 
     extractor, head = backbones.split_at_features(model)
     images = data_module.image_dataset(data, data.x_val, data.y_val).batch(run.trainer.batch_size)
     features = predict_eagerly(extractor, images.prefetch(2))
-    labels = np.asarray(data.y_val)
+    return head, [(features,)]
 
-    class ValOnFeatures(keras.callbacks.Callback):
+
+def val_scorer(model, batches, labels: np.ndarray, started=lambda: None):
+    """A callback adding ``val_loss``/``val_accuracy`` to each epoch's logs, as ``fit``'s
+    ``validation_data`` would (same numbers, float tolerance), keeping the epoch's probabilities.
+
+    ``batches``: the validation inputs, ``(x, ...)`` tuples in order (a batched ``tf.data``
+    pipeline, or one precomputed array of features). The model is called eagerly: no predict
+    function to trace. ``started()`` is called as validation starts (the epoch's training ended).
+    """
+    import keras
+
+    class ValScorer(keras.callbacks.Callback):
+        probabilities: np.ndarray
+
         def on_epoch_end(self, epoch, logs=None):
-            probabilities = self.predict().astype("float64")
+            started()
+            self.probabilities = predict_eagerly(model, batches)
+            probabilities = self.probabilities.astype("float64")
             picked = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1 - EPSILON)
             logs[contract.VAL_LOSS] = float(-np.log(picked).mean())
             logs[contract.VAL_ACCURACY] = float((probabilities.argmax(axis=1) == labels).mean())
 
-        def predict(self):  # the head is tiny: an eager call beats tracing a predict function
-            return keras.ops.convert_to_numpy(head(features, training=False))
-
-    return ValOnFeatures()
+    return ValScorer()
 
 
 def predict_eagerly(model, dataset) -> np.ndarray:

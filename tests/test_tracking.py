@@ -11,9 +11,10 @@ from pipeline import contract
 
 
 def _log_the_same_dataset(uri: str, barrier, results) -> None:
-    from pipeline import tracking
+    from pipeline import lifecycle, tracking
 
-    with tracking.run_context(uri, "parallel", "job", {}):
+    with lifecycle.run_context(uri, "parallel", "job", {}) as run:
+        run.wait()  # open: the dataset is logged right after the barrier, not queued
         images = np.zeros((4, 8, 8, 1), dtype="float32")
         barrier.wait(timeout=60)  # all at once, as a launcher's jobs reach their first epoch
         tracking.log_dataset("digits", "digits", "abc123", images, np.arange(4), "training")
