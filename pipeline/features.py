@@ -4,7 +4,8 @@ A frozen backbone without augmentation maps each image to the same features ever
 ``extract`` runs it once over the training and validation images and the head trains on
 the result: the same numbers as training the whole model (same seed, float tolerance).
 Features stay in memory for the process (a sweep's jobs over seeds share them) and, with
-``trainer.feature_cache_dir`` set, on disk, keyed by backbone, weights and data. Processes that
+``trainer.feature_cache_dir`` set, on disk, keyed by backbone, weights and data; a sweep's jobs
+default to ``SWEEP_FOLDER`` in the sweep's output folder (``app.task``). Processes that
 want the same missing features at once (a parallel sweep's jobs) take turns on a lock file: one
 computes, the others wait and read its file.
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+SWEEP_FOLDER = ".features"  # in a sweep's output folder: its jobs' features, whatever the launcher
 MEMORY_ENTRIES = 2  # feature sets kept in memory: enough for a sweep over seeds
 _memory: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 

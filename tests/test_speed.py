@@ -128,6 +128,34 @@ def test_a_sweep_over_seeds_computes_the_backbones_features_once(store, tmp_path
     assert passes == ["computed", "memory", "memory"]  # one backbone pass for three seeds
 
 
+@pytest.mark.slow
+def test_a_parallel_sweep_over_seeds_computes_the_backbones_features_once(store, tmp_path, weights_file):
+    root = write_image_folder(tmp_path / "images", classes=("rural", "urban"), per_class=6, size=40)
+    result = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *PRETRAINED,
+        f"backbone.weights={weights_file}", f"dataset.path={root}", "augmentation=none",
+        "seed=0,1,2", "trainer.epochs=1", *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [r for r in store.runs() if r.data.tags.get(contract.ROLE) == contract.ROLE_JOB]
+    passes = sorted(r.data.tags[contract.FEATURE_CACHE] for r in jobs)
+    # one backbone pass for three seeds in two processes: the others read it from the sweep's
+    # folder (or from memory, when a worker process is reused)
+    assert len(passes) == 3 and passes.count("computed") == 1, passes
+    assert set(passes) <= {"computed", "disk", "memory"}, passes
+    assert list(tmp_path.glob("multirun/*/*/.features/*.npz"))  # inside the sweep's own folder
+
+
+def test_a_sweeps_jobs_keep_features_in_the_sweeps_folder_unless_the_user_named_one(run_config, tmp_path):
+    from pipeline import app
+
+    sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00-abc123"
+    default = app._with_sweep_feature_cache(run_config(*PRETRAINED, "dataset.path=images"), str(sweep_dir))
+    assert default.trainer.feature_cache_dir == str(sweep_dir / ".features")
+    mine = run_config(*PRETRAINED, "dataset.path=images", f"trainer.feature_cache_dir={tmp_path / 'mine'}")
+    assert app._with_sweep_feature_cache(mine, str(sweep_dir)) == mine
+
+
 # Run in two processes at once: each waits for the other, then asks for the same features.
 EXTRACT_AT_ONCE = textwrap.dedent("""
     import sys, time
