@@ -38,6 +38,8 @@ def task(cfg) -> float:
         if job is not None and (reason := sweep_jobs.skip_reason(job, digest, run.sweep.fail_fast)):
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            run = _with_sweep_feature_cache(run, hydra_cfg.sweep.dir)
         tags = job.tags(pairs, digest) if job else {}
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
@@ -56,6 +58,22 @@ def task(cfg) -> float:
             _record_failure(job, cfg, pairs, digest, variant, err)
         log.error("job failed: %s: %s", type(err).__name__, err)
         return math.nan
+
+
+def _with_sweep_feature_cache(run, sweep_dir: str):
+    """``run`` keeping frozen-backbone features in the sweep's own folder, unless it names one.
+
+    A sweep's jobs may each be a process of their own (joblib, submitit): a folder they all see
+    lets one job compute the features and the others read them. Set on the typed run after
+    ``config_hash``, not in the composed config: a resumed sweep has another folder, and its
+    jobs must keep the hash that identifies them.
+    """
+    from pipeline import features
+
+    if run.trainer.feature_cache_dir is not None:  # the user's own folder wins
+        return run
+    folder = str(Path(sweep_dir).absolute() / features.SWEEP_FOLDER)
+    return run.model_copy(update={"trainer": run.trainer.model_copy(update={"feature_cache_dir": folder})})
 
 
 def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:

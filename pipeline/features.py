@@ -4,23 +4,28 @@ A frozen backbone without augmentation maps each image to the same features ever
 ``extract`` runs it once over the training and validation images and the head trains on
 the result: the same numbers as training the whole model (same seed, float tolerance).
 Features stay in memory for the process (a sweep's jobs over seeds share them) and, with
-``trainer.feature_cache_dir`` set, on disk, keyed by backbone, weights and data.
+``trainer.feature_cache_dir`` set, on disk, keyed by backbone, weights and data; a sweep's jobs
+default to ``SWEEP_FOLDER`` in the sweep's output folder (``app.task``). Processes that
+want the same missing features at once (a parallel sweep's jobs) take turns on a lock file: one
+computes, the others wait and read its file.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+SWEEP_FOLDER = ".features"  # in a sweep's output folder: its jobs' features, whatever the launcher
 MEMORY_ENTRIES = 2  # feature sets kept in memory: enough for a sweep over seeds
 _memory: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 
@@ -105,27 +110,59 @@ def extract(extractor, train_images, val_images, key: str, cache_dir: str | None
     Returns:
         ``(train_features, val_features, source)`` with source ``memory``, ``disk`` or ``computed``.
     """
-    path = Path(cache_dir).expanduser() / f"{key}.npz" if cache_dir else None
     if key in _memory:
         _memory.move_to_end(key)
         return (*_memory[key], "memory")
-    if path is not None and path.is_file():
-        with np.load(path) as stored:
-            found = stored["train"], stored["val"]
-        source = "disk"
+    if cache_dir is None:
+        found, source = _compute(extractor, train_images, val_images), "computed"
     else:
-        found = extractor.predict(train_images, verbose=0), extractor.predict(val_images, verbose=0)
-        source = "computed"
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{key}.{os.getpid()}.partial.npz")
-            np.savez(partial, train=found[0], val=found[1])
-            partial.replace(path)  # atomic: parallel jobs never read half a file
+        folder = Path(cache_dir).expanduser()
+        found, source = _stored_or_computed(extractor, train_images, val_images, folder, key)
     _memory[key] = found
     while len(_memory) > MEMORY_ENTRIES:
         _memory.popitem(last=False)
     log.info("features %s: %s train, %s val (%s)", key, found[0].shape, found[1].shape, source)
     return (*found, source)
+
+
+def _compute(extractor, train_images, val_images) -> tuple[np.ndarray, np.ndarray]:
+    return extractor.predict(train_images, verbose=0), extractor.predict(val_images, verbose=0)
+
+
+def _stored_or_computed(extractor, train_images, val_images, folder: Path, key: str):
+    """``(features, source)`` from ``FOLDER/KEY.npz``, or computed and written there.
+
+    One process computes at a time (``KEY.lock``): a parallel job wanting the same features
+    waits, then reads the file rather than running the backbone again.
+    """
+    path = folder / f"{key}.npz"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with _exclusive(folder / f"{key}.lock"):
+            if not path.is_file():  # not written while this process waited for the lock
+                found = _compute(extractor, train_images, val_images)
+                partial = folder / f"{key}.{os.getpid()}.partial.npz"
+                np.savez(partial, train=found[0], val=found[1])
+                partial.replace(path)  # atomic: a reader without the lock never sees half a file
+                return found, "computed"
+    with np.load(path) as stored:
+        return (stored["train"], stored["val"]), "disk"
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``lock_file``; no lock on systems without ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _file_identity(path: str | Path) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
-from conftest import cli, write_image_folder
+from conftest import ROOT, cli, write_image_folder
 
 import pipeline
 from pipeline import config, contract
@@ -121,6 +126,72 @@ def test_a_sweep_over_seeds_computes_the_backbones_features_once(store, tmp_path
     jobs = [r for r in store.runs() if r.data.tags.get(contract.ROLE) == contract.ROLE_JOB]
     passes = sorted(r.data.tags[contract.FEATURE_CACHE] for r in jobs)
     assert passes == ["computed", "memory", "memory"]  # one backbone pass for three seeds
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_over_seeds_computes_the_backbones_features_once(store, tmp_path, weights_file):
+    root = write_image_folder(tmp_path / "images", classes=("rural", "urban"), per_class=6, size=40)
+    result = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *PRETRAINED,
+        f"backbone.weights={weights_file}", f"dataset.path={root}", "augmentation=none",
+        "seed=0,1,2", "trainer.epochs=1", *store.overrides, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [r for r in store.runs() if r.data.tags.get(contract.ROLE) == contract.ROLE_JOB]
+    passes = sorted(r.data.tags[contract.FEATURE_CACHE] for r in jobs)
+    # one backbone pass for three seeds in two processes: the others read it from the sweep's
+    # folder (or from memory, when a worker process is reused)
+    assert len(passes) == 3 and passes.count("computed") == 1, passes
+    assert set(passes) <= {"computed", "disk", "memory"}, passes
+    assert list(tmp_path.glob("multirun/*/*/.features/*.npz"))  # inside the sweep's own folder
+
+
+def test_a_sweeps_jobs_keep_features_in_the_sweeps_folder_unless_the_user_named_one(run_config, tmp_path):
+    from pipeline import app
+
+    sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00-abc123"
+    default = app._with_sweep_feature_cache(run_config(*PRETRAINED, "dataset.path=images"), str(sweep_dir))
+    assert default.trainer.feature_cache_dir == str(sweep_dir / ".features")
+    mine = run_config(*PRETRAINED, "dataset.path=images", f"trainer.feature_cache_dir={tmp_path / 'mine'}")
+    assert app._with_sweep_feature_cache(mine, str(sweep_dir)) == mine
+
+
+# Run in two processes at once: each waits for the other, then asks for the same features.
+EXTRACT_AT_ONCE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import numpy as np
+    from pipeline import features
+
+    folder, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+    class SlowExtractor:
+        def predict(self, images, verbose=0):
+            with open(folder / "passes.txt", "a") as passes:
+                passes.write(f"{me}\\n")
+            time.sleep(2)  # long enough for the other process to want the same features
+            return np.asarray(images, dtype="float32") * 2
+
+    (folder / f"ready-{me}").touch()
+    while not (folder / f"ready-{other}").exists():
+        time.sleep(0.01)
+    train, val = np.ones((4, 3)), np.ones((2, 3))
+    *_, source = features.extract(SlowExtractor(), train, val, "same key", str(folder / "cache"))
+    print(source)
+""")
+
+
+def test_two_processes_wanting_the_same_features_at_once_compute_them_once(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    started = [
+        subprocess.Popen([sys.executable, "-c", EXTRACT_AT_ONCE, str(tmp_path), me, other],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for me, other in (("a", "b"), ("b", "a"))
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=60) for process in started]
+    assert all(process.returncode == 0 for process in started), [err for _, err in outputs]
+    assert sorted(out.strip() for out, _ in outputs) == ["computed", "disk"]
+    assert len((tmp_path / "passes.txt").read_text().splitlines()) == 2  # one pass: train, then val
 
 
 @pytest.mark.slow

@@ -168,7 +168,8 @@ def test_features_are_computed_once_then_found_in_memory_then_on_disk(tmp_path):
     assert [first[2], second[2], third[2]] == ["computed", "memory", "disk"]
     assert extractor.calls == 2  # train and val, once
     np.testing.assert_array_equal(third[0], [[2.0], [4.0]])
-    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.npz"]
+    # no partial file left; the empty lock file stays (removing it could let two processes compute)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key}.lock", f"{key}.npz"]
 
 
 def test_the_cache_key_follows_weights_and_data(tmp_path):
