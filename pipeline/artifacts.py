@@ -22,8 +22,8 @@ def log_figures(model, data, history: dict[str, list[float]], probabilities: np.
         import keras
 
         image = first_val_image(data)
-        probe = keras.Model(model.inputs, conv.output)
-        maps = probe.predict(image[None], verbose=0)[0]
+        probe = keras.Model(model.inputs[0], conv.output)  # one input, not a list of one
+        maps = keras.ops.convert_to_numpy(probe(image[None], training=False))[0]  # eager: nothing to trace
         fig = figures.filters_and_feature_maps(conv.get_weights()[0], image, maps)
         tracking.log_figure(fig, "figures/filters_and_feature_maps.png")
 
