@@ -40,3 +40,39 @@ def test_jobs_logging_the_same_dataset_at_once_all_finish(tmp_path):
         r.data.tags.get(contract.ERROR) for r in runs
     ]
     assert all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+
+
+def test_what_is_logged_before_the_run_opens_waits_and_a_failure_before_it_is_still_recorded(tmp_path):
+    import mlflow
+
+    from pipeline import lifecycle, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(ValueError), lifecycle.run_context(uri, "early", "job", {"team": "a"}) as run:
+        tracking.log_params({"optimizer.name": "adam"})
+        tracking.log_metrics({"loss": 1.0}, step=1)
+        assert not run.is_open  # queued: nothing opened yet, nothing imported for it
+        raise ValueError("bad pixels")
+    client = mlflow.MlflowClient(uri)
+    recorded = client.get_run(run.run_id)
+    assert recorded.info.status == "FAILED"
+    assert recorded.data.tags[contract.ERROR] == "ValueError: bad pixels"
+    assert (recorded.data.tags["team"], recorded.data.tags["mlflow.runName"]) == ("a", "job")
+    assert recorded.data.params == {"optimizer.name": "adam"} and recorded.data.metrics == {"loss": 1.0}
+
+
+def test_a_run_opened_in_the_background_logs_its_queue_in_order_and_ends_finished(tmp_path):
+    import mlflow
+
+    from pipeline import lifecycle, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with lifecycle.run_context(uri, "background", "job", {}) as run:
+        for step in (1, 2, 3):
+            tracking.log_metrics({"loss": 1.0 / step}, step=step)
+        run.open_in_background()
+        tracking.set_tags({"late": "yes"})
+    history = mlflow.MlflowClient(uri).get_metric_history(run.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    recorded = mlflow.MlflowClient(uri).get_run(run.run_id)
+    assert recorded.info.status == "FINISHED" and recorded.data.tags["late"] == "yes"
