@@ -49,6 +49,20 @@ def main() -> None:
     finally:
         for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
             os.environ.pop(key, None)
+    if "tensorflow" in sys.modules:
+        _exit_without_teardown()
+
+
+def _exit_without_teardown() -> None:
+    """Ends a process that trained, skipping the interpreter's teardown of TensorFlow's, Keras'
+    and MLflow's modules (2 to 3 s of nothing on a laptop CPU, per run). Everything is written
+    and the run ended by now; the atexit handlers still run, and the streams are flushed."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _rerun(args: list[str]) -> None:
