@@ -13,15 +13,16 @@ computes, the others wait and read its file.
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from pipeline import filelock
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _stored_or_computed(extractor, train_images, val_images, folder: Path, key: 
     path = folder / f"{key}.npz"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive(folder / f"{key}.lock"):
+        with filelock.exclusive(folder / f"{key}.lock"):
             if not path.is_file():  # not written while this process waited for the lock
                 found = _compute(extractor, train_images, val_images)
                 partial = folder / f"{key}.{os.getpid()}.partial.npz"
@@ -147,22 +148,6 @@ def _stored_or_computed(extractor, train_images, val_images, folder: Path, key: 
                 return found, "computed"
     with np.load(path) as stored:
         return (stored["train"], stored["val"]), "disk"
-
-
-@contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Holds an exclusive ``flock`` on ``lock_file``; no lock on systems without ``fcntl``."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _file_identity(path: str | Path) -> str:

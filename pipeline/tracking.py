@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pipeline import contract, store
+from pipeline import contract, filelock, store
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,11 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     second wait for the first. Other stores, and systems without ``fcntl``, need no lock.
     """
     path = store.sqlite_path(uri)
-    try:
-        import fcntl
-    except ImportError:
-        path = None
     if path is None:
         yield
         return
-    lock_file = Path(f"{path.resolve()}.lock")
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.exclusive(Path(f"{path.resolve()}.lock")):
+        yield
 
 
 def _deferrable(function):
