@@ -55,6 +55,10 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     factors = sweep_runs.json_tag(parent, contract.FACTORS, [])
     query = f"tags.`{contract.PARENT}` = '{parent_id}' and tags.`{contract.ROLE}` = '{contract.ROLE_JOB}'"
     children = client.search_runs([parent.info.experiment_id], query, max_results=50_000)  # store's cap
+    children = [c for c in children if contract.PRUNED_AT_EPOCH not in c.data.tags]  # a pruned trial never counts
+    confirmed = sweep_runs.json_tag(parent, contract.CONFIRMED, None)
+    if confirmed is not None:  # a study: the configurations its confirm stage ran
+        children = [c for c in children if c.data.tags.get(contract.VARIANT) in confirmed]
     if not children:
         raise CompareError(f"sweep {parent_id} of experiment {experiment!r} has no job runs yet")
     runs = tables.one_per_job(
@@ -68,6 +72,7 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
         factors=factors,
         sweep_params=sweep_runs.json_tag(parent, contract.SWEEP_PARAMS, {}),
         tracking_uri=uri,
+        baseline=parent.data.tags.get(contract.BASELINE),
         metrics=sorted(observed.union(tables.LOGGED, tables.DERIVED)),
     )
     return runs
@@ -84,7 +89,7 @@ def summary_table(
     _check_metric(runs, metric)
     listed = _listings(runs)
     variants = tables.variant_order(runs, _levels(runs, listed))
-    baseline = baseline or tables.default_baseline(runs, variants, listed)
+    baseline = baseline or runs.attrs.get("baseline") or tables.default_baseline(runs, variants, listed)
     if baseline not in variants:
         raise CompareError(f"unknown baseline {baseline!r}; the sweep's variants are: {', '.join(variants)}")
     summary = tables.summary_frame(runs, variants, baseline, metric, stopped)

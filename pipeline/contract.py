@@ -105,3 +105,16 @@ ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
 # --- dataset inputs: the context each data set is logged with ---------------------------------
 TRAINING = "training"
 VALIDATION = "validation"
+
+# --- studies (hydra/sweeper=optuna): a search, then its winner confirmed over seeds -----------
+STUDY = "convlab.study"  # the Optuna study's name, on its parent and on each trial's run
+STUDY_STORAGE = "convlab.study_storage"  # on the parent: where the study lives (password redacted)
+TRIAL = "convlab.trial"  # a trial's run: its number in the study
+PRUNED_AT_EPOCH = "convlab.pruned_at_epoch"  # a pruned trial's run: the epoch it stopped after
+CONFIRMED = "convlab.confirmed"  # on the parent: JSON list of the variants the confirm stage ran
+BASELINE = "convlab.baseline"  # on the parent: the comparison's baseline (a study: its winner)
+STUDY_NOTE = "convlab.study_note"  # on the parent: the study's verdict, above the comparison
+ENV_STUDY = "CONVLAB_STUDY"  # a trial's job: the study's name, its storage and its trial number
+ENV_STUDY_STORAGE = "CONVLAB_STUDY_STORAGE"
+ENV_TRIAL = "CONVLAB_TRIAL"
+ENV_STUDY_STORAGE_DEFAULT = "CONVLAB_STUDY_STORAGE_DEFAULT"  # a team server's study storage, for every study

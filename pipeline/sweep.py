@@ -27,6 +27,7 @@ import uuid
 from hydra.experimental.callback import Callback
 
 from pipeline import contract, overrides, store, sweep_jobs
+from pipeline._study import search as _study
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class SweepCallback(Callback):
         from pipeline.errors import ConvlabError
 
         try:
+            if _study.is_study(config):  # hydra/sweeper=optuna: its space and storage, before a run opens
+                _study.check(config)
             self._state = _open(config)
         except ConvlabError as err:
             raise SystemExit(f"convlab: {err}") from None
@@ -238,6 +241,8 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
     }
     sweep_runs.log_metrics_to(uri, parent, means)
     note = report.markdown_summary(result.summary, result.effects)
+    study_note = sweep_runs.run_tags(uri, parent).get(contract.STUDY_NOTE)
+    note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = tracking.get_or_create_experiment(uri, state["experiment_name"])
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant

@@ -23,6 +23,7 @@ Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics
 def train(run: RunConfig, strategy) -> Outcome:
     """Trains the configured model under ``strategy``; returns final metrics, history and model URI."""
     from pipeline import artifacts, lifecycle, tracking, wiring
+    from pipeline._study import pruning
     from pipeline import data as data_module
 
     data = wiring.load_data(run)
@@ -58,7 +59,7 @@ def train(run: RunConfig, strategy) -> Outcome:
         epochs=run.trainer.epochs,
         steps_per_epoch=run.trainer.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[scorer, logger],  # val_* into the epoch's logs, then logged
+        callbacks=[scorer, logger, *pruning.callbacks(run.trainer.epochs)],  # val_* into the logs, logged, reported
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}

@@ -1,0 +1,1 @@
+"""convlab's Hydra sweeper on Optuna 4+: ``hydra/sweeper=optuna`` (see ``pipeline.sweep.search``)."""
