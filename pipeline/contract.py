@@ -115,6 +115,5 @@ CONFIRMED = "convlab.confirmed"  # on the parent: JSON list of the variants the 
 BASELINE = "convlab.baseline"  # on the parent: the comparison's baseline (a study: its winner)
 STUDY_NOTE = "convlab.study_note"  # on the parent: the study's verdict, above the comparison
 ENV_STUDY = "CONVLAB_STUDY"  # a trial's job: the study's name, its storage and its trial number
-ENV_STUDY_STORAGE = "CONVLAB_STUDY_STORAGE"
+ENV_STUDY_STORAGE = "CONVLAB_STUDY_STORAGE"  # also, exported by a user: where studies go (a team server)
 ENV_TRIAL = "CONVLAB_TRIAL"
-ENV_STUDY_STORAGE_DEFAULT = "CONVLAB_STUDY_STORAGE_DEFAULT"  # a team server's study storage, for every study

@@ -20,4 +20,4 @@ for f in space studies pruning search confirm study_report; do
       -e 's/^from pipeline.sweep.confirm import Verdict$/from pipeline._study.confirm import Verdict/' \
       staging/$f.py > pipeline/_study/$f.py
 done
-sed -e 's/^from pipeline.tracking import contract$/from pipeline import contract/' -e 's/    from pipeline.compare import load$/    from pipeline import compare as load/' -e 's/        from pipeline.tracking import studies$/        from pipeline._study import studies/' staging/tests/test_search.py > tests/test_search.py
+sed -e 's/^from pipeline.tracking import contract$/from pipeline import contract/' -e 's/    from pipeline.compare import load$/    from pipeline import compare as load/' -e 's/        from pipeline.tracking import studies$/        from pipeline._study import studies/' -e 's/    from pipeline.tracking import studies$/    from pipeline._study import studies/' -e 's/^    from pipeline.sweep import space$/    from pipeline._study import space/' staging/tests/test_search.py > tests/test_search.py

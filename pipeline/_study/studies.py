@@ -40,11 +40,11 @@ def storage_for(tracking_uri: str, storage: str | None) -> str:
         return f"journal:{path.absolute().parent / JOURNAL_FILE}"
     if urlparse(tracking_uri).scheme.startswith("postgresql"):
         return tracking_uri
-    if os.environ.get(contract.ENV_STUDY_STORAGE_DEFAULT):
-        return os.environ[contract.ENV_STUDY_STORAGE_DEFAULT]
+    if os.environ.get(contract.ENV_STUDY_STORAGE):  # a team server's database, exported once
+        return os.environ[contract.ENV_STUDY_STORAGE]
     raise ConfigError(
         f"hydra.sweeper.storage: a study tracked at {store.redact(tracking_uri)} needs a storage every job "
-        f"can reach: export {contract.ENV_STUDY_STORAGE_DEFAULT}=postgresql+psycopg2://USER:PW@HOST/DB "
+        f"can reach: export {contract.ENV_STUDY_STORAGE}=postgresql+psycopg2://USER:PW@HOST/DB "
         "(python -m pipeline.server prints it) or set hydra.sweeper.storage"
     )
 

@@ -197,6 +197,34 @@ def test_a_killed_study_resumes_to_exactly_n_trials_with_nothing_rerun(tmp_path_
     assert len(rerun) == 1  # its slot ran again, with the same values
 
 
+def test_the_search_space_syntax_is_hydras():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from pipeline.sweep import space
+
+    found = space.parse([
+        "optimizer.learning_rate=tag(log, interval(1e-4, 1e-1))", "backbone.conv_layers=int(interval(1, 3))",
+        "regularization.rate=interval(0.1, 0.5)", "backbone.kernel_size=choice([3,3],[5,5])",
+        "head.units=range(32, 257, 32)", "seed=0", "backbone.filters=choice(8, 16, 32)",
+        "backbone.filters=choice(8, 16)",  # a later line wins, as the command line over a preset
+    ])  # fmt: skip
+    assert found.distributions() == {
+        "optimizer.learning_rate": FloatDistribution(1e-4, 0.1, log=True),
+        "backbone.conv_layers": IntDistribution(1, 3),
+        "regularization.rate": FloatDistribution(0.1, 0.5),
+        "backbone.kernel_size": CategoricalDistribution(["[3,3]", "[5,5]"]),
+        "head.units": IntDistribution(32, 256, step=32),
+        "backbone.filters": CategoricalDistribution([8, 16]),
+    }
+    assert found.fixed == {"seed": "seed=0"}
+    values = {"optimizer.learning_rate": 0.0012345678, "backbone.kernel_size": "[5,5]"}
+    assert found.overrides(values) == [
+        "seed=0",
+        "optimizer.learning_rate=0.001235",
+        "backbone.kernel_size=[5,5]",
+    ]
+
+
 BAD = [
     (["optimizer.learning_rate=interval(0.1, 0.01)"], "needs low below high"),
     (["optimizer.learning_rate=tag(log, interval(0, 0.1))"], "needs low above 0"),
@@ -246,3 +274,44 @@ def test_the_transfer_preset_searches_a_frozen_backbones_head(tmp_path_factory, 
     parent, trials, _ = study.parent_and_trials()
     assert len(trials) == 2 and {t.info.status for t in trials} == {contract.FINISHED}
     assert {t.data.tags[contract.group_tag("backbone")] for t in trials} == {"mobilenet_v2"}
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_study_on_the_team_server_and_its_resume(team_server, tmp_path, monkeypatch):
+    """Tracked to the PostgreSQL-backed server, the study in the same PostgreSQL: trials in two
+    worker processes, then a resume that takes the study from 2 trials to 3."""
+    import mlflow
+    import optuna
+
+    from pipeline.tracking import studies
+
+    url, database = team_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv(contract.ENV_STUDY_STORAGE, database.uri)  # what python -m pipeline.server prints
+    previous = mlflow.get_tracking_uri()  # in-process runs of other tests set MLflow's URI
+    mlflow.set_tracking_uri(url)
+    try:
+        study = Study(url, "server_study", tmp_path, [
+            *STUDY, "hydra.sweeper.confirm.top_k=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2", "optimizer.learning_rate=tag(log, interval(1e-4, 1e-1))",
+            "trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false",
+        ])  # fmt: skip
+        first = study.run("hydra.sweeper.n_trials=2")
+        assert first.returncode == 0, first.stderr[-3000:]
+        parent, trials, _ = study.parent_and_trials()
+        assert len(trials) == 2 and parent.data.tags[contract.STUDY_STORAGE].startswith("postgresql")
+        assert database.password not in parent.data.tags[contract.STUDY_STORAGE]
+
+        resumed = study.run("hydra.sweeper.n_trials=3", "sweep.resume=last")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        again, trials_again, _ = study.parent_and_trials()
+        assert again.info.run_id == parent.info.run_id and again.info.status == contract.FINISHED
+        assert sorted(int(t.data.tags[contract.TRIAL]) for t in trials_again) == [0, 1, 2]
+        assert {t.info.run_id for t in trials} <= {t.info.run_id for t in trials_again}
+        on_postgres = optuna.load_study(
+            study_name=parent.data.tags[contract.STUDY], storage=studies.open_storage(database.uri)
+        )
+        assert [t.state.name for t in on_postgres.trials] == ["COMPLETE"] * 3
+    finally:
+        mlflow.set_tracking_uri(previous)
