@@ -15,10 +15,7 @@ from hydra.plugins.sweeper import Sweeper
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **options: Any) -> None:
-        try:
-            from pipeline.sweep.search import StudySweeper
-        except ImportError:  # TEMPORARY, before the floors layout
-            from pipeline._study.search import StudySweeper
+        from pipeline.sweep.search import StudySweeper  # Hydra imports this module on every run: pandas waits
 
         self.sweeper = StudySweeper(**options)
 

@@ -1,0 +1,103 @@
+"""Confirm a study's winner: its top configurations again over seeds, through convlab's statistics.
+
+The best of N noisy trials is biased upward (the winner's curse). So after the search the
+``top_k`` best distinct configurations run again over seeds 0, 1, ... (every one the same seeds:
+the same validation split and shuffling, so the comparison is paired); a trial that ran at one
+of those seeds is not run again, its run counts. The comparison is ``pipeline.compare``'s own
+(paired t-tests, Holm, logit intervals) with the best confirmed mean as the baseline, and seeds
+are added the way ``sweep.max_seeds`` adds them (``pipeline.sweep.adaptive``): each runner-up
+still undecided against the leader gets one more seed, up to ``seeds``. The parent run records
+which variants were confirmed and the leader (tags), so ``python -m pipeline.compare`` on the
+study reports exactly these runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+from pipeline.compare import load
+from pipeline.config import overrides
+from pipeline.sweep import adaptive
+from pipeline.tracking import contract, sweep_runs
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_ATTR = "convlab.overrides"  # a trial's searched values, as its job's override lines
+FIRST_SEEDS = 3  # seeds every confirmed configuration gets before seeds are added adaptively
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The confirm stage's outcome: the comparison and each confirmed configuration's search value."""
+
+    summary: object  # ``compare.summary_table`` with the winner as baseline
+    winner: str  # variant label
+    winner_values: dict[str, str]  # searched key -> value
+    search_values: dict[str, float]  # variant -> its trial's value in the search
+    raw_best: str  # the variant of the search's best trial
+    stopped: dict[str, str]
+    runs: object  # ``compare.load_runs`` of the confirmed configurations
+
+
+def confirm(sweeper, study, space, context, env: list[str], top_k: int = 3, seeds: int = 5) -> Verdict | None:
+    """Runs the confirm stage (``top_k=0``: none) and returns its verdict; ``env``: the jobs' study
+    overrides (``search.trial_env``), ``sweeper.launch`` runs batches of jobs."""
+    top = top_trials(study, top_k)
+    if not top:
+        return None
+    factors = json.loads(sweep_runs.run_tags(context.uri, context.parent).get(contract.FACTORS, "[]"))
+    searched = {t.number: overrides.values(t.user_attrs[OVERRIDES_ATTR]) for t in top}
+    variants = {number: overrides.variant(values, factors) for number, values in searched.items()}
+    sweep_runs.set_run_tags(
+        context.uri, context.parent, {contract.CONFIRMED: json.dumps(list(variants.values()))}
+    )
+    fixed = [line for key, line in space.fixed.items() if key != "seed"]
+    first = range(min(FIRST_SEEDS, seeds))
+    log.info("confirming the top %d configurations over seeds %s", len(top), ", ".join(map(str, first)))
+    sweeper.launch([
+        [*fixed, *(f"{k}={v}" for k, v in searched[t.number].items()), f"seed={seed}", *env]
+        for t in top for seed in first
+    ])  # fmt: skip
+    stopped: dict[str, str] = {}
+    while True:
+        frame = load.load_runs(context.experiment_name, context.parent, context.uri)
+        summary = load.summary_table(frame, baseline=_leader(frame, study))
+        if len(variants) < 2:
+            break
+        jobs, stopped = adaptive.plan(frame, summary, seeds)
+        if not jobs:
+            break
+        sweeper.launch([[*fixed, *(f"{k}={v}" for k, v in job.items()), *env] for job in jobs])
+    winner = summary.attrs["baseline"]
+    number = next(n for n, v in variants.items() if v == winner)
+    sweep_runs.set_run_tags(context.uri, context.parent, {contract.BASELINE: winner})
+    search_values = {variants[t.number]: t.value for t in top}
+    return Verdict(summary, winner, searched[number], search_values, variants[top[0].number], stopped, frame)
+
+
+def top_trials(study, k: int) -> list:
+    """The ``k`` best completed trials with distinct values, best first."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == StudyDirection.MAXIMIZE
+    ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+    top, seen = [], set()
+    for trial in ranked:
+        key = " ".join(trial.user_attrs.get(OVERRIDES_ATTR, []))
+        if key and key not in seen:
+            seen.add(key)
+            top.append(trial)
+    return top[:k]
+
+
+def _leader(frame, study) -> str:
+    """The confirmed variant with the best mean over its finished seeds."""
+    from optuna.study import StudyDirection
+
+    done = frame[frame.status == contract.FINISHED]
+    means = done.groupby("variant")[contract.VAL_ACCURACY].mean()
+    return str(means.idxmax() if study.direction == StudyDirection.MAXIMIZE else means.idxmin())

@@ -1,0 +1,264 @@
+"""``hydra/sweeper=optuna``: a study whose trials are the sweep's child runs, then its winner confirmed.
+
+Ask and tell (Optuna 4+): ``n_jobs`` trials are asked at a time and launched as one batch through
+whichever Hydra launcher the command chose (basic, joblib, submitit, SLURM); each job trains
+with its trial's overrides and reports val_accuracy per epoch to the study's storage
+(``pipeline.run.pruning``), where the pruner may stop it; the job's return value is told back.
+The sweep's callback (``pipeline.sweep.callback``) owns the parent run; trials are its
+children, with the usual names, tags, interrupts and resume. After ``n_trials``, the top
+configurations run again over seeds (``pipeline.sweep.confirm``) and the parent gets the
+verdict, the winner's values (params ``best.<key>``) and figures (``pipeline.sweep.study_report``).
+
+Resume (``sweep.resume``): the study is reopened by name from the parent run. A trial whose job
+finished is told its result; one whose process died runs again with the same values (its slot);
+the study goes on until it has ``n_trials`` trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from typing import Any
+
+from pipeline.config.errors import ConfigError
+from pipeline.sweep import confirm, study_report
+from pipeline.sweep import space as search_space
+from pipeline.tracking import contract, store, studies, sweep_runs
+
+log = logging.getLogger(__name__)
+
+LOST_ATTR = "convlab.lost"  # a trial whose process died: its slot runs again
+OVERRIDES_ATTR = confirm.OVERRIDES_ATTR
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Where the study's runs go: the tracking store, its experiment, the sweep's parent."""
+
+    uri: str
+    experiment_name: str
+    parent: str
+    sweep_id: str
+    storage: str  # the study storage's spec (``studies.open_storage``)
+    epochs: int
+
+
+class StudySweeper:
+    """The sweeper behind ``hydra_plugins.convlab_optuna_sweeper``; keys as in its config."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: str = "maximize",
+        storage: str | None = None,
+        study_name: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 1.0,
+        params: Any = None,
+        pruner: str = "none",
+        pruner_startup_trials: int = 5,
+        pruner_warmup_epochs: int = 1,
+        confirm: Any = None,
+    ) -> None:
+        self.sampler, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(n_jobs, 1), max_failure_rate
+        self.params = dict(params or {})
+        self.pruner = {
+            "kind": pruner,
+            "startup_trials": pruner_startup_trials,
+            "warmup_epochs": pruner_warmup_epochs,
+        }
+        self.confirm = {"top_k": 3, "seeds": 5, **dict(confirm or {})}
+        self.config = self.launcher = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        space = search_space.parse(search_space.lines(self.params, arguments))
+        space.fixed.setdefault("seed", f"seed={self.config.seed}")  # named, so runs read `seed=0`
+        context = self._context()
+        study = self._study(space, context)
+        recover(study, context)
+        self._search(study, space, context)
+        env = trial_env(study.study_name, context, None)
+        verdict = confirm.confirm(self, study, space, context, env, **self.confirm)
+        study_report.publish(study, context, verdict, self.pruner["kind"])
+
+    def launch(self, jobs: list[list[str]]) -> list:
+        """Runs ``jobs`` (override lists) as one batch through the launcher; their JobReturns."""
+        returns = self.launcher.launch([tuple(job) for job in jobs], initial_job_idx=self.job_idx)
+        self.job_idx += len(returns)
+        return list(returns)
+
+    def _context(self) -> Context:
+        parent = os.environ.get(contract.ENV_PARENT_RUN_ID)
+        if not parent:
+            raise ConfigError("hydra/sweeper=optuna needs convlab's sweep callback (hydra.callbacks.sweep)")
+        uri, name = str(self.config.tracking.uri), str(self.config.tracking.experiment_name)
+        return Context(
+            uri, name, parent, os.environ.get(contract.ENV_SWEEP_ID, ""),
+            studies.storage_for(uri, self.storage), int(self.config.trainer.epochs),
+        )  # fmt: skip
+
+    def _study(self, space: search_space.Space, context: Context):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        tags = sweep_runs.run_tags(context.uri, context.parent)
+        name = tags.get(contract.STUDY) or self.study_name or f"{context.experiment_name}-{context.sweep_id}"
+        sampler = self.sampler
+        if isinstance(sampler, functools.partial):  # the grid sampler, built from the space
+            grid = space.grid()
+            sampler = sampler(grid)
+            size = math.prod(len(values) for values in grid.values())
+            self.n_trials = min(self.n_trials, size)
+        storage = studies.open_storage(context.storage)
+        sampler = self._reseeded(sampler, name, storage)
+        study = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, direction=self.direction, load_if_exists=True
+        )
+        study.set_user_attr(studies.PRUNER_ATTR, self.pruner)
+        total = self.n_trials + self.confirm["top_k"] * self.confirm["seeds"]
+        sweep_runs.set_run_tags(context.uri, context.parent, {
+            contract.STUDY: name, contract.STUDY_STORAGE: store.redact(context.storage),
+            contract.TOTAL_JOBS: str(total),
+        })  # fmt: skip
+        log.info(
+            "study %s: %d trials, %s, %s val_accuracy, pruner %s, storage %s",
+            name, self.n_trials, type(sampler).__name__, self.direction, self.pruner["kind"],
+            store.redact(context.storage),
+        )  # fmt: skip
+        return study
+
+    def _reseeded(self, sampler, name: str, storage):
+        """A resumed study's seeded sampler, seeded anew by the trials it has: the same seed would
+        draw the first pass's values again."""
+        import optuna
+        from hydra.utils import instantiate
+
+        node = self.config.hydra.sweeper.sampler
+        if node.get("seed") is None or isinstance(sampler, optuna.samplers.GridSampler):
+            return sampler
+        try:
+            done = len(optuna.load_study(study_name=name, storage=storage).trials)
+        except KeyError:  # a new study
+            return sampler
+        return instantiate(node, seed=int(node.seed) + done) if done else sampler
+
+    def _search(self, study, space: search_space.Space, context: Context) -> None:
+        distributions = space.distributions()
+        while (left := self.n_trials - counted(study)) > 0:
+            batch, jobs = [], []
+            for _ in range(min(self.n_jobs, left)):
+                trial = study.ask(distributions)
+                values = {key: trial.params[key] for key in space.params}
+                searched = [f"{key}={search_space.format_value(value)}" for key, value in values.items()]
+                trial.set_user_attr(OVERRIDES_ATTR, searched)
+                if repeat_of(study, trial, searched):
+                    continue
+                batch.append(trial)
+                jobs.append(
+                    [*space.fixed.values(), *searched, *trial_env(study.study_name, context, trial.number)]
+                )
+            returns = self.launch(jobs) if jobs else []
+            failures = sum(not tell(study, trial, job) for trial, job in zip(batch, returns))
+            if batch and failures / len(batch) > self.max_failure_rate:
+                log.error("%d of %d trials failed (hydra.sweeper.max_failure_rate=%s): the study stops",
+                          failures, len(batch), self.max_failure_rate)  # fmt: skip
+                return
+
+
+def trial_env(study_name: str, context: Context, number: int | None) -> list[str]:
+    """The overrides that tell a job its study and trial (none: a confirm run, not a trial)."""
+    values = {
+        contract.ENV_STUDY: study_name,
+        contract.ENV_STUDY_STORAGE: context.storage,
+        contract.ENV_TRIAL: "" if number is None else str(number),
+    }
+    return [f"++hydra.job.env_set.{key}={_quoted(value)}" for key, value in values.items()]
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def counted(study) -> int:
+    """Trials that fill a slot: every one asked, less those lost with their process."""
+    from optuna.trial import TrialState
+
+    return sum(
+        t.state != TrialState.WAITING and not t.user_attrs.get(LOST_ATTR)
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def repeat_of(study, trial, searched: list[str]) -> bool:
+    """A trial that repeats a finished one's values gets its result, not a second run."""
+    from optuna.trial import TrialState
+
+    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if earlier.user_attrs.get(OVERRIDES_ATTR) == searched:
+            log.info("trial %d repeats trial %d's values: its result is reused", trial.number, earlier.number)
+            if earlier.state == TrialState.COMPLETE:
+                study.tell(trial, earlier.value)
+            else:
+                for step, value in earlier.intermediate_values.items():
+                    trial.report(value, step)
+                study.tell(trial, state=TrialState.PRUNED)
+            return True
+    return False
+
+
+def tell(study, trial, job) -> bool:
+    """Tells the study how a trial's job ended; False when it failed."""
+    from optuna.trial import TrialState
+
+    try:
+        value = float(job.return_value)
+    except Exception as err:  # the job raised: Hydra re-raises it here
+        log.warning("trial %d failed: %s", trial.number, err)
+        value = math.nan
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs  # what the job wrote
+    if studies.PRUNED_AT_ATTR in attrs:
+        study.tell(trial, state=TrialState.PRUNED)
+        return True
+    if math.isnan(value):
+        study.tell(trial, state=TrialState.FAIL)
+        return False
+    study.tell(trial, value)
+    return True
+
+
+def recover(study, context: Context) -> None:
+    """Resume: each trial left RUNNING by a process that died is told its run's outcome, or lost."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return
+    by_trial = studies.trial_runs(context.uri, context.parent)
+    for trial in running:
+        run = by_trial.get(trial.number)
+        status = run["status"] if run else None
+        if status == contract.RUNNING:
+            continue  # alive in another process (stale ones were marked KILLED by the callback)
+        if status == contract.FINISHED and run["pruned_at"]:
+            study.tell(trial.number, state=TrialState.PRUNED)
+        elif status == contract.FINISHED and run["value"] is not None:
+            study.tell(trial.number, run["value"])
+        else:
+            study._storage.set_trial_user_attr(trial._trial_id, LOST_ATTR, True)
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params)  # its slot runs again, with the same values
+            log.info("trial %d was lost with its process: it runs again", trial.number)
