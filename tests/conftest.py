@@ -84,6 +84,49 @@ def tracking_uri(tmp_path_factory) -> str:
     return uri
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory):
+    """A PostgreSQL-backed MLflow server on 127.0.0.1 for this test session, and its database: a
+    fresh one, started through ``python -m pipeline.server --setup`` as a team would, dropped
+    afterwards. Skips without PostgreSQL and root, unless ``CONVLAB_REQUIRE_SERVER=1`` (CI)."""
+    import secrets
+
+    from pipeline.tracking import server
+
+    reason = server.unavailable()
+    if reason:
+        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
+            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("server")
+    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    port = free_port()
+    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_until_ready(url, process, timeout=240)
+        yield url, database
+    except server.ServerError as err:
+        pytest.fail(f"{err}; its log: {(folder / 'server.log').read_text()[-2000:]}")
+    finally:
+        server.stop(process)
+        server.drop_database(database)
+
+
+@pytest.fixture(scope="session")
+def server_uri(team_server) -> str:
+    """The team server's URL (``team_server``)."""
+    return team_server[0]
+
+
 @pytest.fixture
 def store(tracking_uri, monkeypatch, tmp_path, request):
     """The session store, a fresh experiment name per test, and cwd in tmp_path."""

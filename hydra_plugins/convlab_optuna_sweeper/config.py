@@ -10,6 +10,7 @@ imports nothing heavy: the samplers are ``_target_`` strings that Optuna builds 
 
 # No ``from __future__ import annotations``: Hydra executes plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,12 +85,14 @@ class OptunaSweeperConf:
 
 
 _store = ConfigStore.instance()
-_store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="convlab")
-for _name, _node in {
-    "tpe": TPESamplerConfig,
-    "random": RandomSamplerConfig,
-    "grid": GridSamplerConfig,
-    "cmaes": CmaEsSamplerConfig,
-    "qmc": QMCSamplerConfig,
-}.items():
-    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="convlab")
+# Hydra's own plugin, once installed (a release for Optuna 4), takes the name: convlab's steps aside.
+if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+    _store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="convlab")
+    for _name, _node in {
+        "tpe": TPESamplerConfig,
+        "random": RandomSamplerConfig,
+        "grid": GridSamplerConfig,
+        "cmaes": CmaEsSamplerConfig,
+        "qmc": QMCSamplerConfig,
+    }.items():
+        _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="convlab")

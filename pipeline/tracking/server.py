@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import store
+from pipeline.tracking import contract, store
 
 POSTGRES_VERSION = "15"
 CLUSTER = "main"
@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"convlab: {err}")
     Path(args.artifacts).mkdir(parents=True, exist_ok=True)
     print(f"convlab: MLflow server for http://{args.host}:{args.port} (runs in {store.redact(database.uri)})")
+    # studies (hydra/sweeper=optuna) go to the same PostgreSQL: every machine that runs them exports this
+    studies = f"export {contract.ENV_STUDY_STORAGE}={store.redact(database.uri)}"
+    print(f"convlab: studies: {studies} (with the password)")
     sys.stdout.flush()
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = server_command(database, Path(args.artifacts), args.host, args.port, extra)

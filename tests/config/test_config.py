@@ -179,3 +179,8 @@ def test_the_wheel_ships_the_configs_and_presets(tmp_path):
     }
     shipped |= {f"pipeline/experiments/{p.name}" for p in composition.EXPERIMENTS_DIR.glob("*.yaml")}
     assert shipped <= names and "pipeline/conf/config.yaml" in names
+    # the Optuna sweeper, where Hydra discovers plugins: the namespace package has no __init__.py
+    plugin = {
+        f"hydra_plugins/convlab_optuna_sweeper/{n}.py" for n in ("__init__", "config", "optuna_sweeper")
+    }
+    assert plugin <= names and "hydra_plugins/__init__.py" not in names

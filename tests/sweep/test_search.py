@@ -197,6 +197,14 @@ def test_a_killed_study_resumes_to_exactly_n_trials_with_nothing_rerun(tmp_path_
     assert len(rerun) == 1  # its slot ran again, with the same values
 
 
+def test_hydra_discovers_the_sweeper_as_a_plugin():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Sweeper)}
+    assert "hydra_plugins.convlab_optuna_sweeper.optuna_sweeper.OptunaSweeper" in found
+
+
 def test_the_search_space_syntax_is_hydras():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 

@@ -6,50 +6,17 @@ Needs PostgreSQL 15 (the Debian package) and root; elsewhere these tests skip, u
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, free_port
 
-from pipeline.tracking import contract, server
+from pipeline.tracking import contract
 
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def server_uri(tmp_path_factory):
-    """A PostgreSQL-backed MLflow server on 127.0.0.1 for this test session: a fresh database,
-    started through ``python -m pipeline.server --setup`` as a team would, dropped afterwards."""
-    reason = server.unavailable()
-    if reason:
-        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("server")
-    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
-    port = _free_port()
-    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        server.wait_until_ready(url, process, timeout=240)
-        yield url
-    except server.ServerError as err:
-        pytest.fail(f"{err}; its log: {(folder / 'server.log').read_text()[-2000:]}")
-    finally:
-        server.stop(process)
-        server.drop_database(database)
 
 
 def _sweep_runs(client, experiment: str):
@@ -129,7 +96,7 @@ def _sweep_compare_and_read_back(server_uri, tmp_path):
 
 
 def test_server_without_its_database_says_so_in_one_line(tmp_path):
-    port = str(_free_port())
+    port = str(free_port())
     command = [sys.executable, "-m", "pipeline.server", "--db-port", port, "--password", "secret"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Traceback" not in done.stderr
