@@ -10,12 +10,16 @@
 
     python benchmarks/bench_search.py                # the README's numbers (about an hour on 2 cores)
     python benchmarks/bench_search.py --quick        # 2 epochs, 300 images, a smaller grid: end to end
+    python benchmarks/bench_search.py --screenshot benchmarks/figures/mlflow_study.png --folder DIR
+                                                     # the README's picture: the first study's parent run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from pipeline.compare import load, stats
 from pipeline.tracking import contract
+from pipeline.tracking import server as server_module
 
 GRID = {
     "optimizer.learning_rate": "0.0003,0.001,0.003",
@@ -36,13 +41,26 @@ SEEDS = "0,1,2,3,4"
 
 
 def pipeline(args: list[str], cwd: Path, uri: str) -> float:
-    """Runs ``python -m pipeline -m ARGS`` tracked to ``uri``; returns its wall time."""
+    """Runs ``python -m pipeline -m ARGS`` tracked to ``uri``; returns its wall time (0: already
+    done: a sweep of that experiment finished in this store, so a benchmark goes on where it stopped)."""
+    experiment = next(a.split("=", 1)[1] for a in args if a.startswith("tracking.experiment_name="))
+    if finished(uri, experiment):
+        return 0.0
     started = time.perf_counter()
     command = [sys.executable, "-m", "pipeline", "-m", *args, f"tracking.uri={uri}"]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
+
+
+def finished(uri: str, experiment: str) -> bool:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}' and attributes.status = 'FINISHED'"
+    return found is not None and bool(client.search_runs([found.experiment_id], query, max_results=1))
 
 
 def children(uri: str, experiment: str) -> tuple[object, list]:
@@ -104,8 +122,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs, 300 images, a smaller grid, 6 trials")
     parser.add_argument("--studies", type=int, default=3, help="studies, one per sampler seed (%(default)s)")
+    parser.add_argument("--no-grid", action="store_true", help="the studies only (the grid another time)")
     parser.add_argument("--folder", help="where the MLflow store goes (default: a temporary folder)")
+    parser.add_argument(
+        "--screenshot", help="only: a PNG of the first study's parent run in --folder's store"
+    )
     args = parser.parse_args()
+    if args.screenshot:
+        return screenshot(Path(args.folder), Path(args.screenshot))
     shrink = ["trainer.epochs=2", "dataset.max_samples=300"] if args.quick else []
     grid_values = (
         dict(GRID, **{"optimizer.learning_rate": "0.001", "regularization.rate": "0.0,0.5"})
@@ -121,6 +145,8 @@ def main() -> None:
     results = [study(seed, [*shrink, *trials], folder, uri) for seed in range(args.studies)]
     for r in results:
         print(json.dumps(r, default=float), flush=True)
+    if args.no_grid:
+        return
     full = grid(base, grid_values, folder, uri)
     print(json.dumps(full, default=float), flush=True)
     report(full, results)
@@ -143,6 +169,31 @@ def report(full: dict, results: list[dict]) -> None:
               f"| {r['seconds'] / 60:.1f} min |")  # fmt: skip
     curse = sum(not r["raw_best_is_winner"] for r in results)
     print(f"\nThe search's raw best trial was not the confirmed winner in {curse} of {len(results)} studies.")
+
+
+def screenshot(folder: Path, png: Path) -> None:
+    """The parent run of study ``tune_digits_0`` in MLflow's UI, by headless Chromium."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    parent, _ = children(uri, "tune_digits_0")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port)]
+    server = subprocess.Popen(command, cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        server_module.wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=300)
+        url = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+        profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
+        flags += [f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1400,1100"]
+        png.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chromium", *flags, f"--screenshot={png.absolute()}", url], check=True, timeout=600,
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(profile, ignore_errors=True)
+        print(f"{png}: {url}")
+    finally:
+        server_module.stop(server)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def tell(study, trial, job) -> bool:
     except Exception as err:  # the job raised: Hydra re-raises it here
         log.warning("trial %d failed: %s", trial.number, err)
         value = math.nan
-    attrs = study._storage.get_trial(trial._trial_id).user_attrs  # what the job wrote
+    attrs = study.get_trials(deepcopy=False)[trial.number].user_attrs  # what the job wrote there
     if studies.PRUNED_AT_ATTR in attrs:
         study.tell(trial, state=TrialState.PRUNED)
         return True
