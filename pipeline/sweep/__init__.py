@@ -1,5 +1,7 @@
 """Sweeps: the Hydra callback that opens a sweep's parent run and writes its verdict, each job's
-place in the sweep (skip, resume, staleness), interrupts, adaptive seeding.
+place in the sweep (skip, resume, staleness), interrupts, adaptive seeding; and studies
+(``hydra/sweeper=optuna``): the search space, the ask-and-tell loop, the confirm stage, the
+study's report on its parent.
 
 Never imports TensorFlow or Keras. May use: compare, tracking, config.
 """

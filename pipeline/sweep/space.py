@@ -9,8 +9,11 @@ The syntax of Hydra's Optuna sweeper, from ``hydra.sweeper.params`` or the comma
     head.units: range(32, 257, 32)                            # int with a step: 32, 64, ..., 256
     seed: 0                                                   # fixed: every trial gets it
 
-A later line for a key replaces an earlier one (the command line wins over a preset). Imports
-neither TensorFlow nor MLflow; Optuna only where distributions are built.
+A later line for a key replaces an earlier one (the command line wins over a preset).
+``check_study`` is what the sweep's callback asks before a study's parent run opens: the space
+(keys, intervals, values the schema refuses), the sweeper's own keys and the study's storage,
+each wrong one in one line. Imports neither TensorFlow nor MLflow; Optuna only where
+distributions are built or the storage is opened.
 """
 
 from __future__ import annotations

@@ -205,6 +205,25 @@ def test_hydra_discovers_the_sweeper_as_a_plugin():
     assert "hydra_plugins.convlab_optuna_sweeper.optuna_sweeper.OptunaSweeper" in found
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "qmc"])
+def test_every_sampler_is_optunas_own(sampler):
+    import optuna
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from pipeline.config import composition
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(composition.CONF_DIR)):
+        lines = ["hydra/sweeper=optuna", f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=3"]
+        cfg = compose("config", overrides=lines, return_hydra_config=True)
+    built = instantiate(cfg.hydra.sweeper.sampler)
+    if sampler == "grid":  # built once the search space is known
+        built = built({"backbone.filters": [8, 16]})
+    assert isinstance(built, optuna.samplers.BaseSampler) and sampler in type(built).__name__.lower()
+
+
 def test_the_search_space_syntax_is_hydras():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -309,7 +328,7 @@ def test_a_study_on_the_team_server_and_its_resume(team_server, tmp_path, monkey
         assert first.returncode == 0, first.stderr[-3000:]
         parent, trials, _ = study.parent_and_trials()
         assert len(trials) == 2 and parent.data.tags[contract.STUDY_STORAGE].startswith("postgresql")
-        assert database.password not in parent.data.tags[contract.STUDY_STORAGE]
+        assert f":{database.password}@" not in parent.data.tags[contract.STUDY_STORAGE]  # redacted
 
         resumed = study.run("hydra.sweeper.n_trials=3", "sweep.resume=last")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
