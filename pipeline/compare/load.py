@@ -57,9 +57,7 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     factors = sweep_runs.json_tag(parent, contract.FACTORS, [])
     query = f"tags.`{contract.PARENT}` = '{parent_id}' and tags.`{contract.ROLE}` = '{contract.ROLE_JOB}'"
     children = client.search_runs([parent.info.experiment_id], query, max_results=50_000)  # store's cap
-    children = [
-        c for c in children if contract.PRUNED_AT_EPOCH not in c.data.tags
-    ]  # a pruned trial never counts
+    children = [c for c in children if contract.PRUNED_AT_EPOCH not in c.data.tags]  # pruned: never counts
     confirmed = sweep_runs.json_tag(parent, contract.CONFIRMED, None)
     if confirmed is not None:  # a study: the configurations its confirm stage ran
         children = [c for c in children if c.data.tags.get(contract.VARIANT) in confirmed]
@@ -75,6 +73,7 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
         sweep_params=sweep_runs.json_tag(parent, contract.SWEEP_PARAMS, {}),
         tracking_uri=uri,
         baseline=parent.data.tags.get(contract.BASELINE),
+        study=confirmed is not None,  # configurations, not a factorial design: no main effects
         metrics=sorted(observed.union(tables.LOGGED, tables.DERIVED)),
     )
     return runs
@@ -107,7 +106,8 @@ def effects_table(runs: pd.DataFrame, metric: str = contract.VAL_ACCURACY) -> pd
     paired by seed and the other factors' levels; the same columns as ``summary_table``.
     """
     _check_metric(runs, metric)
-    effects = tables.effects_frame(runs, _levels(runs, _listings(runs)), metric)
+    levels = {} if runs.attrs.get("study") else _levels(runs, _listings(runs))
+    effects = tables.effects_frame(runs, levels, metric)
     effects.attrs.update(runs.attrs, metric=metric, alpha=ALPHA, power=POWER)
     return effects
 
