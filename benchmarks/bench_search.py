@@ -179,6 +179,7 @@ def screenshot(folder: Path, png: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port)]
+    command += ["--workers", "1"]
     server = subprocess.Popen(command, cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -186,6 +187,7 @@ def screenshot(folder: Path, png: Path) -> None:
         url = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
         profile = Path(tempfile.mkdtemp(prefix="chromium-"))
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
+        flags += ["--disable-quic", "--disable-background-networking", "--disable-component-update"]
         flags += [f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1400,1100"]
         png.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["chromium", *flags, f"--screenshot={png.absolute()}", url], check=True, timeout=600,
