@@ -195,7 +195,7 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         f"Test: each variant against the baseline by {METHOD.split(' by ', 1)[1]} "
         f"(tests used: {', '.join(sorted(set(summary.test) - {''})) or 'none'}); "
         f"verdicts use the adjusted p-values, alpha = {a['alpha']}.",
-        f"Intervals (95%) of means: {_scales(summary)}. Of differences: the test's t interval.",
+        f"Intervals (95%) of means: {_scales(summary)}. Of differences: {_difference_method(a['metric'])}.",
         f"Seeds: {seeds}; finished seeds per variant: {counts}; epochs: {epoch_text}; "
         f"jobs: {len(done)} finished, {len(runs) - len(done)} did not finish.",
         "With few seeds a test has little power: 'no evidence of a difference' is not evidence "
@@ -204,6 +204,12 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         "many seeds per variant would detect the observed difference with that power (alpha before "
         "the correction).",
     ]
+
+
+def _difference_method(metric: str) -> str:
+    if stats.bound_for(metric) is None:
+        return "the test's t interval"
+    return f"{stats.BOUNDED}; 'detectable' is at most 1 (1: these seeds detect no possible difference)"
 
 
 def _scales(summary: pd.DataFrame) -> str:
