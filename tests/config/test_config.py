@@ -143,12 +143,26 @@ def test_help_cfg_and_config_errors_never_import_tensorflow_or_mlflow(args, tmp_
     assert "HEAVY=[]" in result.stdout, result.stdout + result.stderr
 
 
-def test_help_lists_every_group_and_option(tmp_path):
+def test_help_teaches_every_option_its_keys_and_the_launchers(tmp_path):
     out = cli("--help", cwd=tmp_path, timeout=60).stdout
+    groups = out.split("== Launchers")[0]
     for group in composition.GROUPS:
-        assert f"{group}: " in out
-    assert "downsample: maxpool, none, stride" in out
-    assert "experiment: " in out
+        assert f"\n{group}:\n" in groups
+        for option in composition.group_options(group):
+            assert f"\n  {option}" in groups, option
+    assert "\n  none *\n" in groups and "\n  scratch_cnn *\n" in groups and "\n  adam *\n" in groups
+    for key in ("path: ???", "weights: imagenet", "strides: 2", "rate: 0.5", "alpha: 1.0"):
+        assert f"\n    {key}" in groups, key  # keys of options that are not the default
+    assert "# a mirrored 2 is not a 2" in groups  # the YAML comments
+    assert "experiment: (none by default)" in groups and "\n  stride_vs_pool\n" in groups
+    launchers = out.split("== Launchers")[1].split("==")[1]
+    assert "basic *" in launchers and "joblib" in launchers and "slurm" in launchers
+    assert "uri: sqlite:///mlflow.db   # or $MLFLOW_TRACKING_URI when set" in out and "${" not in out
+    assert "backbone=resnet50 --help" in out
+    chosen = cli("backbone=resnet50", "--help", cwd=tmp_path, timeout=60).stdout.split(
+        "== The options chosen"
+    )[1]
+    assert "name: resnet50" in chosen and "weights: imagenet" in chosen and "conv_layers" not in chosen
 
 
 @pytest.mark.slow
