@@ -89,6 +89,7 @@ def check(uri: str) -> None:
         parts = urlsplit(uri)
         if not _through_proxy(scheme, parts.hostname):  # the proxy, not us, would reach the server
             _check_listening(uri, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+            _check_http_login(uri)
     elif scheme in DATABASE_PORTS:
         parts = urlsplit(uri)
         _check_listening(uri, parts.hostname or "localhost", parts.port or DATABASE_PORTS[scheme])
@@ -155,6 +156,40 @@ def _check_listening(uri: str, host: str | None, port: int) -> None:
     except OSError as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise StoreError(f"nothing answers at {host}:{port} ({reason}) for tracking.uri={uri}") from None
+
+
+def _check_http_login(uri: str) -> None:
+    """A server with MLflow's basic-auth answers 401 to a missing or wrong login, 403 to a user
+    without permission: one line now. Anything else (no answer in time, another status) is left
+    to MLflow."""
+    import base64
+    import urllib.error
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    if user or password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (OSError, ValueError):
+        return
+    if status == 401 and not user:
+        raise StoreError(
+            f"the server at {redact(uri)} asks for a login: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 401:
+        raise StoreError(
+            f"the server at {redact(uri)} refused the login of MLFLOW_TRACKING_USERNAME={user}: "
+            "wrong user or MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 403:
+        raise StoreError(f"the server at {redact(uri)} lets {user or 'this user'} in but not read runs")
 
 
 def _check_login(uri: str, scheme: str) -> None:

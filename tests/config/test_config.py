@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -193,3 +194,23 @@ def test_the_wheel_ships_the_configs_and_presets(tmp_path):
     }
     shipped |= {f"pipeline/experiments/{p.name}" for p in composition.EXPERIMENTS_DIR.glob("*.yaml")}
     assert shipped <= names and "pipeline/conf/config.yaml" in names
+    # installed (its dependencies are this environment's), it composes a preset from its own files
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site)]
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = "import pipeline, runpy; print('FROM=' + pipeline.__file__); "
+    code += "runpy.run_module('pipeline', run_name='__main__')"
+    args = ["experiment=stride_vs_pool", "--cfg", "job"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"FROM={site}" in done.stdout and "experiment_name: stride_vs_pool" in done.stdout
