@@ -56,7 +56,8 @@ def terminal_table(summary: pd.DataFrame) -> str:
     """The comparison with the baseline as an aligned plain-text table, with a one-line header."""
     a = summary.attrs
     head = (
-        f"{a['experiment']} (sweep {a['parent_run_id']}): final {a['metric']}, mean ± std over seeds; "
+        f"{a['experiment']} (sweep {a.get('sweep_id')}, parent run {a['parent_run_id']}): "
+        f"final {a['metric']}, mean ± std over seeds; "
         f"{METHOD.replace('the baseline', repr(a['baseline']))}; alpha={a['alpha']}; detectable: the "
         f"smallest difference these seeds detect with {a['power']:.0%} power; seeds needed: to detect the "
         "observed difference"
@@ -177,7 +178,8 @@ def _error(run) -> str:
 def _sweep_line(a: dict) -> str:
     params = ", ".join(f"`{key}={value}`" for key, value in a["sweep_params"].items()) or "(not recorded)"
     return (
-        f"Sweep `{a['parent_run_id']}` (status {a['parent_status']}) in MLflow `{a['tracking_uri']}`; "
+        f"Sweep `{a.get('sweep_id')}` (parent run `{a['parent_run_id']}`, status {a['parent_status']}) "
+        f"in MLflow `{a['tracking_uri']}`; "
         f"sweep definition {params}."
     )
 

@@ -23,6 +23,7 @@ SUMMARIZED = (C.VAL_ACCURACY, C.BEST_VAL_ACCURACY, C.VAL_LOSS, "best_val_loss")
 DERIVED = ("best_val_loss", "epochs", "seconds_per_epoch")  # computed by ``derived``, not logged
 STATS = ("mean", "std", "ci_low", "ci_high")
 NOT_FINISHED = (C.FAILED, C.KILLED)
+BASELINE_RULE = "'default' if the sweep ran it, else the variant at each factor's first listed value"
 BASELINE, REFERENCE = "baseline", "reference"  # the verdict of the row the others are compared with
 DIFFERENCE = ["difference", "difference_ci_low", "difference_ci_high", "p_value", "p_adjusted"]
 INTERNAL = ("variance", "df_per_seed", "cells")  # what _decide needs, dropped after
