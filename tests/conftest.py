@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import composition
-from pipeline.tracking import contract
+from pipeline.tracking import contract, server
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
@@ -116,6 +116,19 @@ class Store:
         return mlflow.MlflowClient(self.uri)
 
 
+@pytest.fixture(scope="session")
+def adam_sgd_sweep(tracking_uri, tmp_path_factory):
+    """The ``optimizer=adam,sgd`` x ``seed=0,1`` grid, run once for the tests that need it: in
+    parallel (joblib, 2 workers) and with adaptive seeding up to 3 seeds, whose first round is that
+    grid. Returns ``(CompletedProcess, Store)``; its experiment is this sweep's alone."""
+    folder = tmp_path_factory.mktemp("adam_sgd")
+    sweep_store = Store(tracking_uri, "adam_sgd_sweep")
+    shrunk = ["trainer.epochs=1", "dataset.max_samples=150", "tracking.log_model=false"]
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=adam,sgd", "seed=0,1"]
+    args += ["sweep.max_seeds=3", *shrunk, *sweep_store.overrides]
+    return cli(*args, cwd=folder, timeout=900), sweep_store
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -125,8 +138,6 @@ def free_port() -> int:
 def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | None = None):
     """``python -m pipeline.server --setup`` on 127.0.0.1 as a team would: a fresh database,
     dropped afterwards. Skips where PostgreSQL or root is missing (fails with CONVLAB_REQUIRE_SERVER=1)."""
-    from pipeline.tracking import server
-
     reason = server.unavailable()
     if reason:
         if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
