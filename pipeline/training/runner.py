@@ -92,11 +92,13 @@ def setup_keras(run: RunConfig):
     """Device, float policy, seed and determinism for a run; returns its ``tf.distribute`` strategy."""
     import keras
 
+    # fresh layer names and graph per run; first: it also resets Keras' global float policy,
+    # which configure then sets (after it, mixed precision was silently float32)
+    keras.backend.clear_session(free_memory=False)
     strategy, device = accelerator.configure(**wiring.accelerator_arguments(run))
     keras.config.disable_interactive_logging()  # no progress bars from predict() calls
     # Runs sharing a process (sweeps, scripts) retrace Keras' step functions: expected, not a bug.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
     keras.utils.set_random_seed(run.seed)
     _set_determinism(run.trainer.deterministic, run.accelerator.jit_compile)
     record.set_tags({f"{contract.ACCELERATOR_PREFIX}{k}": v for k, v in device.items()})

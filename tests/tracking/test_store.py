@@ -143,19 +143,45 @@ def test_check_never_imports_mlflow(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+GONE_AWAY = """
+import socket, sys, time
+import mlflow
+from pipeline.tracking import store
+with socket.socket() as server:  # a server that answers the check, then goes away
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+    store.check(uri)
+started = time.monotonic()
+try:
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+except Exception:
+    pass
+print(f"GAVE_UP_AFTER={time.monotonic() - started:.1f}")
+"""
+
+
 def test_an_http_store_makes_mlflow_give_up_within_seconds(monkeypatch):
+    """A real MLflow call to a server that went away: seconds, not MLflow's four minutes."""
+    for key in store.HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    done = subprocess.run([sys.executable, "-c", GONE_AWAY], capture_output=True, text=True, timeout=90)
+    assert "GAVE_UP_AFTER=" in done.stdout, done.stderr[-2000:]
+    assert float(done.stdout.split("GAVE_UP_AFTER=")[1]) < 30
+
+
+def test_the_users_own_http_settings_win(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")  # the user's own setting wins
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         store.check(f"http://127.0.0.1:{server.getsockname()[1]}")
-
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
     assert (
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
         == store.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     )
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
 
 
 @pytest.mark.parametrize(
