@@ -145,11 +145,13 @@ def _param(override, line: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, line=line)
 
 
-def check(space: Space, cfg) -> None:
+def check(space: Space, cfg, override_lines: Iterable[str] = ()) -> None:
     """Every searched key exists, and the schema accepts each of its values, before anything trains.
 
     Args:
         cfg: the composed config the trials start from (``hydra`` included or not).
+        override_lines: every line the space came from (a preset, the command line), so that a
+            key is checked against the group options chosen with it.
 
     Raises:
         ConfigError: one line naming the search space's line and what is wrong.
@@ -161,7 +163,7 @@ def check(space: Space, cfg) -> None:
             "hydra/sweeper=optuna: the search space is empty: give hydra.sweeper.params or a sweep on the "
             "command line, e.g. 'optimizer.learning_rate=tag(log, interval(1e-4, 1e-1))'"
         )
-    composition.check_overrides([param.line for param in space.params.values()])
+    composition.check_overrides([*override_lines, *(param.line for param in space.params.values())])
     base = cfg.copy()
     with open_dict(base):
         base.pop("hydra", None)
@@ -216,8 +218,9 @@ def check_study(config) -> None:
     store.check(str(config.tracking.uri))  # the tracking store first: the study's goes with it
     options = config.hydra.sweeper
     params = OmegaConf.to_container(options.params, resolve=False) if options.get("params") else {}
-    space = parse(lines(params, list(config.hydra.overrides.task)))
-    check(space, config)
+    every = lines(params, list(config.hydra.overrides.task))
+    check(parse(every), config, every)
+    space = parse(every)
     if options.pruner not in studies.PRUNERS:
         raise ConfigError(
             f"hydra.sweeper.pruner={options.pruner!r} is not one of: {', '.join(studies.PRUNERS)}"
