@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import sqlite3
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,15 @@ def _check_can_create(path: Path) -> None:
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is not writable")
+    # root passes os.access everywhere, yet cannot create folders in /proc or on a read-only
+    # mount: a file that vanishes as it closes (nothing left behind) answers for every user.
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        message = f"cannot create the MLflow store {path}: {ancestor} is not writable ({why})"
+        raise StoreError(message) from None
 
 
 def redact(uri: str) -> str:
@@ -188,5 +198,8 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with filelock.exclusive(Path(f"{path.resolve()}.lock")):
-        yield
+    try:
+        with filelock.exclusive(Path(f"{path.resolve()}.lock")):
+            yield
+    except filelock.LockError as err:  # e.g. a folder that cannot be created: one line
+        raise StoreError(f"cannot create the MLflow store {path}: {err}") from None
