@@ -122,11 +122,13 @@ def _validate(cfg):
     """The typed run, its store and data files checked too: before TensorFlow loads or a run opens."""
     run = composition.validate(cfg)
     store.check(run.tracking.uri)
-    checks.check_data(
+    layout = checks.check_data(
         run.task,
         validation_split=run.trainer.validation_split,
         **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
     )
+    if layout:  # the run's first log line: which folders train, validate and test
+        log.info("%s", layout)
     return run
 
 
