@@ -64,12 +64,14 @@ def layout_sweep(tracking_uri, tmp_path_factory):
     return {name: by_path.get(str(path)) for name, path in folders.items()}, result, client, root
 
 
+@pytest.mark.slow
 def test_every_layout_trains(layout_sweep):
     runs, result, _, _ = layout_sweep
     assert result.returncode == 0, result.stderr[-3000:]
     assert {name: run and run.info.status for name, run in runs.items()} == dict.fromkeys(runs, "FINISHED")
 
 
+@pytest.mark.slow
 def test_a_flat_class_folder_layout_splits_validation_and_says_so(layout_sweep):
     runs, result, _, root = layout_sweep
     said = result.stdout + result.stderr
@@ -77,6 +79,7 @@ def test_a_flat_class_folder_layout_splits_validation_and_says_so(layout_sweep):
     assert contract.TEST_ACCURACY not in runs["flat"].data.metrics
 
 
+@pytest.mark.slow
 def test_a_kaggle_layout_scores_its_held_out_test_set_once(layout_sweep):
     runs, result, client, root = layout_sweep
     run = runs["kaggle"]
@@ -91,6 +94,7 @@ def test_a_kaggle_layout_scores_its_held_out_test_set_once(layout_sweep):
     assert "figures/test_confusion_matrix.png" in figures
 
 
+@pytest.mark.slow
 def test_unlabelled_test_images_get_predictions_csv(layout_sweep, tmp_path):
     runs, _, client, root = layout_sweep
     run = runs["unlabelled"]
@@ -102,6 +106,7 @@ def test_unlabelled_test_images_get_predictions_csv(layout_sweep, tmp_path):
     assert contract.TEST_ACCURACY not in run.data.metrics
 
 
+@pytest.mark.slow
 def test_the_comparison_reports_test_accuracy(layout_sweep, tracking_uri):
     _, _, _, root = layout_sweep
     done = cli_compare(root, "--tracking-uri", tracking_uri, "--metric", contract.TEST_ACCURACY)
