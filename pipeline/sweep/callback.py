@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 
@@ -48,7 +49,7 @@ class SweepOutcome:
     @property
     def message(self) -> str | None:
         """One line for the terminal when the sweep did not succeed, else None."""
-        if self.status == contract.FINISHED:
+        if self.status in (contract.FINISHED, contract.RUNNING):  # RUNNING: another process ends it
             return None
         total = self.finished + len(self.failed)
         return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
@@ -106,7 +107,17 @@ class SweepCallback(Callback):
         if self._guard is not None:
             self._guard.release()
         next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
-        outcome = finish(state, stopped)
+        try:
+            outcome = finish(state, stopped)
+        except Exception as err:
+            if not (full := store.disk_full_path(err, state["uri"])):
+                raise
+            store.end_run_in_place(
+                state["uri"], state["parent"], contract.FAILED, f"no space left on device: {full}"
+            )
+            raise SystemExit(
+                f"convlab: no space left on device: {full}; free some, then sweep.resume={state['sweep_id']}"
+            ) from None
         adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
             raise SystemExit(outcome.message)
@@ -204,6 +215,13 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
     uri, parent = state["uri"], state["parent"]
     latest = _latest_per_job(sweep_runs.children(uri, parent))
+    elsewhere = [c for c in latest if c["status"] == contract.RUNNING and not jobs.is_stale(c, None)]
+    if elsewhere:  # the process that finishes the sweep's last job writes its summary
+        for child in elsewhere:
+            log.info("[sweep] %s seed=%s: %s", child["variant"], child["seed"], jobs.running_elsewhere(child))
+        log.info("sweep %s: %d job(s) still running elsewhere; the process that finishes the last one "
+                 "writes the summary", state["sweep_id"], len(elsewhere))  # fmt: skip
+        return SweepOutcome(state["sweep_id"], parent, contract.RUNNING, len(latest) - len(elsewhere), [], "")
     failed = [c for c in latest if c["status"] != contract.FINISHED]
     status = contract.FAILED if failed else contract.FINISHED
     summary = _summary(state, latest, failed)
@@ -252,11 +270,20 @@ def _abort(state: dict, status: str) -> None:
     uri, parent = state["uri"], state["parent"]
     reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
     for child in sweep_runs.children(uri, parent):
-        if child["status"] == contract.RUNNING:
+        if child["status"] == contract.RUNNING and _ours(child):
             sweep_runs.end_run(uri, child["run_id"], contract.KILLED, reason)
     sweep_runs.end_run(uri, parent, status)
     for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
         os.environ.pop(key, None)
+
+
+def _ours(child: dict) -> bool:
+    """Whether a RUNNING child is this sweep process's to end: on this host, its own run or one
+    whose process is gone (another process resuming the same sweep here keeps its runs); on
+    another host, a job this sweep sent there (submitit), cancelled with it."""
+    if child["host"] != socket.gethostname():
+        return True
+    return child["pid"] == str(os.getpid()) or jobs.is_stale(child, None)
 
 
 def _latest_per_job(children: list[dict]) -> list[dict]:

@@ -28,9 +28,17 @@ _opening: list[Run] = []  # the run being opened in this process, if any (one at
 class Run:
     """An MLflow run being opened: ``run_id``/``experiment_id`` once ``wait()`` returned."""
 
-    def __init__(self, uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]):
+    def __init__(
+        self,
+        uri: str,
+        experiment_name: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        claimed: str | None = None,
+    ):
         self.uri, self.experiment_name, self.run_name, self.tags = uri, experiment_name, run_name, dict(tags)
         self.run_id: str | None = None
+        self._claimed = claimed  # a run created earlier to claim a sweep's job: opened, not created
         self.experiment_id: str | None = None
         self._queue: list[tuple[Callable, tuple, dict]] = []
         self._thread: threading.Thread | None = None
@@ -93,6 +101,13 @@ class Run:
             self.experiment_id = store.get_or_create_experiment(self.uri, self.experiment_name)
             # the tags mlflow.start_run would add: source, user, git commit
             tags = registry.resolve_tags(self.tags | {MLFLOW_RUN_NAME: self.run_name})
+            if self._claimed:  # the sweep's claim on this job (``pipeline.sweep.jobs.claim``)
+                from mlflow.entities import RunTag
+
+                tags = [RunTag(k, str(v)) for k, v in tags.items()]
+                MlflowClient(self.uri).log_batch(self._claimed, tags=tags, synchronous=True)
+                self.run_id = self._claimed
+                return
             created = MlflowClient(self.uri).create_run(self.experiment_id, tags=tags, run_name=self.run_name)
             self.run_id = created.info.run_id
         except BaseException as err:  # raised again in the main thread, by wait()
@@ -136,12 +151,16 @@ def wait() -> None:
 
 
 @contextlib.contextmanager
-def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Run]:
+def run_context(
+    uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str], claimed: str | None = None
+) -> Iterator[Run]:
     """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent.
+
+    ``claimed``: the id of a run already created (RUNNING) for this job, to open instead of a new one.
 
     SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
     """
-    run = Run(uri, experiment_name, run_name, tags)
+    run = Run(uri, experiment_name, run_name, tags, claimed)
     _opening.append(run)
     previous = _sigterm_as_interrupt()
     try:
@@ -151,7 +170,10 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
         _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
     except BaseException as err:
-        _end(run, "FAILED", f"{type(err).__name__}: {err}")
+        full = store.disk_full_path(err, uri)
+        _end(run, "FAILED", f"no space left on device: {full}" if full else f"{type(err).__name__}: {err}")
+        if full:  # one line, not SQLAlchemy's traceback
+            raise store.DiskFullError(f"no space left on device: {full} (tracking.uri={uri})") from None
         raise
     else:
         _end(run, "FINISHED")
@@ -175,10 +197,17 @@ def _end(run: Run, status: str, error: str | None = None) -> None:
     for path in scheduler.job_log_files():
         with contextlib.suppress(Exception):
             mlflow.log_artifact(str(path), "scheduler")
+    error = (error.splitlines() or [""])[0][: contract.MAX_VALUE] if error else None
     if error:
         with contextlib.suppress(Exception):
-            mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][: contract.MAX_VALUE])
-    mlflow.end_run(status)
+            mlflow.set_tag(contract.ERROR, error)
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # a full disk: ended with a write that needs no new space
+        if not (
+            store.disk_full_path(err, run.uri) and store.end_run_in_place(run.uri, run.run_id, status, error)
+        ):
+            raise
 
 
 def _sigterm_as_interrupt():
