@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, interrupts, jobs
+from pipeline.sweep import adaptive, interrupts, jobs, workers
 from pipeline.tracking import contract, store, sweep_runs, ui
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class SweepOutcome:
         if self.status in (contract.FINISHED, contract.RUNNING):  # RUNNING: another process ends it
             return None
         total = self.finished + len(self.failed)
+        lost = [c for c in self.failed if c["error"].startswith(contract.WORKER_KILLED)]
+        if lost:  # named, with how to rerun them (a worker that runs out of memory may again)
+            names = "; ".join(f"{c['variant']} seed={c['seed']}: {c['error']}" for c in lost)
+            return f"convlab: lost {names}; rerun: sweep.resume={self.sweep_id}"
         return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
 
 
@@ -76,6 +80,8 @@ class SweepCallback(Callback):
 
         state = self._state
         self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):  # a dead worker loses one job
+            workers.install(lambda pid, signal_name: _lost(state, pid, signal_name))
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -275,6 +281,19 @@ def _abort(state: dict, status: str) -> None:
     sweep_runs.end_run(uri, parent, status)
     for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
         os.environ.pop(key, None)
+
+
+def _lost(state: dict, pid: int | None, signal_name: str) -> None:
+    """A joblib worker died: its job's run ends FAILED (lost), the runs its death took along KILLED."""
+    for child in sweep_runs.children(state["uri"], state["parent"]):
+        if child["status"] != contract.RUNNING or not _ours(child) or child["pid"] == str(os.getpid()):
+            continue
+        if child["pid"] == str(pid):
+            error = f"{contract.WORKER_KILLED} {signal_name} (out of memory?)"
+            sweep_runs.end_run(state["uri"], child["run_id"], contract.FAILED, error)
+            log.error("[sweep] %s seed=%s lost: %s", child["variant"], child["seed"], error)
+        elif jobs.is_stale(child, None):
+            sweep_runs.end_run(state["uri"], child["run_id"], contract.KILLED, "stopped: another worker died")
 
 
 def _ours(child: dict) -> bool:

@@ -85,6 +85,8 @@ def skip_reason(job: SweepJob, digest: str, fail_fast: bool) -> str | None:
     if live:
         return running_elsewhere(live[0])
     this_pass = [r for r in siblings if r["start_time"] >= job.started * 1000]
+    if any(r["error"].startswith(contract.WORKER_KILLED) for r in this_pass if r["config_hash"] == digest):
+        return f"lost in this pass (its worker was killed); rerun it: sweep.resume={job.sweep_id}"
     if fail_fast and any(r["status"] == contract.FAILED for r in this_pass):
         return "an earlier job failed (sweep.fail_fast=true)"
     return None

@@ -100,6 +100,11 @@ TEST_LOSS = "test_loss"
 IMAGES = "images"
 MEAN_TOP1_PROBABILITY = "mean_top1_probability"
 
+# --- errors (the ``convlab.error`` tag) that the sweep acts on --------------------------------
+WORKER_KILLED = (
+    "worker killed by"  # "worker killed by SIGKILL (out of memory?)": lost, not retried in its pass
+)
+
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
 ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
