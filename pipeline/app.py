@@ -64,9 +64,10 @@ def task(cfg) -> float:
             raise
         # A sweep goes on: the job is recorded FAILED (here if it failed before its run opened)
         # and named in the sweep's summary.
-        if claimed is not None and not isinstance(err, store.DiskFullError):  # failed before its run opened?
+        unrecordable = isinstance(err, (store.DiskFullError, store.OutageError))  # the store cannot take it
+        if claimed is not None and not unrecordable:  # failed before its run opened?
             sweep_runs.end_if_running(job.tracking_uri, claimed, contract.FAILED, f"{err}")
-        elif isinstance(err, ConvlabError) and not isinstance(err, store.DiskFullError):  # its run is ended
+        elif isinstance(err, ConvlabError) and not unrecordable:  # its run is ended
             _record_failure(job, cfg, pairs, digest, variant, err)
         log.error("job failed: %s: %s", type(err).__name__, err)
         return math.nan

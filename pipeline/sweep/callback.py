@@ -116,6 +116,11 @@ class SweepCallback(Callback):
         try:
             outcome = finish(state, stopped)
         except Exception as err:
+            if store.unreachable(err):
+                raise SystemExit(
+                    f"convlab: the tracking server at {store.redact(state['uri'])} does not answer; once it "
+                    f"does, continue the sweep: sweep.resume={state['sweep_id']}"
+                ) from None
             if not (full := store.disk_full_path(err, state["uri"])):
                 raise
             store.end_run_in_place(

@@ -52,6 +52,28 @@ class DiskFullError(ConvlabError):
     """The disk holding the store (or the run's artifacts) is full: one line, which path."""
 
 
+class OutageError(ConvlabError):
+    """The tracking server stopped answering mid-run and did not come back in time."""
+
+
+UNREACHABLE = (  # what MLflow's HTTP client says when the server is gone or cannot answer
+    "Max retries exceeded", "Connection refused", "Connection aborted", "Connection reset",
+    "RemoteDisconnected", "Read timed out", "NewConnectionError",
+)  # fmt: skip
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an error behind it) says the tracking server did not answer."""
+    seen: BaseException | None = err
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or any(word in str(seen) for word in UNREACHABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def disk_full_path(err: BaseException, uri: str) -> str | None:
     """The path on a full disk when ``err``, or an error behind it, says "no space left"; else None."""
     seen: BaseException | None = err
