@@ -99,7 +99,7 @@ def running_elsewhere(child: dict) -> str:
 
 # A claim's write is visible to every other claimant within this long (a store's write latency,
 # and clock skew between machines, are far smaller): every claim made before ours is then seen.
-CLAIM_SETTLE_SECONDS = 1.0
+CLAIM_SETTLE_SECONDS = 0.5
 
 
 def claim(
