@@ -50,8 +50,8 @@ def task(cfg) -> float:
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
         if job is not None:  # each job is trained once, however many processes run the sweep
-            name = runner.run_name(run, info)
-            claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, tags)
+            name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
+            claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
             if claimed is None:
                 log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
                 return math.nan
