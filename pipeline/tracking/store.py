@@ -16,10 +16,12 @@ It also makes MLflow give up sooner on an http(s) server that goes away mid-run
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
 import sqlite3
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,74 @@ USE_INSTEAD = "use sqlite:///PATH/mlflow.db, an http(s)://HOST:PORT server, or p
 
 class StoreError(ConvlabError):
     """A tracking store that cannot be used: a bad URI, an unusable file, a server not listening."""
+
+
+class DiskFullError(ConvlabError):
+    """The disk holding the store (or the run's artifacts) is full: one line, which path."""
+
+
+class OutageError(ConvlabError):
+    """The tracking server stopped answering mid-run and did not come back in time."""
+
+
+UNREACHABLE = (  # what MLflow's HTTP client says when the server is gone or cannot answer
+    "Max retries exceeded", "Connection refused", "Connection aborted", "Connection reset",
+    "RemoteDisconnected", "Read timed out", "NewConnectionError",
+)  # fmt: skip
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an error behind it) says the tracking server did not answer."""
+    seen: BaseException | None = err
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or any(word in str(seen) for word in UNREACHABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_path(err: BaseException, uri: str) -> str | None:
+    """The path on a full disk when ``err``, or an error behind it, says "no space left"; else None."""
+    seen: BaseException | None = err
+    for _ in range(20):  # a chain of causes, never a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return str(seen.filename or sqlite_path(uri) or uri)
+        if "database or disk is full" in str(seen):  # SQLite's word for ENOSPC
+            return str(sqlite_path(uri) or redact(uri))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def end_run_in_place(uri: str, run_id: str, status: str, error: str) -> bool:
+    """Ends a run in a SQLite store whose disk is full, where MLflow's own write just failed.
+
+    Changing a row in place needs no new page in the database, only a journal: kept in memory
+    here, so the run is not left RUNNING. Returns whether the run was ended (False for other stores).
+    """
+    import time
+
+    path = sqlite_path(uri)
+    if path is None or not run_id:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=MEMORY")
+            db.execute(
+                "UPDATE runs SET status=?, end_time=? WHERE run_uuid=? AND status='RUNNING'",
+                (status, int(time.time() * 1000), run_id),
+            )
+            with contextlib.suppress(sqlite3.Error):  # the tag is a bonus: it may need a new page
+                db.execute(
+                    "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                    (contract.ERROR, error[: contract.MAX_VALUE], run_id),
+                )
+        return True
+    except sqlite3.Error:
+        return False
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -134,6 +204,15 @@ def _check_can_create(path: Path) -> None:
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is not writable")
+    # root passes os.access everywhere, yet cannot create folders in /proc or on a read-only
+    # mount: a file that vanishes as it closes (nothing left behind) answers for every user.
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        message = f"cannot create the MLflow store {path}: {ancestor} is not writable ({why})"
+        raise StoreError(message) from None
 
 
 def redact(uri: str) -> str:
@@ -267,5 +346,8 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with filelock.exclusive(Path(f"{path.resolve()}.lock")):
-        yield
+    try:
+        with filelock.exclusive(Path(f"{path.resolve()}.lock")):
+            yield
+    except filelock.LockError as err:  # e.g. a folder that cannot be created: one line
+        raise StoreError(f"cannot create the MLflow store {path}: {err}") from None

@@ -51,6 +51,11 @@ def folder_under_a_file(tmp: Path) -> tuple[str, Path]:
     return f"sqlite:///{path}/stores/mlflow.db", path
 
 
+def folder_cannot_be_created(tmp: Path) -> tuple[str, Path]:
+    # root ignores mode bits, so a read-only folder tests nothing; nobody can create one in /proc
+    return "sqlite:////proc/convlab/mlflow.db", Path("/proc/convlab")
+
+
 def file_store(tmp: Path) -> tuple[str, Path]:
     return f"file://{tmp}/mlruns", tmp / "mlruns"
 
@@ -75,6 +80,7 @@ UNUSABLE = {  # case -> (what the message must say, how to make the store)
     "garbage mlflow.db": ("not an SQLite database", garbage_db),
     "SQLite file of another program": ("not an MLflow store", foreign_sqlite_db),
     "folder cannot be written": ("is a file, not a folder", folder_under_a_file),
+    "folder cannot be created": ("/proc is not writable", folder_cannot_be_created),
     "file:// store": ("cannot track to a folder", file_store),
     "plain-path store": ("cannot track to a folder", plain_path_store),
     "unknown scheme": ("unknown store scheme 'sqlit'", unknown_scheme),
@@ -131,6 +137,17 @@ def test_usable_stores_pass(tracking_uri, tmp_path):
         server.listen()
         store.check(f"http://127.0.0.1:{server.getsockname()[1]}")
     assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_a_lock_file_that_cannot_be_created_is_one_line_from_the_store():
+    """The regression of issue 19: the store check passed, then the lock's mkdir raised."""
+    expected = "cannot create the MLflow store /proc/convlab"
+    with (
+        pytest.raises(store.StoreError, match=expected) as raised,
+        store._sqlite_init_lock("sqlite:////proc/convlab/mlflow.db"),
+    ):
+        pass
+    assert len(str(raised.value).splitlines()) == 1
 
 
 def test_check_never_imports_mlflow(tmp_path):
