@@ -105,3 +105,12 @@ ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
 # --- dataset inputs: the context each data set is logged with ---------------------------------
 TRAINING = "training"
 VALIDATION = "validation"
+
+# --- the Model Registry: a sweep's decided winner handed on (``registry``, ``sweep.register``) --
+CHAMPION = "champion"  # the alias of the version a sweep (or ``python -m pipeline.register``) registered
+SEEDS = "convlab.seeds"  # on a registered version: the seeds behind its verdict, comma-separated
+DECIDED = "convlab.decided"  # on a registered version: "true", or "false" (sweep.register_undecided)
+SOURCE_RUN = "convlab.run_id"  # on a registered version: the run whose model it is
+CLASSES_METADATA = "classes"  # a logged model's metadata: class names, in the order of its outputs
+PREDICT_MODEL = "convlab.predict.model"  # on a task=predict run: the model URI it scored with
+MEAN_PROBABILITY = "mean_probability"  # task=predict with a model: the mean top-class probability

@@ -52,7 +52,7 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
         config.check_parameter_count(run)  # before MLflow and TensorFlow load
     started = time.perf_counter()
     with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
-                               run_tags(run, info)) as active:  # fmt: skip
+                               run_tags(run, info), run.tracking.system_metrics) as active:  # fmt: skip
         tracking.log_params(tracking.flatten(info.params))
         if info.output_dir is not None:
             tracking.log_artifacts(info.output_dir / ".hydra", ".hydra")
