@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import checks, config, overrides, store
+from pipeline import checks, config, overrides, registry, store
 from pipeline.errors import ConfigError, ConvlabError
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,9 @@ def _validate(cfg):
         validation_split=run.trainer.validation_split,
         **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
     )
+    if run.task == "predict" and run.predict.model is not None:  # the model's own shape, no TensorFlow
+        spec = registry.model_spec(run.tracking.uri, run.predict.model)
+        checks.check_scoring_data(run.dataset.name, run.dataset.path, spec.shape)
     return run
 
 

@@ -28,7 +28,8 @@ GRID_IMAGES = 16  # images shown in figures/predictions.png
 
 
 def predict_and_log(run: RunConfig, strategy) -> dict[str, float]:
-    """Predicts ImageNet labels for ``run.dataset.path``'s images under ``strategy`` and logs them.
+    """Predicts ImageNet labels for ``run.dataset.path``'s images under ``strategy`` and logs them;
+    with ``predict.model``, scores them with that model instead (``pipeline.score``).
 
     Returns:
         The run's metrics: images read, files skipped, mean top-1 probability.
@@ -36,6 +37,10 @@ def predict_and_log(run: RunConfig, strategy) -> dict[str, float]:
     from pipeline import backbones, tracking, wiring
     from pipeline import data as data_module
 
+    if run.predict.model is not None:  # a logged or registered model scores a CSV or a folder
+        from pipeline import score
+
+        return score.score_and_log(run)
     backbone, dataset = run.backbone, run.dataset
     if not isinstance(backbone, PretrainedConfig) or not isinstance(dataset, ImageFolderConfig):
         # config.validate refuses these combinations first

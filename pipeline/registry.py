@@ -126,6 +126,15 @@ def model_spec(uri: str, model_uri: str) -> ModelSpec:
     return ModelSpec(model_uri, model_id or info.model_id, tuple(shape[1:]), [str(c) for c in classes])
 
 
+def load_pyfunc(uri: str, model_uri: str):
+    """The model at ``model_uri`` as MLflow's pyfunc (what ``mlflow models serve`` serves)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.pyfunc.load_model(model_uri)
+
+
 def _check_exists(uri: str, model_uri: str) -> str | None:
     """One line for an unknown name, alias, version or run; returns the logged model's id."""
     from mlflow.exceptions import MlflowException

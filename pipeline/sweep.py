@@ -107,6 +107,8 @@ class SweepCallback(Callback):
         if self._guard is not None:
             self._guard.release()
         next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
+        if next_round:  # more seeds to come: the winner is registered after the last pass
+            state["register"] = None
         outcome = finish(state, stopped)
         adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
@@ -179,7 +181,8 @@ def _open(config) -> dict:
     log.info("sweep %s: %s jobs, parent run %s, output in %s", sweep_id, len(jobs) if jobs else "?", parent,
              config.hydra.sweep.dir)  # fmt: skip
     return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
-            "sweep_dir": str(config.hydra.sweep.dir), "started": now}  # fmt: skip
+            "sweep_dir": str(config.hydra.sweep.dir), "started": now,
+            "register": options.register, "register_undecided": options.register_undecided}  # fmt: skip
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
@@ -224,7 +227,7 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
 
 def _publish(state: dict, stopped: dict[str, str] | None) -> None:
-    from pipeline import compare, report, sweep_runs, tracking, ui
+    from pipeline import compare, handoff, report, sweep_runs, tracking, ui
 
     uri, parent = state["uri"], state["parent"]
     runs = compare.load_runs(state["experiment_name"], parent, uri)
@@ -241,6 +244,10 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = tracking.get_or_create_experiment(uri, state["experiment_name"])
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
+    if state.get("register"):  # sweep.register=NAME: the decided winner's model, registered
+        handoff.register_winner(
+            uri, state["sweep_id"], state["register"], runs, result.summary, state["register_undecided"]
+        )
 
 
 def _metric_key(variant: str) -> str:

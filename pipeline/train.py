@@ -71,7 +71,7 @@ def train(run: RunConfig, strategy) -> Outcome:
     model_uri = None
     if run.tracking.log_model:  # at the last epoch's step: the logged model carries the final metrics
         example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
-        model_uri = tracking.log_keras_model(model, example, probabilities[:1], step=epochs)
+        model_uri = tracking.log_keras_model(model, example, probabilities[:1], epochs, data.class_names)
     return metrics, history, model_uri
 
 
