@@ -29,7 +29,10 @@ def _write_sweep(client, experiment_id: str, finals: dict[str, list[float]]) -> 
             tags[contract.factor_tag(FACTOR)] = level
             run = client.create_run(experiment_id, tags=tags).info.run_id
             metrics = [Metric(contract.VAL_ACCURACY, final - 0.1, now, 1)]
-            metrics += [Metric(contract.VAL_ACCURACY, final, now, 2), Metric(contract.VAL_LOSS, 1 - final, now, 2)]
+            metrics += [
+                Metric(contract.VAL_ACCURACY, final, now, 2),
+                Metric(contract.VAL_LOSS, 1 - final, now, 2),
+            ]
             client.log_batch(run, metrics=metrics, synchronous=True)
             client.set_terminated(run, contract.FINISHED)
     client.set_terminated(parent, contract.FINISHED)
