@@ -1,0 +1,95 @@
+"""What MLflow's system metrics cost a run: ``tracking.system_metrics=true`` against ``false``.
+
+Two measures:
+
+1. Whole runs: ``python -m pipeline`` (the default run: 5 epochs on digits, tracked to SQLite)
+   with system metrics on and off, as interleaved pairs (which goes first alternates), each
+   pair's ratio on / off, and the median ratio. On shared, noisy cores a single pair can differ
+   by 20% either way, so this bounds the cost only as well as the noise allows.
+2. The sampling itself, without that noise: the CPU time (``time.thread_time``) of one sample
+   as MLflow's monitor takes it (read CPU, memory, disk and network, then log them to the run
+   in the same SQLite store), averaged over ``--samples``; divided by the sampling interval
+   (``pipeline.lifecycle.SYSTEM_METRICS_INTERVAL``), the share of one core it takes.
+
+    python benchmarks/bench_system_metrics.py [--repeats 5] [--samples 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from pipeline import lifecycle
+
+
+def timed(command: list[str], cwd: str, env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def whole_runs(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+        run = [sys.executable, "-m", "pipeline"]
+        timed(run, folder, env)  # creates the store: a one-off cost, not measured
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for pair in range(repeats):
+            for on in (pair % 2 == 0, pair % 2 == 1):  # alternate which goes first
+                times[on].append(timed([*run, f"tracking.system_metrics={str(on).lower()}"], folder, env))
+            print(f"pair {pair + 1}: on {times[True][-1]:.2f} s, off {times[False][-1]:.2f} s", flush=True)
+    ratios = [on / off for on, off in zip(times[True], times[False])]
+    print(f"\nwhole runs (n={repeats} interleaved pairs, load average {os.getloadavg()[0]:.1f}):")
+    for on in (False, True):
+        values = times[on]
+        print(
+            f"  system_metrics={str(on).lower():<5}  median {statistics.median(values):6.2f} s  "
+            f"min {min(values):6.2f}  max {max(values):6.2f}"
+        )
+    spread = f"pairs: {min(ratios):.3f} to {max(ratios):.3f}"
+    print(f"  median ratio on/off: {statistics.median(ratios):.3f} ({spread})")
+
+
+def one_sample(samples: int) -> None:
+    import mlflow
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{folder}/mlflow.db"
+        client = mlflow.MlflowClient(uri)
+        run = client.create_run(client.create_experiment("bench", artifact_location=f"{folder}/a"))
+        monitor = SystemMetricsMonitor(run.info.run_id, tracking_uri=uri)  # not started: timed here
+        monitor.collect_metrics()  # the first call sets up psutil's counters
+        cpu, wall = [], []
+        for _ in range(samples):
+            started, started_wall = time.thread_time(), time.perf_counter()
+            monitor.collect_metrics()
+            client.get_run(run.info.run_id)  # the monitor checks the run is still RUNNING
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+            cpu.append(time.thread_time() - started)
+            wall.append(time.perf_counter() - started_wall)
+    interval = lifecycle.SYSTEM_METRICS_INTERVAL
+    per_sample = statistics.median(cpu)
+    wall_ms = statistics.median(wall) * 1000
+    print(f"\none sample (n={samples}): median CPU {per_sample * 1000:.1f} ms, wall {wall_ms:.1f} ms")
+    print(f"  every {interval:g} s: {per_sample / interval:.2%} of one core")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs of whole runs")
+    parser.add_argument("--samples", type=int, default=50, help="samples timed one by one")
+    args = parser.parse_args()
+    one_sample(args.samples)
+    if args.repeats:
+        whole_runs(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
