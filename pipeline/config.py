@@ -58,7 +58,7 @@ def validate(cfg: Any) -> RunConfig:
         return run
     if run.sweep.register_as is not None and not run.tracking.log_model:
         raise ConfigError(
-            f"sweep.register={run.sweep.register_as} needs the models: drop tracking.log_model=false"
+            f"sweep.register={run.sweep.register_as} needs the runs' models: drop tracking.log_model=false"
         )
     _check_feature_maps(run)
     _check_pretrained(run)

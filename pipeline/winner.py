@@ -81,7 +81,8 @@ def _winner(runs, summary, variant: str, decided: bool, verdict: str) -> Winner:
     row = summary.set_index("variant").loc[variant]
     sweep = runs.attrs.get("experiment", "")
     text = (
-        f"{verdict}\n\nSweep {runs.attrs.get('parent_run_id', '')} (experiment {sweep}), {metric} "
+        f"{verdict}\n\nThe sweep's parent run {runs.attrs.get('parent_run_id', '')} (MLflow experiment "
+        f"{sweep}): {metric} "
         f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f} over seeds {', '.join(seeds)}; "
         f"this version is the run of seed {seed} ({run_id}), the median."
     )

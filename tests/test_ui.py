@@ -274,7 +274,7 @@ def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tm
         page = f"{url}/#/models/{registered_sweep.name}/versions/{version.version}"
         strings = page_text(page, tmp_path / "chromium")
         text = " ".join(strings)
-        assert f"Version {version.version}" in text and "champion" in strings
+        assert f"Version {version.version}" in strings and "@\xa0champion" in strings, strings[:60]
         assert "is decided better than the baseline" in text
         shot = Path(os.environ.get("CONVLAB_REGISTRY_SCREENSHOT") or tmp_path / "registered.png")
         shot.parent.mkdir(parents=True, exist_ok=True)
