@@ -9,7 +9,7 @@ Two measures:
 2. The sampling itself, without that noise: the CPU time (``time.thread_time``) of one sample
    as MLflow's monitor takes it (read CPU, memory, disk and network, then log them to the run
    in the same SQLite store), averaged over ``--samples``; divided by the sampling interval
-   (``pipeline.lifecycle.SYSTEM_METRICS_INTERVAL``), the share of one core it takes.
+   (``pipeline.tracking.lifecycle.SYSTEM_METRICS_INTERVAL``), the share of one core it takes.
 
     python benchmarks/bench_system_metrics.py [--repeats 5] [--samples 50]
 """
@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from pipeline import lifecycle
+from pipeline.tracking import lifecycle
 
 
 def timed(command: list[str], cwd: str, env: dict) -> float:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import contract, registry, store
-from pipeline.errors import ConvlabError
+from pipeline.config.errors import ConvlabError
+from pipeline.tracking import contract, registry, store
 
 
 def describe(uri: str, run_id: str) -> tuple[str, dict[str, str]]:
