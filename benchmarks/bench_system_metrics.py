@@ -29,7 +29,9 @@ from pipeline.tracking import lifecycle
 
 def timed(command: list[str], cwd: str, env: dict) -> float:
     started = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[1:])} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 

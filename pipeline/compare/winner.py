@@ -5,7 +5,8 @@ MLflow or TensorFlow:
 
 - the variant decided better than the baseline (several: the best mean of them, and whether it is
   decided against the runner-up, a paired test by seed, says the description);
-- else the baseline, when every other variant is decided worse;
+- else the baseline, when every other variant is decided worse (a sweep over seeds alone: its
+  only variant);
 - else nothing is decided (``decide`` returns None); ``best_mean`` then names the best mean,
   for ``sweep.register_undecided=true``.
 
@@ -46,9 +47,11 @@ def decide(runs: pd.DataFrame, summary: pd.DataFrame) -> Winner | None:
             text += " " + _against_runner_up(runs, top.variant, ranked.iloc[1].variant, metric)
         return _winner(runs, summary, top.variant, True, text)
     others = finished[finished.variant != baseline]
-    if len(others) and (others.verdict == stats.WORSE).all() and baseline in set(finished.variant):
+    if (others.verdict == stats.WORSE).all() and baseline in set(finished.variant):
         listed = "; ".join(f"{row.variant} {_versus(row, metric)}" for _, row in others.iterrows())
         text = f"The baseline {baseline}: every other variant is decided worse ({listed})."
+        if not len(others):  # a sweep over seeds alone: nothing to compare with
+            text = f"{baseline}, the sweep's only variant (nothing to compare it with)."
         return _winner(runs, summary, baseline, True, text)
     return None
 

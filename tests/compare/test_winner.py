@@ -86,3 +86,9 @@ def test_an_undecided_sweep_has_no_winner_but_a_best_mean_on_request(decide):
     best = winner.best_mean(runs, summary)
     assert best.variant == f"{FACTOR}=0.002" and not best.decided
     assert best.description.startswith("UNDECIDED")
+
+
+def test_a_sweep_over_seeds_alone_hands_on_its_median_run(decide):
+    _, _, found = decide("seeds_only", {"0.001": [0.91, 0.93, 0.92]})
+    assert found.variant == f"{FACTOR}=0.001" and found.seed == "2" and found.decided
+    assert "the sweep's only variant" in found.description
