@@ -108,6 +108,7 @@ def model_spec(uri: str, model_uri: str) -> ModelSpec:
     from mlflow.exceptions import MlflowException
 
     model_id = _check_exists(uri, model_uri)
+    _quiet_downloads()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -130,9 +131,19 @@ def load_pyfunc(uri: str, model_uri: str):
     """The model at ``model_uri`` as MLflow's pyfunc (what ``mlflow models serve`` serves)."""
     import mlflow
 
+    _quiet_downloads()
+
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def _quiet_downloads() -> None:
+    """No progress bars for the model's files (``$MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` still wins)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    if not MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.is_set():
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
 
 
 def _check_exists(uri: str, model_uri: str) -> str | None:

@@ -46,7 +46,8 @@ def score_and_log(run: RunConfig) -> dict[str, float]:
     model = registry.load_pyfunc(uri, model_uri)
     probabilities = predict(model, images)
     top = probabilities.argmax(axis=1)
-    classes = np.asarray(spec.classes if len(spec.classes) == probabilities.shape[1] else range(len(top)))
+    named = len(spec.classes) == probabilities.shape[1]  # else: outputs by their index
+    classes = np.asarray(spec.classes if named else [str(i) for i in range(probabilities.shape[1])])
     frame = _table(names, classes[top], probabilities.max(axis=1))
     output = Path(run.predict.output or ("submission.csv" if names is None else "predictions.csv"))
     output.parent.mkdir(parents=True, exist_ok=True)
