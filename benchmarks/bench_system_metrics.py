@@ -4,8 +4,9 @@ Two measures:
 
 1. Whole runs: ``python -m pipeline`` (the default run: 5 epochs on digits, tracked to SQLite)
    with system metrics on and off, as interleaved pairs (which goes first alternates), each
-   pair's ratio on / off, and the median ratio. On shared, noisy cores a single pair can differ
-   by 20% either way, so this bounds the cost only as well as the noise allows.
+   pair's ratio on / off, and the median ratio, of wall-clock time and of CPU time (user +
+   system). On shared, loaded cores wall-clock time varies 2x between identical runs, so it
+   bounds the cost only as well as the noise allows; CPU time is much steadier.
 2. The sampling itself, without that noise: the CPU time (``time.thread_time``) of one sample
    as MLflow's monitor takes it (read CPU, memory, disk and network, then log them to the run
    in the same SQLite store), averaged over ``--samples``; divided by the sampling interval
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,12 +29,14 @@ import time
 from pipeline.tracking import lifecycle
 
 
-def timed(command: list[str], cwd: str, env: dict) -> float:
-    started = time.perf_counter()
+def timed(command: list[str], cwd: str, env: dict) -> tuple[float, float]:
+    """Wall-clock seconds and CPU seconds (user + system, the process and its threads)."""
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command[1:])} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - started
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def whole_runs(repeats: int) -> None:
@@ -41,20 +45,28 @@ def whole_runs(repeats: int) -> None:
         run = [sys.executable, "-m", "pipeline"]
         timed(run, folder, env)  # creates the store: a one-off cost, not measured
         times: dict[bool, list[float]] = {True: [], False: []}
+        cpu: dict[bool, list[float]] = {True: [], False: []}
         for pair in range(repeats):
             for on in (pair % 2 == 0, pair % 2 == 1):  # alternate which goes first
-                times[on].append(timed([*run, f"tracking.system_metrics={str(on).lower()}"], folder, env))
-            print(f"pair {pair + 1}: on {times[True][-1]:.2f} s, off {times[False][-1]:.2f} s", flush=True)
-    ratios = [on / off for on, off in zip(times[True], times[False])]
+                wall, seconds = timed([*run, f"tracking.system_metrics={str(on).lower()}"], folder, env)
+                times[on].append(wall)
+                cpu[on].append(seconds)
+            print(
+                f"pair {pair + 1}: on {times[True][-1]:.2f} s ({cpu[True][-1]:.2f} CPU s), "
+                f"off {times[False][-1]:.2f} s ({cpu[False][-1]:.2f} CPU s)",
+                flush=True,
+            )
     print(f"\nwhole runs (n={repeats} interleaved pairs, load average {os.getloadavg()[0]:.1f}):")
-    for on in (False, True):
-        values = times[on]
-        print(
-            f"  system_metrics={str(on).lower():<5}  median {statistics.median(values):6.2f} s  "
-            f"min {min(values):6.2f}  max {max(values):6.2f}"
-        )
-    spread = f"pairs: {min(ratios):.3f} to {max(ratios):.3f}"
-    print(f"  median ratio on/off: {statistics.median(ratios):.3f} ({spread})")
+    for name, measured in (("wall", times), ("CPU", cpu)):
+        for on in (False, True):
+            values, label = measured[on], f"system_metrics={str(on).lower()}"
+            print(
+                f"  {name:<4} {label:<21}  median {statistics.median(values):7.2f} s  "
+                f"min {min(values):7.2f}  max {max(values):7.2f}"
+            )
+        ratios = [on / off for on, off in zip(measured[True], measured[False])]
+        spread = f"pairs: {min(ratios):.3f} to {max(ratios):.3f}"
+        print(f"  {name:<4} median ratio on/off: {statistics.median(ratios):.3f} ({spread})")
 
 
 def one_sample(samples: int) -> None:
