@@ -213,6 +213,7 @@ class TrackingConfig(Schema):
     run_name: str | None
     log_model: bool
     system_metrics: bool  # MLflow's system metrics (CPU, memory, disk, network, GPU) on the run
+    outage_seconds: float = Field(ge=0)  # a server that stops answering mid-run: how long to wait
 
 
 Dataset = Annotated[
