@@ -17,7 +17,7 @@ from pipeline.config import checks, composition, overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import jobs
-from pipeline.tracking import contract, store, sweep_runs
+from pipeline.tracking import contract, registry, store, sweep_runs
 from pipeline.training import runner
 from pipeline.training.runner import RunInfo
 
@@ -138,6 +138,9 @@ def _validate(cfg):
         validation_split=run.trainer.validation_split,
         **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
     )
+    if run.task == "predict" and run.predict.model is not None:  # the model's own shape, no TensorFlow
+        spec = registry.model_spec(run.tracking.uri, run.predict.model)
+        checks.check_scoring_data(run.dataset.name, run.dataset.path, spec.shape)
     if layout:  # the run's first log line: which folders train, validate and test
         log.info("%s", layout)
     return run

@@ -282,3 +282,29 @@ def write_sweep_run(client, experiment_id, factors: list, params: dict, start_ti
     tags = {contract.ROLE: contract.ROLE_SWEEP, contract.SWEEP_ID: "abc123"}
     tags |= {contract.FACTORS: json.dumps(factors), contract.SWEEP_PARAMS: json.dumps(params)}
     return client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
+
+
+REGISTERED = "handoff-digits"  # the registered model of the ``registered_sweep`` fixture
+
+
+@pytest.fixture(scope="session")
+def registered_sweep(tracking_uri, tmp_path_factory):
+    """One real sweep shared by the hand-on tests: a learning rate that learns nothing (1e-6, the
+    baseline) against one that learns (0.003), 3 seeds, ``sweep.register=REGISTERED``; 0.003 is
+    decided better, so its median seed's model is registered as ``models:/REGISTERED@champion``."""
+    folder = tmp_path_factory.mktemp("registered_sweep")
+    experiment = "handoff"
+    store = Store(tracking_uri, experiment)
+    sweep = ["-m", "optimizer.learning_rate=0.000001,0.003", "seed=0,1,2", *TINY, *store.overrides]
+    result = cli(
+        *sweep, f"sweep.register={REGISTERED}", cwd=folder, env={"MLFLOW_TRACKING_URI": tracking_uri}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return RegisteredSweep(store, folder, result.stdout, result.stderr)
+
+
+class RegisteredSweep:
+    def __init__(self, store: Store, folder: Path, stdout: str, stderr: str):
+        self.store, self.folder, self.stdout, self.stderr = store, folder, stdout, stderr
+        self.name, self.uri = REGISTERED, store.uri
+        self.model_uri = f"models:/{REGISTERED}@champion"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.config.errors import DataError
 
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL's one-channel modes (LA: gray + alpha)
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
 KAGGLE_LAYOUT = "expected Kaggle's digit-recognizer CSV: label,pixel0,...,pixel783"
 
@@ -51,7 +52,9 @@ def check_data(
     Raises:
         DataError: one line naming the file or folder and the problem.
     """
-    if task == "predict":
+    if task == "predict" and name == "digit_recognizer":  # scored by predict.model
+        _check_csv(Path(path), labelled=False)
+    elif task == "predict":
         if path is not None:
             _check_predict_folder(Path(path))
     elif name == "digit_recognizer":
@@ -302,3 +305,34 @@ def _files(folder: Path) -> list[Path]:
 
 def _names(classes: list[str]) -> str:
     return "train/ has " + ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+
+
+def check_scoring_data(name: str, path: str, shape: tuple[int, int, int]) -> None:
+    """Refuses data of the wrong shape for a model that takes ``shape`` (height, width, channels)
+    images: a CSV with another number of pixel columns, or a folder of colour images for a
+    grayscale model (or the reverse). Images of another size are resized, as training did.
+    """
+    height, width, channels = shape
+    kind = f"{height}x{width}x{channels} ({'grayscale' if channels == 1 else 'RGB'})"
+    if name == "digit_recognizer":
+        with open(path, encoding="utf-8-sig") as handle:
+            columns = [c for c in handle.readline().rstrip("\r\n").split(",") if c.strip('"') != "label"]
+        if len(columns) != height * width * channels:
+            raise DataError(
+                f"{path}: {len(columns)} pixel columns, but the model takes {kind} images "
+                f"({height * width * channels} columns)"
+            )
+        return
+    from PIL import Image
+
+    images = (
+        file for file in sorted(Path(path).rglob("*")) if file.is_file() and why_not_image(file) is None
+    )
+    for file, _ in zip(images, range(100)):  # the first 100: a folder is usually of one kind
+        with Image.open(file) as image:
+            found = 1 if image.mode in GRAYSCALE_MODES else 3
+        if found != channels:
+            raise DataError(
+                f"{path}: {file.relative_to(path)} is a {'grayscale' if found == 1 else 'colour'} image, "
+                f"but the model takes {kind} images"
+            )

@@ -53,10 +53,26 @@ def validate(cfg: Any) -> RunConfig:
         run = RunConfig.model_validate(data)
     except pydantic.ValidationError as err:
         raise ConfigError(_one_line(err.errors()[0])) from None
+    if run.task == "predict" and run.predict.model is not None:
+        _check_scoring(run)
+        return run
+    if run.sweep.register_as is not None and not run.tracking.log_model:
+        raise ConfigError(
+            f"sweep.register={run.sweep.register_as} needs the runs' models: drop tracking.log_model=false"
+        )
     _check_feature_maps(run)
     _check_pretrained(run)
     _warn_on_flips(run)
     return run
+
+
+def _check_scoring(run: RunConfig) -> None:
+    """``task=predict predict.model=URI`` scores a Kaggle CSV or an image folder."""
+    if run.dataset.name not in ("digit_recognizer", "image_folder"):
+        raise ConfigError(
+            f"predict.model scores a CSV (dataset=digit_recognizer dataset.path=test.csv) or a folder "
+            f"(dataset=image_folder dataset.path=DIR); received dataset={run.dataset.name}"
+        )
 
 
 def _one_line(error: dict) -> str:

@@ -190,6 +190,8 @@ class TrainerConfig(Schema):
 
 class PredictConfig(Schema):
     top_k: PositiveInt  # task=predict: ImageNet labels shown per image
+    model: str | None  # a model URI to score dataset.path with; None: the backbone's ImageNet classifier
+    output: str | None  # the CSV written with ``model``; None: submission.csv or predictions.csv
 
 
 class SweepConfig(Schema):
@@ -199,6 +201,10 @@ class SweepConfig(Schema):
     fail_fast: bool  # after a job fails, the jobs not yet started are skipped
     stale_after: float = Field(gt=0)  # seconds without a heartbeat: a RUNNING run elsewhere is dead
     max_seeds: PositiveInt | None  # adaptive seeding: add seeds to undecided variants up to this
+    # sweep.register: the decided winner's model registered under this name (``register`` would
+    # shadow pydantic's BaseModel.register)
+    register_as: str | None = Field(alias="register", min_length=1)
+    register_undecided: bool  # no decided winner: register the best mean anyway, marked undecided
 
 
 class TrackingConfig(Schema):
@@ -206,6 +212,7 @@ class TrackingConfig(Schema):
     experiment_name: str = Field(min_length=1)
     run_name: str | None
     log_model: bool
+    system_metrics: bool  # MLflow's system metrics (CPU, memory, disk, network, GPU) on the run
     outage_seconds: float = Field(ge=0)  # a server that stops answering mid-run: how long to wait
 
 

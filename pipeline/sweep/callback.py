@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, interrupts, jobs, space, workers
+from pipeline.sweep import adaptive, handoff, interrupts, jobs, space, workers
 from pipeline.tracking import contract, store, sweep_runs, ui
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class SweepCallback(Callback):
         if self._guard is not None:
             self._guard.release()
         next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
+        if next_round:  # more seeds to come: the winner is registered after the last pass
+            state["register"] = None
         try:
             outcome = finish(state, stopped)
         except Exception as err:
@@ -201,7 +203,8 @@ def _open(config) -> dict:
     log.info("sweep %s: %s jobs, parent run %s, output in %s", sweep_id, len(grid) if grid else "?", parent,
              config.hydra.sweep.dir)  # fmt: skip
     return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
-            "sweep_dir": str(config.hydra.sweep.dir), "started": now}  # fmt: skip
+            "sweep_dir": str(config.hydra.sweep.dir), "started": now,
+            "register": options.register, "register_undecided": options.register_undecided}  # fmt: skip
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
@@ -250,7 +253,7 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
 
 def _publish(state: dict, stopped: dict[str, str] | None) -> None:
-    from pipeline.compare import load, report  # pandas and scipy load once a pass ends, not in every job
+    from pipeline.compare import load, report, winner  # pandas, scipy: once a pass ends, not in every job
 
     uri, parent = state["uri"], state["parent"]
     runs = load.load_runs(state["experiment_name"], parent, uri)
@@ -269,6 +272,10 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = store.get_or_create_experiment(uri, state["experiment_name"])
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
+    if state.get("register"):  # sweep.register=NAME: the decided winner's model, registered
+        found = winner.choose(runs, result.summary, state["register_undecided"])
+        baseline = result.summary.attrs["baseline"]
+        handoff.register_winner(uri, state["sweep_id"], state["register"], found, baseline)
 
 
 def _metric_key(variant: str) -> str:

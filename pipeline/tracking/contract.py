@@ -112,6 +112,17 @@ ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
 # --- dataset inputs: the context each data set is logged with ---------------------------------
 TRAINING = "training"
 VALIDATION = "validation"
+PREDICTION = "prediction"  # task=predict with predict.model: the data set scored
+
+# --- the Model Registry: a sweep's decided winner handed on (``registry``, ``sweep.register``) --
+CHAMPION = "champion"  # the alias of the version a sweep (or ``python -m pipeline.register``) registered
+SEEDS = "convlab.seeds"  # on a registered version: the seeds behind its verdict, comma-separated
+DECIDED = "convlab.decided"  # on a registered version: "true", or "false" (sweep.register_undecided)
+SOURCE_RUN = "convlab.run_id"  # on a registered version: the run whose model it is
+CLASSES_METADATA = "classes"  # a logged model's metadata: class names, in the order of its outputs
+PREDICT_MODEL = "convlab.predict.model"  # on a task=predict run: the model URI it scored with
+PREDICT_MODEL_ID = "convlab.predict.model_id"  # ...and the logged model (m-...) that URI resolved to
+MEAN_PROBABILITY = "mean_probability"  # task=predict with a model: the mean top-class probability
 
 MAX_KEY = 250  # MLflow's key length limit
 MAX_VALUE = 6000  # MLflow's param value length limit

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,10 @@ from pipeline.tracking import contract, plots, scheduler, store
 log = logging.getLogger(__name__)
 
 _opening: list[Run] = []  # the run being opened in this process, if any (one at a time)
+# MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py): one sample every
+# this many seconds from the moment the run is open, unless $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+# says otherwise (MLflow's default, 10 s, leaves a short course run one point or none).
+SYSTEM_METRICS_INTERVAL = 3.0
 BACKOFF_MAX_SECONDS = 30  # retries during a server outage: 1, 2, 4, ... then every 30 s
 
 
@@ -41,9 +46,11 @@ class Run:
         tags: Mapping[str, str],
         claimed: str | None = None,
         outage_seconds: float = 300,
+        system_metrics: bool = True,
     ):
         self.outage_seconds = outage_seconds
         self.uri, self.experiment_name, self.run_name, self.tags = uri, experiment_name, run_name, dict(tags)
+        self.system_metrics = system_metrics
         self.run_id: str | None = None
         self._claimed = claimed  # a run created earlier to claim a sweep's job: opened, not created
         self.experiment_id: str | None = None
@@ -51,6 +58,7 @@ class Run:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._open = False
+        self._monitor = None  # MLflow's SystemMetricsMonitor, sampling since the run was created
 
     def open_in_background(self) -> None:
         """Starts importing MLflow, opening the store and creating the run, in a thread."""
@@ -83,7 +91,7 @@ class Run:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
-        mlflow.start_run(run_id=self.run_id)
+        mlflow.start_run(run_id=self.run_id, log_system_metrics=False)  # sampled since creation
         self._open = True
         queued, self._queue = self._queue, []
         for function, args, kwargs in queued:
@@ -146,11 +154,27 @@ class Run:
                 tags = [RunTag(k, str(v)) for k, v in tags.items()]
                 MlflowClient(self.uri).log_batch(self._claimed, tags=tags, synchronous=True)
                 self.run_id = self._claimed
-                return
-            created = MlflowClient(self.uri).create_run(self.experiment_id, tags=tags, run_name=self.run_name)
-            self.run_id = created.info.run_id
+            else:
+                client = MlflowClient(self.uri)
+                self.run_id = client.create_run(
+                    self.experiment_id, tags=tags, run_name=self.run_name
+                ).info.run_id
+            if self.system_metrics:
+                self._monitor = _start_system_metrics(self.uri, self.run_id)
         except BaseException as err:  # raised again in the main thread, by wait()
             self._error = err
+
+    def stop_system_metrics(self) -> None:
+        """Stops sampling, and logs a last point: the run's end (a short run's only one).
+
+        MLflow's monitor drops the samples of its last, unfinished interval when it stops.
+        """
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.finish()
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
 
     def _create_in_background(self) -> None:
         self._create()
@@ -159,6 +183,24 @@ class Run:
 
 
 LATER_IMPORTS = ("mlflow.data", "mlflow.models", "mlflow.tensorflow")  # data sets, signatures, the model
+
+
+def _start_system_metrics(uri: str, run_id: str):
+    """MLflow's own system metrics monitor on ``run_id``, from the moment the run exists.
+
+    ``mlflow.start_run(log_system_metrics=True)`` starts the same monitor, but only once the run
+    is MLflow's active run in the main thread, which a short run reaches near its end (see
+    ``Run.wait``): the monitor is started here instead, right after the run is created.
+    """
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
+    interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") or SYSTEM_METRICS_INTERVAL)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
+    monitor.start()
+    return monitor
 
 
 def _import_for_later() -> None:
@@ -206,14 +248,16 @@ def run_context(
     tags: Mapping[str, str],
     claimed: str | None = None,
     outage_seconds: float = 300,
+    system_metrics: bool = True,
 ) -> Iterator[Run]:
-    """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent.
+    """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent;
+    ``system_metrics``: MLflow samples the machine's use while the run is open.
 
     ``claimed``: the id of a run already created (RUNNING) for this job, to open instead of a new one.
 
     SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
     """
-    run = Run(uri, experiment_name, run_name, tags, claimed, outage_seconds)
+    run = Run(uri, experiment_name, run_name, tags, claimed, outage_seconds, system_metrics)
     _opening.append(run)
     previous = _sigterm_as_interrupt()
     try:
@@ -258,6 +302,8 @@ def _end(run: Run, status: str, error: str | None = None) -> None:
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag(contract.ERROR, error)
+    with contextlib.suppress(Exception):  # system metrics are a bonus: never fail a run over them
+        run.stop_system_metrics()
     try:
         run.call(mlflow.end_run, (status,), {})
     except store.OutageError:

@@ -117,8 +117,11 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-def log_keras_model(model, input_example, probabilities, step: int) -> str:
+def log_keras_model(model, input_example, probabilities, step: int, class_names=None) -> str:
     """Logs the model with a signature and input example; returns its ``models:/`` URI.
+
+    ``class_names`` (in the order of the model's outputs) go into the model's metadata
+    (``contract.CLASSES_METADATA``), so whoever loads, serves or registers it can name a class.
 
     MLflow copies onto the logged model the run's metrics logged at ``step`` (pass the last
     epoch's: the Models tab then ranks by the final metrics). Requirements are pinned from the
@@ -143,6 +146,7 @@ def log_keras_model(model, input_example, probabilities, step: int) -> str:
             input_example=input_example,
             step=step,
             pip_requirements=[f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"],
+            metadata={contract.CLASSES_METADATA: list(class_names)} if class_names is not None else None,
         )
     return info.model_uri
 

@@ -23,7 +23,7 @@ from pipeline.config.schemas import ImageFolderConfig, PretrainedConfig, RunConf
 from pipeline.data import sources as data_module
 from pipeline.model import backbones
 from pipeline.tracking import contract, record
-from pipeline.training import wiring
+from pipeline.training import score, wiring
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,14 @@ GRID_IMAGES = 16  # images shown in figures/predictions.png
 
 
 def predict_and_log(run: RunConfig, strategy) -> dict[str, float]:
-    """Predicts ImageNet labels for ``run.dataset.path``'s images under ``strategy`` and logs them.
+    """Predicts ImageNet labels for ``run.dataset.path``'s images under ``strategy`` and logs them;
+    with ``predict.model``, scores them with that model instead (``pipeline.training.score``).
 
     Returns:
         The run's metrics: images read, files skipped, mean top-1 probability.
     """
-
+    if run.predict.model is not None:  # a logged or registered model scores a CSV or a folder
+        return score.score_and_log(run)
     backbone, dataset = run.backbone, run.dataset
     if not isinstance(backbone, PretrainedConfig) or not isinstance(dataset, ImageFolderConfig):
         # config.validate refuses these combinations first

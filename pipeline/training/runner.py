@@ -55,8 +55,8 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
         plan = wiring.plan(run)  # the config read once: everything below takes plain values
     started = time.perf_counter()
     with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
-                               run_tags(run, info), info.claimed_run_id,
-                               run.tracking.outage_seconds) as active:  # fmt: skip
+                               run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
+                               run.tracking.system_metrics) as active:  # fmt: skip
         record.log_params(record.flatten(info.params))
         if info.output_dir is not None:
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")

@@ -79,7 +79,7 @@ def train(plan: Plan, strategy) -> Outcome:
     model_uri = None
     if plan.log_model:  # at the last epoch's step: the logged model carries the final metrics
         example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
-        model_uri = record.log_keras_model(model, example, probabilities[:1], step=epochs)
+        model_uri = record.log_keras_model(model, example, probabilities[:1], epochs, data.class_names)
     return metrics, history, model_uri
 
 

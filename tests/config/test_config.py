@@ -57,6 +57,9 @@ def test_defaults_are_the_course_model(run_config):
         (["augmentation.name=mirror"], "augmentation.name='mirror' is not one of: none, flip_shift"),
         (["augmentation.rotation=-5"], "augmentation.rotation=-5"),
         (["head=softmax", "+head.units=64"], "head.units=64: Extra inputs are not permitted"),
+        (["sweep.register=cnn", "tracking.log_model=false"], "sweep.register=cnn needs the runs' models"),
+        (["sweep.register=''"], "sweep.register='': String should have at least 1 character"),
+        (["task=predict", "predict.model=models:/digits@champion"], "predict.model scores a CSV"),
     ],
 )
 def test_bad_values_name_the_key_and_value(overrides, message):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, free_port
+from conftest import TINY, cli, free_port
 
 from pipeline.tracking import contract, server
 
@@ -107,6 +107,28 @@ def test_server_without_its_database_says_so_in_one_line(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "nothing answers" in done.stderr
     assert "secret" not in done.stderr
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_sweep_registers_its_decided_winner_on_the_server(server_uri, tmp_path):
+    """``sweep.register`` through the team server: the registry lives in PostgreSQL too."""
+    import mlflow
+
+    experiment, name = "server_handoff", "server-digits"
+    sweep = ["-m", "optimizer.learning_rate=0.000001,0.003", "seed=0,1,2", *TINY, f"sweep.register={name}"]
+    result = cli(*sweep, f"tracking.experiment_name={experiment}", cwd=tmp_path,
+                 env={"MLFLOW_TRACKING_URI": server_uri}, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(server_uri, registry_uri=server_uri)
+    parent, children = _sweep_runs(client, experiment)
+    version = client.get_model_version_by_alias(name, contract.CHAMPION)
+    winners = [c for c in children if c.data.tags[contract.VARIANT] == "optimizer.learning_rate=0.003"]
+    ranked = sorted(winners, key=lambda run: run.data.metrics[contract.VAL_ACCURACY])
+    assert version.run_id == ranked[1].info.run_id  # the median of the winner's 3 seeds
+    assert version.tags[contract.SWEEP_ID] == parent.data.tags[contract.SWEEP_ID]
+    assert version.tags[contract.SEEDS] == "0,1,2"
+    assert "decided better than the baseline" in version.description
 
 
 def _login_env(url: str, user: str, password: str) -> dict:

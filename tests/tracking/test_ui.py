@@ -248,3 +248,43 @@ def test_sweep_view_on_a_sqlite_store_says_how_to_open_it(tmp_path, monkeypatch)
     assert json.loads(saved["state"])["groupBy"]["groupByKeys"] == [
         {"mode": "tag", "groupByData": contract.VARIANT}
     ]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tmp_path):
+    """The version a sweep registered (``sweep.register``), as MLflow's UI shows it: alias,
+    description with the verdict, the source run. ``CONVLAB_REGISTRY_SCREENSHOT=path.png``
+    also saves the page (the README's figure)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (the browser tests need it)")
+    version = registered_sweep.store.client().get_model_version_by_alias(registered_sweep.name, "champion")
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registered_sweep.uri]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url, server, log)
+        page = f"{url}/#/models/{registered_sweep.name}/versions/{version.version}"
+        strings = page_text(page, tmp_path / "chromium")
+        text = " ".join(strings)
+        assert f"Version {version.version}" in strings and "@\xa0champion" in strings, strings[:60]
+        assert "is decided better than the baseline" in text
+        shot = Path(os.environ.get("CONVLAB_REGISTRY_SCREENSHOT") or tmp_path / "registered.png")
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        flags = ["--hide-scrollbars", "--window-size=1400,1000", f"--screenshot={shot}"]
+        chromium(tmp_path / "chromium", *flags, page)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
