@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from pipeline import contract, overrides
+from pipeline import contract, overrides, scheduler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,8 @@ class SweepJob:
             contract.PID: str(os.getpid()),
             contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
         }
+        if job_id := scheduler.job_id():
+            tags[contract.SCHEDULER_JOB] = job_id
         return tags | {contract.factor_tag(k): pairs[k] for k in self.factors if k in pairs}
 
 
