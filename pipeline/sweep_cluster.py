@@ -136,7 +136,7 @@ def _runs_by_job(uri: str, parent: str) -> dict[str, dict]:
     except Exception as err:  # a store that blinks: the next poll asks again
         log.debug("could not read the sweep's runs: %s", err)
         return {}
-    return {child["scheduler_job"]: child for child in children if child["scheduler_job"]}
+    return {c["scheduler_job"]: c | {"parent": parent} for c in children if c["scheduler_job"]}
 
 
 def _result(item: Watched, run: dict | None, uri: str, timeout_min: int) -> Any:
@@ -156,13 +156,23 @@ def _result(item: Watched, run: dict | None, uri: str, timeout_min: int) -> Any:
 
 
 def _close_run(run: dict | None, uri: str, reason: str) -> None:
-    """A job that ended without a result: its run ends KILLED (if still RUNNING) with ``reason``."""
+    """A job that ended without a result: its run ends KILLED with ``reason``, SLURM's word.
+
+    SLURM reports a job TIMEOUT or CANCELLED while the job is still ending its own run (KILLED,
+    on SLURM's SIGTERM): that is waited for, up to SLURM's kill wait, so that the reason written
+    here is the last word."""
     if run is None or run["status"] in (contract.FINISHED, contract.FAILED):
         return
     try:
-        if run["status"] == contract.RUNNING:
+        deadline = time.time() + CANCEL_WAIT_SECONDS
+        while run["status"] == contract.RUNNING and time.time() < deadline:
+            time.sleep(2)
+            run = next(
+                (c for c in sweep_runs.children(uri, run["parent"]) if c["run_id"] == run["run_id"]), run
+            )
+        if run["status"] == contract.RUNNING:  # its process is gone without a word
             sweep_runs.end_run(uri, run["run_id"], contract.KILLED, reason)
-        else:  # KILLED by its own SIGTERM handler: the scheduler's word says why
+        elif run["status"] == contract.KILLED:
             sweep_runs.set_run_tags(uri, run["run_id"], {contract.ERROR: reason})
     except Exception as err:
         log.warning("could not record why run %s ended: %s", run["run_id"], err)
