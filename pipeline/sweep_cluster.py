@@ -92,23 +92,31 @@ def collect(
 
 
 def cancel(jobs: Sequence[Any]) -> None:
-    """Cancels every job not done yet and waits until SLURM has stopped them (their runs end
-    KILLED on SLURM's SIGTERM); a second Ctrl-C meanwhile is ignored."""
+    """Cancels every job not done yet and waits until SLURM has stopped them: none left in
+    ``squeue`` (their runs end KILLED on SLURM's SIGTERM); a second Ctrl-C meanwhile is ignored."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        left = [job for job in jobs if not _done(job)]
+        left = [str(job.job_id) for job in jobs if not _done(job)]
         if not left:
             return
         log.info("[sweep] cancelling %d SLURM jobs", len(left))
-        subprocess.call(["scancel", *(str(job.job_id) for job in left)])
+        subprocess.call(["scancel", *left])
         deadline = time.time() + CANCEL_WAIT_SECONDS
-        while left and time.time() < deadline:
-            time.sleep(2)
-            _refresh(left)
-            left = [job for job in left if not _done(job)]
+        while _in_queue(left) and time.time() < deadline:
+            time.sleep(1)
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGINT, previous)
+
+
+def _in_queue(job_ids: Sequence[str]) -> list[str]:
+    """Those of ``job_ids`` that SLURM still lists: queued, running or completing."""
+    arrays = {job_id.split("_")[0] for job_id in job_ids}
+    try:
+        shown = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in shown.stdout.split() if line.split("_")[0] in arrays]
 
 
 def _refresh(jobs: Sequence[Any]) -> None:

@@ -214,8 +214,8 @@ def test_a_job_that_goes_silent_is_given_up_after_stale_after(slurm, store, tmp_
             frozen.resume()
     output = stdout + stderr
     assert "Traceback" not in output, output[-3000:]
-    lines = [line for line in output.splitlines() if "no heartbeat" in line]
-    assert len(lines) == 1 and f"SLURM job {job} " in lines[0] and "sweep.stale_after=30" in lines[0]
+    lines = [line for line in output.splitlines() if f"SLURM job {job} " in line]
+    assert len(lines) == 1 and "no heartbeat" in lines[0] and "sweep.stale_after=30" in lines[0], output
     assert process.returncode != 0
     killed = store.client().get_run(run.info.run_id)
     assert killed.info.status == contract.KILLED and "no heartbeat" in killed.data.tags[contract.ERROR]
