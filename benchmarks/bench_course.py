@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))  # bench_data beside this script; convlab itself i
 
 import bench_data  # noqa: E402
 
-from pipeline import contract  # noqa: E402
+from pipeline.tracking import contract  # noqa: E402
 
 WORKLOADS = ("digits", "frozen", "augmented")  # the order of workloads()' list
 

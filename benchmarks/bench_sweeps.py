@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.tracking import server
+
 LAUNCHERS = {
     "basic": [],
     "joblib (n_jobs=2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -66,7 +68,6 @@ def sweep_throughput(shrink: list[str], seeds: int) -> None:
 
 
 def tracking_cost(shrink: list[str], repeats: int) -> None:
-    from pipeline import server
 
     print(f"\nPer-run cost of tracking: one run ({' '.join(shrink)}), n={repeats} interleaved")
     reason = server.unavailable()

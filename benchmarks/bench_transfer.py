@@ -28,6 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import run
+from pipeline.data import sources
+from pipeline.data.augment import build_augmentation
+from pipeline.model import backbones, features, scratch
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 IMAGES = 200  # training images, 100 per class
@@ -59,8 +64,6 @@ def write_folder(root: Path) -> Path:
 def cached_vs_whole(folder: Path, uri: str, cache: bool, epochs: int) -> tuple[list[float], float, float]:
     """One real run: (images/s of epochs 2..N, feature seconds, run seconds)."""
     import mlflow
-
-    from pipeline import features, run
 
     features._memory.clear()  # every run pays for its own features, as a fresh process would
     overrides = [
@@ -100,12 +103,10 @@ class EpochTimer:
 def frozen_model():
     import keras
 
-    from pipeline import backbones, models
-
     backbone = functools.partial(
         backbones.pretrained, name="mobilenet_v2", weights=None, trainable=0, alpha=0.35, dropout_rate=0.0
     )
-    model = models.build_model((SIZE, SIZE, 3), 2, backbone, head_units=None, head_activation=None)
+    model = scratch.build_model((SIZE, SIZE, 3), 2, backbone, head_units=None, head_activation=None)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
@@ -116,14 +117,11 @@ def augmented_tf_data(folder: Path, epochs: int, seed: int) -> tuple[list[float]
     """convlab's pipeline: (images/s of epochs 2..N, seconds for everything incl. decoding)."""
     import keras
 
-    from pipeline import data
-    from pipeline.augment import build_augmentation
-
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    images = data.load("image_folder", (SIZE, SIZE), 0.2, 0, path=str(folder), color_mode="rgb")
+    images = sources.load("image_folder", (SIZE, SIZE), 0.2, 0, path=str(folder), color_mode="rgb")
     augment = build_augmentation(True, 0.1, 0.1, 0.0, seed)
-    train, _ = data.to_tf_datasets(images, BATCH, seed, augment)
+    train, _ = sources.to_tf_datasets(images, BATCH, seed, augment)
     model, timer = frozen_model(), EpochTimer()
     model.fit(train, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)  # tf.data shuffles, seeded
     return [len(images.y_train) / s for s in timer.seconds[1:]], time.perf_counter() - started

@@ -9,7 +9,7 @@ Importing this package loads neither TensorFlow nor MLflow.
 
 import os
 
-from pipeline.errors import ConfigError, ConvlabError, DataError
+from pipeline.config.errors import ConfigError, ConvlabError, DataError
 
 __all__ = ["ConfigError", "ConvlabError", "DataError", "run"]
 
@@ -28,8 +28,8 @@ def run(overrides=(), *, config_name: str = "config"):
         pipeline.errors.ConfigError: a bad override or config value (before TensorFlow loads).
         pipeline.errors.DataError: a missing or malformed data file.
     """
-    from pipeline.app import run_overrides
-    from pipeline.quiet import quiet_stderr
+    from pipeline.app import run_overrides  # here: `import pipeline.config` never loads the run floor
+    from pipeline.quiet import quiet_stderr  # (every `pipeline.*` import runs this file first)
 
     with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
         return run_overrides(list(overrides), config_name)

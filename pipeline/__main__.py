@@ -10,28 +10,28 @@ import sys
 
 import hydra
 
-from pipeline import config, contract
-from pipeline.errors import ConvlabError
+from pipeline.config import composition
+from pipeline.config.errors import ConvlabError
+from pipeline.quiet import quiet_stderr
+from pipeline.sweep import adaptive, interrupts
+from pipeline.tracking import contract
 
 
-@hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(composition.CONF_DIR), config_name="config")
 def _hydra_main(cfg) -> float:
-    from pipeline import app
+    from pipeline import app  # the run floor (numpy, the data sources): not loaded for --help or --cfg
 
     return app.task(cfg)
 
 
 def main() -> None:
-    config.register_experiments()
+    composition.register_experiments()
     try:
         # overrides are key=value (or ~key); other words are flags' values (--cfg job, -p PKG)
         lines = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg[0] == "~")]
-        config.check_overrides(lines)
+        composition.check_overrides(lines)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
-    from pipeline import adaptive, interrupts
-    from pipeline.quiet import quiet_stderr
-
     signal.signal(signal.SIGTERM, interrupts.as_interrupt)  # a scheduler's SIGTERM is a Ctrl-C
     try:
         with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept

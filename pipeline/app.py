@@ -12,8 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import checks, config, overrides, store
-from pipeline.errors import ConfigError, ConvlabError
+from pipeline.config import checks, composition, overrides
+from pipeline.config.errors import ConfigError, ConvlabError
+from pipeline.model import features
+from pipeline.sweep import jobs
+from pipeline.tracking import contract, store, sweep_runs
+from pipeline.training import runner
+from pipeline.training.runner import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +29,16 @@ def task(cfg) -> float:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from pipeline import sweep_jobs
-
     hydra_cfg = HydraConfig.get()
     lines = list(hydra_cfg.overrides.task)
     pairs = overrides.values(lines)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    job = sweep_jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    digest = sweep_jobs.config_hash(resolved)
+    job = jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    digest = jobs.config_hash(resolved)
     variant = job.variant(pairs) if job else overrides.variant(pairs)
     try:
         run = _validate(cfg)
-        if job is not None and (reason := sweep_jobs.skip_reason(job, digest, run.sweep.fail_fast)):
+        if job is not None and (reason := jobs.skip_reason(job, digest, run.sweep.fail_fast)):
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -44,7 +47,6 @@ def task(cfg) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
-        from pipeline import runner
 
         return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
@@ -68,7 +70,6 @@ def _with_sweep_feature_cache(run, sweep_dir: str):
     ``config_hash``, not in the composed config: a resumed sweep has another folder, and its
     jobs must keep the hash that identifies them.
     """
-    from pipeline import features
 
     if run.trainer.feature_cache_dir is not None:  # the user's own folder wins
         return run
@@ -77,7 +78,6 @@ def _with_sweep_feature_cache(run, sweep_dir: str):
 
 
 def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
-    from pipeline import contract, sweep_runs
 
     tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
     if "seed" in pairs:
@@ -92,13 +92,13 @@ def run_overrides(lines: list[str], config_name: str = "config"):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
 
-    from pipeline import runner
-
-    config.register_experiments()
-    config.check_overrides(lines)
+    composition.register_experiments()
+    composition.check_overrides(lines)
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR), job_name="convlab"):
+        with initialize_config_dir(
+            version_base="1.3", config_dir=str(composition.CONF_DIR), job_name="convlab"
+        ):
             cfg = compose(config_name, overrides=lines, return_hydra_config=True)
     except HydraException as err:
         raise ConfigError(str(err).splitlines()[0]) from None
@@ -120,7 +120,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
 
 def _validate(cfg):
     """The typed run, its store and data files checked too: before TensorFlow loads or a run opens."""
-    run = config.validate(cfg)
+    run = composition.validate(cfg)
     store.check(run.tracking.uri)
     checks.check_data(
         run.task,
@@ -131,7 +131,6 @@ def _validate(cfg):
 
 
 def _run_info(choices, lines, output_dir, params, variant, sweep_tags):
-    from pipeline.runner import RunInfo
 
-    groups = {group: str(option) for group, option in choices.items() if group in config.GROUPS}
+    groups = {group: str(option) for group, option in choices.items() if group in composition.GROUPS}
     return RunInfo(groups, lines, output_dir, params, variant, sweep_tags)

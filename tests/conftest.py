@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pipeline.config import composition
+from pipeline.tracking import contract, server
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
@@ -41,24 +48,21 @@ def compose(overrides=()):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipeline import config
-
-    config.register_experiments()
+    composition.register_experiments()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
+    with initialize_config_dir(version_base="1.3", config_dir=str(composition.CONF_DIR)):
         return hydra_compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="session")
 def run_config():
     """``run_config("head=softmax", ...)``: the validated ``RunConfig``, composed once per overrides."""
-    from pipeline import config
 
     cache = {}
 
     def validated(*overrides: str):
         if overrides not in cache:
-            cache[overrides] = config.validate(compose(overrides))
+            cache[overrides] = composition.validate(compose(overrides))
         return cache[overrides]
 
     return validated
@@ -156,3 +160,90 @@ def write_image_folder(
                 pixels = rng.integers(0, 60, size=(size, size, 3)) + 150 * index
                 Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{i}.png")
     return root
+
+
+def write_child_run(
+    client,
+    experiment_id,
+    parent_id,
+    factors: dict,
+    seed: int,
+    final: float | None,
+    error: str = "",
+    start_time: int | None = None,
+    status: str = contract.FAILED,
+):
+    """A child run as ``pipeline.tracking`` writes it; epoch 2 is the best epoch (final + 0.01).
+
+    With ``error`` it ends ``status`` (FAILED, or KILLED) instead, with no metrics."""
+    from mlflow.entities import Metric
+
+    variant = ",".join(f"{key}={value}" for key, value in factors.items()) or "default"
+    tags = {contract.PARENT: parent_id, contract.ROLE: contract.ROLE_JOB, contract.SWEEP_ID: "abc123"}
+    tags |= {contract.VARIANT: variant, contract.SEED: str(seed)}
+    tags |= {contract.factor_tag(key): value for key, value in factors.items()}
+    run_id = client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
+    if error:
+        client.set_tag(run_id, contract.ERROR, error)
+        client.set_terminated(run_id, status)
+        return
+    now, metrics = int(time.time() * 1000), []
+    for epoch, val_accuracy in enumerate([final - 0.2, final + 0.01, final], start=1):
+        values = {
+            contract.VAL_ACCURACY: val_accuracy,
+            contract.VAL_LOSS: 1 - val_accuracy,
+            contract.LOSS: 1.2 - val_accuracy,
+        }
+        values |= {
+            contract.ACCURACY: val_accuracy + 0.02,
+            contract.EPOCH_SECONDS: 2.0 * epoch,
+            contract.IMAGES_PER_SECOND: 500.0,
+        }
+        metrics += [Metric(key, value, now, epoch) for key, value in values.items()]
+    once = {
+        contract.PARAMETER_COUNT: 1000.0,
+        contract.BEST_VAL_ACCURACY: final + 0.01,
+        contract.BEST_EPOCH: 2.0,
+    }
+    once[contract.RUN_SECONDS] = 12.0
+    metrics += [Metric(key, value, now, 0) for key, value in once.items()]
+    client.log_batch(run_id, metrics=metrics, synchronous=True)
+    client.set_terminated(run_id, contract.FINISHED)
+
+
+def write_sweep_run(client, experiment_id, factors: list, params: dict, start_time: int) -> str:
+    """A sweep's parent run as ``pipeline.sweep`` writes it."""
+    tags = {contract.ROLE: contract.ROLE_SWEEP, contract.SWEEP_ID: "abc123"}
+    tags |= {contract.FACTORS: json.dumps(factors), contract.SWEEP_PARAMS: json.dumps(params)}
+    return client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
+
+
+# --- the team server: PostgreSQL + ``python -m pipeline.server`` (tests/tracking, tests/sweep) -----
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_uri(tmp_path_factory):
+    """A PostgreSQL-backed MLflow server on 127.0.0.1 for this test session: a fresh database,
+    started through ``python -m pipeline.server --setup`` as a team would, dropped afterwards."""
+    reason = server.unavailable()
+    if reason:
+        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
+            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("server")
+    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    port = free_port()
+    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_until_ready(url, process, timeout=240)
+        yield url
+    except server.ServerError as err:
+        pytest.fail(f"{err}; its log: {(folder / 'server.log').read_text()[-2000:]}")
+    finally:
+        server.stop(process)
+        server.drop_database(database)

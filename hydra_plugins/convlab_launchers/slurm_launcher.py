@@ -1,6 +1,6 @@
 """``hydra/launcher=slurm``: submitit's SLURM launcher, watching every job of the sweep at once.
 
-See ``pipeline.sweep_cluster``: a job that ends without a result (scancel, time limit, lost node)
+See ``pipeline.sweep.slurm``: a job that ends without a result (scancel, time limit, lost node)
 is one line and the sweep goes on; a job silent for ``sweep.stale_after`` is given up; Ctrl-C
 cancels every job.
 """
@@ -20,7 +20,8 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from pipeline import contract, sweep_cluster
+from pipeline.sweep import slurm
+from pipeline.tracking import contract
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
             )
         jobs = executor.map_array(self, *zip(*job_params))
-        results = sweep_cluster.collect(
+        results = slurm.collect(
             jobs,
             labels,
             uri=str(self.config.tracking.uri),

@@ -1,0 +1,283 @@
+"""Sweeps: one MLflow parent run per Hydra multirun, its jobs nested under it, resume, summary.
+
+``SweepCallback`` is registered in ``conf/config.yaml`` (``hydra.callbacks``). When a multirun
+starts it creates the parent run (or, with ``sweep.resume``, reopens an earlier one) and hands
+every job the parent's run id and the sweep id as plain values: environment variables set
+through each job's own config (``hydra.job.env_set``), so a job launched on another machine
+(submitit/SLURM, Ray) nests under the parent as long as it reaches the same tracking server.
+Each job reads the sweep's definition from the parent run itself (``pipeline.tracking.contract``).
+
+Resume (``sweep.resume=<sweep id>`` or ``last``): a job whose resolved config (seed included)
+already has a FINISHED child is skipped; FAILED and KILLED ones run again. A child left RUNNING
+is stale, and is marked KILLED before its job runs again, when its process is gone: on the
+same host, its pid no longer runs (or is another process: start times differ); from another
+host, it has sent no heartbeat (a metric logged at every epoch end) for ``sweep.stale_after``
+seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+
+from hydra.experimental.callback import Callback
+
+from pipeline.config import overrides
+from pipeline.config.errors import ConfigError, ConvlabError
+from pipeline.sweep import adaptive, interrupts, jobs
+from pipeline.tracking import contract, store, sweep_runs, ui
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOutcome:
+    """How a sweep (or one resumed pass of it) ended."""
+
+    sweep_id: str
+    parent_run_id: str
+    status: str
+    finished: int
+    failed: list[dict]
+    summary: str
+
+    @property
+    def message(self) -> str | None:
+        """One line for the terminal when the sweep did not succeed, else None."""
+        if self.status == contract.FINISHED:
+            return None
+        total = self.finished + len(self.failed)
+        return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
+
+
+class SweepCallback(Callback):
+    """Hydra callback: parent run, job identity, progress lines, summary and comparison."""
+
+    def __init__(self) -> None:
+        self._state: dict | None = None
+        self._guard = None
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        # Hydra turns a callback's Exception into a warning and launches the jobs anyway; a sweep
+        # that cannot be tracked must not run untracked: SystemExit stops the command.
+
+        try:
+            self._state = _open(config)
+        except ConvlabError as err:
+            raise SystemExit(f"convlab: {err}") from None
+        except Exception as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SystemExit(f"convlab: cannot start the sweep's MLflow parent run: {reason}") from None
+
+        state = self._state
+        self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
+
+    def on_job_start(self, config, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN or not os.environ.get(contract.ENV_PARENT_RUN_ID):
+            return
+
+        job = jobs.current_job(config.tracking.uri)
+        pairs = overrides.values(hydra_cfg.overrides.task)
+        siblings = sweep_runs.children(job.tracking_uri, job.parent_run_id)
+        done = sum(
+            r["status"] in contract.TERMINAL and r["start_time"] >= job.started * 1000 for r in siblings
+        )
+        elapsed = time.time() - job.started
+        left = f"~{_clock(elapsed / done * (job.total - done))} left" if done and job.total else "estimating"
+        number = int(hydra_cfg.job.num) + 1
+        log.info(
+            "[sweep] job %d/%s | %s seed=%s | elapsed %s | %s",
+            number, job.total or "?", job.variant(pairs), pairs.get("seed", "?"), _clock(elapsed), left,
+        )  # fmt: skip
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+
+        state, self._state = self._state, None
+        if state is None:
+            return
+        if self._guard is not None:
+            self._guard.release()
+        next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
+        outcome = finish(state, stopped)
+        adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
+        if outcome.message:
+            raise SystemExit(outcome.message)
+
+
+def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | None]:
+    """Adaptive seeding: the passes that add seeds to undecided variants (``pipeline.sweep.adaptive``)."""
+
+    try:
+        from pipeline.compare import load  # pandas and scipy load once a pass ends, not in every job
+
+        runs = load.load_runs(state["experiment_name"], state["parent"], state["uri"])
+        wanted, stopped = adaptive.plan(runs, load.summary_table(runs), config.sweep.max_seeds)
+    except Exception as err:  # e.g. a single variant: nothing to decide
+        log.warning("sweep.max_seeds: no seeds added: %s", err)
+        return [], None
+    # this pass's identity overrides (added by _open) are set anew by the next pass
+    identity = tuple(
+        f"hydra.job.env_set.{key}=" for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID)
+    )
+    lines = [
+        *config.hydra.overrides.task,
+        *(line for line in config.hydra.overrides.hydra if not any(key in line for key in identity)),
+    ]
+    return adaptive.passes(wanted, lines, state["sweep_id"]), stopped
+
+
+def _open(config) -> dict:
+    """Creates (or reopens) the parent run and hands its identity to every job."""
+    from omegaconf import OmegaConf, open_dict
+
+    task = list(config.hydra.overrides.task)
+    params_node = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + task
+    grid = overrides.expand(arguments)
+    experiment = str(config.hydra.runtime.choices.get("experiment") or "")
+    uri, name, options = config.tracking.uri, config.tracking.experiment_name, config.sweep
+    store.check(uri)  # an unusable store: one line, and no job starts
+    now = time.time()
+    pass_tags = {contract.STARTED: f"{now:.3f}", contract.TOTAL_JOBS: str(len(grid)) if grid else ""}
+    if options.resume:
+        sweep_id, parent = _reopen(uri, name, str(options.resume), experiment, options.stale_after)
+        sweep_runs.set_run_tags(uri, parent, pass_tags)
+    else:
+        sweep_id = uuid.uuid4().hex[:12]
+        factor_keys = (
+            overrides.factors(grid) if grid else [o.key for o in overrides.parse(arguments) if o.is_sweep]
+        )
+        tags = {
+            contract.ROLE: contract.ROLE_SWEEP,
+            contract.SWEEP_ID: sweep_id,
+            contract.EXPERIMENT: experiment,
+            contract.FACTORS: json.dumps([k for k in factor_keys if k != "seed"]),
+            contract.SWEEP_PARAMS: json.dumps(overrides.values(arguments)),
+            contract.OVERRIDES: " ".join(task),
+            **pass_tags,
+        }
+        run_name = f"sweep {experiment or 'multirun'} {sweep_id[:6]}"
+        parent = sweep_runs.start_parent_run(uri, name, run_name, tags)
+        definition = {f"sweep.{key}": value for key, value in overrides.values(arguments).items()}
+        sweep_runs.log_params_to(uri, parent, definition)  # the sweep's definition, as params
+    identity = {contract.ENV_PARENT_RUN_ID: parent, contract.ENV_SWEEP_ID: sweep_id}
+    os.environ.update(identity)  # for this process and the workers it starts
+    with open_dict(config):  # ...and in each job's own config, for workers on other machines
+        for key, value in identity.items():
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={value}")
+    log.info("sweep %s: %s jobs, parent run %s, output in %s", sweep_id, len(grid) if grid else "?", parent,
+             config.hydra.sweep.dir)  # fmt: skip
+    return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
+            "sweep_dir": str(config.hydra.sweep.dir), "started": now}  # fmt: skip
+
+
+def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
+    """The parent run of the sweep to resume, reopened, its stale children marked KILLED."""
+
+    parent = sweep_runs.find_parent(uri, name, None if resume == "last" else resume, experiment)
+    if parent is None:
+        which = f"of experiment={experiment or '(none)'} " if resume == "last" else f"{resume!r} "
+        raise ConfigError(f"sweep.resume={resume}: no sweep {which}in MLflow experiment {name!r} at {uri}")
+    sweep_id, parent_id = parent
+    for child in sweep_runs.children(uri, parent_id):
+        if child["status"] == contract.RUNNING and jobs.is_stale(child, stale_after):
+            sweep_runs.end_run(uri, child["run_id"], contract.KILLED, "stale: its process is gone (resumed)")
+            log.info(
+                "marked stale run %s (%s seed=%s) KILLED", child["run_id"], child["variant"], child["seed"]
+            )
+    sweep_runs.reopen_run(uri, parent_id)
+    return sweep_id, parent_id
+
+
+def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
+    """Ends the parent, then puts the comparison where users look: the terminal, the sweep's
+    folder, and the parent run itself (its description, its metrics, ``comparison/``)."""
+
+    uri, parent = state["uri"], state["parent"]
+    latest = _latest_per_job(sweep_runs.children(uri, parent))
+    failed = [c for c in latest if c["status"] != contract.FINISHED]
+    status = contract.FAILED if failed else contract.FINISHED
+    summary = _summary(state, latest, failed)
+    log.info("\n%s", summary)
+    sweep_runs.log_text_to(uri, parent, summary, "sweep_summary.md")
+    sweep_runs.end_run(uri, parent, status)  # first, so the report says how the sweep ended
+    try:
+        _publish(state, stopped)
+    except Exception as err:  # a comparison problem must not hide the sweep's own outcome
+        log.warning("comparison report skipped: %s", err)
+    finished = len(latest) - len(failed)
+    return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary)
+
+
+def _publish(state: dict, stopped: dict[str, str] | None) -> None:
+    from pipeline.compare import load, report  # pandas and scipy load once a pass ends, not in every job
+
+    uri, parent = state["uri"], state["parent"]
+    runs = load.load_runs(state["experiment_name"], parent, uri)
+    out = os.path.join(state["sweep_dir"], "comparison")
+    result = load.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
+    metric = result.summary.attrs["metric"]
+    means = {
+        f"{metric}/{_metric_key(row['variant'])}": row[f"{metric}_mean"]
+        for _, row in result.summary.iterrows()
+        if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
+    }
+    sweep_runs.log_metrics_to(uri, parent, means)
+    note = report.markdown_summary(result.summary, result.effects)
+    sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
+    experiment_id = store.get_or_create_experiment(uri, state["experiment_name"])
+    print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
+
+
+def _metric_key(variant: str) -> str:
+    """``downsample=stride,regularization=none -> downsample:stride regularization:none``:
+    MLflow's metric keys take letters, digits, ``_-. :/`` only."""
+    import re
+
+    return re.sub(r"[^\w\-. :/]", "_", variant.replace("=", ":").replace(",", " "))
+
+
+def _abort(state: dict, status: str) -> None:
+    """The sweep was interrupted or crashed: every child still RUNNING, and the parent, end."""
+
+    uri, parent = state["uri"], state["parent"]
+    reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
+    for child in sweep_runs.children(uri, parent):
+        if child["status"] == contract.RUNNING:
+            sweep_runs.end_run(uri, child["run_id"], contract.KILLED, reason)
+    sweep_runs.end_run(uri, parent, status)
+    for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+        os.environ.pop(key, None)
+
+
+def _latest_per_job(children: list[dict]) -> list[dict]:
+    """One run per job (config hash): its FINISHED run if it has one, else its latest run."""
+    best: dict[str, dict] = {}
+    for child in children:  # oldest first
+        key = child["config_hash"] or child["run_id"]
+        if best.get(key, {}).get("status") != contract.FINISHED:
+            best[key] = child
+    return list(best.values())
+
+
+def _summary(state: dict, latest: list[dict], failed: list[dict]) -> str:
+    elapsed = _clock(time.time() - state["started"])
+    done = len(latest) - len(failed)
+    lines = [f"# sweep {state['sweep_id']}: {done} of {len(latest)} jobs finished ({elapsed} this pass)", ""]
+    for child in failed:
+        lines.append(f"- {child['status']} {child['variant']} seed={child['seed']}: {child['error']}")
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

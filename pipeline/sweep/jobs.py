@@ -1,0 +1,102 @@
+"""A sweep's job, seen from inside: which sweep it belongs to, and whether it must run.
+
+A job learns its sweep from two environment variables that the sweep sets through the job's own
+config (``hydra.job.env_set``: ``contract.ENV_PARENT_RUN_ID``, ``contract.ENV_SWEEP_ID``), and the
+sweep's definition (factors, size, when this pass started) from the parent run's tags, so a job
+on another machine needs nothing but the tracking server. See ``pipeline.sweep``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import time
+
+from pipeline.config import overrides
+from pipeline.sweep import interrupts
+from pipeline.tracking import contract, scheduler, sweep_runs
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepJob:
+    """One job's view of its sweep: identity from the environment, definition from the parent."""
+
+    sweep_id: str
+    parent_run_id: str
+    tracking_uri: str
+    factors: list[str]
+    total: int | None
+    started: float  # when this pass of the sweep started (a resume starts a new pass)
+
+    def variant(self, pairs: dict[str, str]) -> str:
+        return overrides.variant(pairs, self.factors)
+
+    def tags(self, pairs: dict[str, str], config_hash: str) -> dict[str, str]:
+
+        tags = {
+            contract.PARENT: self.parent_run_id,
+            contract.ROLE: contract.ROLE_JOB,
+            contract.SWEEP_ID: self.sweep_id,
+            contract.CONFIG_HASH: config_hash,
+            contract.HOST: socket.gethostname(),
+            contract.PID: str(os.getpid()),
+            contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
+        }
+        if job_id := scheduler.job_id():
+            tags[contract.SCHEDULER_JOB] = job_id
+        return tags | {contract.factor_tag(k): pairs[k] for k in self.factors if k in pairs}
+
+
+def current_job(tracking_uri: str) -> SweepJob | None:
+    """The sweep this job belongs to, from ``CONVLAB_PARENT_RUN_ID``; None outside a sweep."""
+
+    parent_id = os.environ.get(contract.ENV_PARENT_RUN_ID)
+    if not parent_id:
+        return None
+    tags = sweep_runs.run_tags(tracking_uri, parent_id)
+    total = tags.get(contract.TOTAL_JOBS)
+    return SweepJob(
+        sweep_id=os.environ.get(contract.ENV_SWEEP_ID) or tags.get(contract.SWEEP_ID, ""),
+        parent_run_id=parent_id,
+        tracking_uri=tracking_uri,
+        factors=json.loads(tags.get(contract.FACTORS, "[]")),
+        total=int(total) if total else None,
+        started=float(tags.get(contract.STARTED, time.time())),
+    )
+
+
+def config_hash(resolved: dict) -> str:
+    """A job's identity for resume: its resolved config, seed included, minus where it is tracked."""
+    import hashlib
+
+    kept = {k: v for k, v in resolved.items() if k not in ("hydra", "tracking", "sweep")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def skip_reason(job: SweepJob, digest: str, fail_fast: bool) -> str | None:
+    """Why this job need not run: already FINISHED (resume), or an earlier job failed (fail_fast)."""
+
+    siblings = sweep_runs.children(job.tracking_uri, job.parent_run_id)
+    same = [r for r in siblings if r["config_hash"] == digest]
+    if any(r["status"] == contract.FINISHED for r in same):
+        return "already finished"
+    if any(r["status"] == contract.RUNNING and r["run_id"] and not is_stale(r, None) for r in same):
+        return "running in another process"
+    this_pass = [r for r in siblings if r["start_time"] >= job.started * 1000]
+    if fail_fast and any(r["status"] == contract.FAILED for r in this_pass):
+        return "an earlier job failed (sweep.fail_fast=true)"
+    return None
+
+
+def is_stale(child: dict, stale_after: float | None) -> bool:
+    """Whether a RUNNING child's process is gone (see the module docstring)."""
+
+    if child["host"] == socket.gethostname() and child["pid"]:
+        started = float(child["process_start"]) if child["process_start"] else None
+        return not interrupts.process_alive(int(child["pid"]), started)
+    if stale_after is None:
+        return False
+    last = child["heartbeat"] or child["start_time"] / 1000
+    return time.time() - last > stale_after

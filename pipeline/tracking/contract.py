@@ -1,0 +1,111 @@
+"""The MLflow contract: every name that crosses from the runs that write to what reads them.
+
+Runs and sweeps (``tracking``, ``sweep``, ``runner``) write these tags and metrics; the comparison
+(``compare``), the MLflow UI and the tests read them. A name used on both sides lives here, once.
+
+The parent/child protocol:
+
+- A sweep is one parent run tagged ``ROLE=ROLE_SWEEP`` and ``SWEEP_ID``, holding the sweep's
+  definition (``SWEEP_PARAMS``) and its factors (``FACTORS``, a JSON list of override keys).
+- Each job of the sweep is a child run: ``PARENT`` (MLflow's own nesting tag) names the parent,
+  ``ROLE=ROLE_JOB``, ``SWEEP_ID``, ``VARIANT``, ``SEED``, ``CONFIG_HASH`` (the resolved config,
+  seed included: what resume matches on) and one ``factor_tag(key)`` per factor.
+- Jobs learn their parent from two environment variables (``ENV_PARENT_RUN_ID``,
+  ``ENV_SWEEP_ID``), set through the job's own config (``hydra.job.env_set``), so a job on
+  another machine nests under the parent as long as it reaches the same tracking server.
+- Every run ends in one of ``TERMINAL``; ``ERROR`` holds a failure's first line.
+
+Imports nothing heavy: config-time code and the comparison may use it.
+"""
+
+from __future__ import annotations
+
+# --- run statuses (MLflow's own names) --------------------------------------------------------
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+KILLED = "KILLED"
+TERMINAL = (FINISHED, FAILED, KILLED)
+
+# --- MLflow's own tags ------------------------------------------------------------------------
+PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # a run's description in the UI
+GIT_COMMIT = "mlflow.source.git.commit"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # which view the UI opens an experiment in
+MODEL_TRAINING_KIND = "custom_model_development"
+# A saved view of an experiment's runs (MLflow 3.17's UI): an experiment tag PREFIX + key holding
+# {"name", "createdAt", "updatedAt", "state"}, opened by the experiment page's URL parameter.
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+SAVED_VIEW_PARAM = "viewStateShareKey"
+# MLflow 3.17's UI picks its GenAI or model-training view from the sidebar's switch (kept in the
+# browser, GenAI by default) or this URL parameter, not from EXPERIMENT_KIND: links carry it.
+UI_WORKFLOW_PARAM = "workflowType"
+UI_WORKFLOW_TRAINING = "machine_learning"
+
+# --- convlab's tags ---------------------------------------------------------------------------
+ROLE = "convlab.role"
+ROLE_SWEEP = "sweep"
+ROLE_JOB = "job"
+SWEEP_ID = "convlab.sweep_id"
+EXPERIMENT = "convlab.experiment"  # the experiment preset a sweep ran (``experiment=NAME``)
+FACTORS = "convlab.factors"
+SWEEP_PARAMS = "convlab.sweep_params"
+OVERRIDES = "convlab.overrides"
+VARIANT = "convlab.variant"
+SEED = "convlab.seed"
+JOB = "convlab.job"
+CONFIG_HASH = "convlab.config_hash"
+ERROR = "convlab.error"
+TOTAL_JOBS = "convlab.total_jobs"  # on a sweep's parent: how many jobs this pass launches
+STARTED = "convlab.started"  # on a sweep's parent: when this pass (a run or a resume) started
+HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
+PID = "convlab.pid"
+PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+SCHEDULER_JOB = "convlab.scheduler_job"  # a cluster job's id (SLURM: ``<array>_<index>``)
+LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
+FEATURE_CACHE = "convlab.feature_cache"
+FEATURE_CACHE_KEY = "convlab.feature_cache_key"
+GROUP_PREFIX = "convlab.group."
+FACTOR_PREFIX = "convlab.factor."
+ACCELERATOR_PREFIX = "convlab.accelerator."
+
+
+def group_tag(group: str) -> str:
+    return f"{GROUP_PREFIX}{group}"
+
+
+def factor_tag(key: str) -> str:
+    return f"{FACTOR_PREFIX}{key}"
+
+
+# --- metrics ----------------------------------------------------------------------------------
+# per epoch, step = epoch (1 = after the first)
+LOSS = "loss"
+ACCURACY = "accuracy"
+VAL_LOSS = "val_loss"
+VAL_ACCURACY = "val_accuracy"
+EPOCH_SECONDS = "epoch_seconds"
+IMAGES_PER_SECOND = "images_per_second"
+HEARTBEAT = "heartbeat"  # wall-clock time at each epoch's end: resume's staleness check
+# once per run
+BEST_VAL_ACCURACY = "best_val_accuracy"
+BEST_EPOCH = "best_epoch"
+PARAMETER_COUNT = "parameter_count"
+TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"
+RUN_SECONDS = "run_seconds"
+FEATURE_SECONDS = "feature_seconds"
+SKIPPED_FILES = "dataset.skipped_files"
+# task=predict
+IMAGES = "images"
+MEAN_TOP1_PROBABILITY = "mean_top1_probability"
+
+# --- environment: how a job finds its sweep ---------------------------------------------------
+ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
+ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
+
+# --- dataset inputs: the context each data set is logged with ---------------------------------
+TRAINING = "training"
+VALIDATION = "validation"
+
+MAX_KEY = 250  # MLflow's key length limit
+MAX_VALUE = 6000  # MLflow's param value length limit

@@ -1,0 +1,191 @@
+"""A run's life in MLflow: opened off the critical path, always ended in a terminal state.
+
+Importing MLflow and opening its store costs seconds on a laptop CPU (2 to 4 s), which a bare
+Keras run does not pay. So ``run_context`` returns at once with a ``Run``, and
+``Run.open_in_background()`` (called once TensorFlow is loaded: two big imports at once only
+slow each other down) does that work in a thread while the data loads and the model trains,
+when the main thread mostly waits on TensorFlow's kernels. ``tracking``'s logging calls made
+before the run is open wait in a queue, in order, and are made in the main thread as soon as the
+run is open (``Run.wait``); nothing is dropped.
+
+Whatever happens inside ``run_context``, the run ends FINISHED, FAILED (with the error as the
+``convlab.error`` tag) or KILLED on Ctrl-C or SIGTERM, never left RUNNING. A run that fails
+before it was opened is opened then, so the failure is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+
+from pipeline.tracking import contract, plots, scheduler, store
+
+_opening: list[Run] = []  # the run being opened in this process, if any (one at a time)
+
+
+class Run:
+    """An MLflow run being opened: ``run_id``/``experiment_id`` once ``wait()`` returned."""
+
+    def __init__(self, uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]):
+        self.uri, self.experiment_name, self.run_name, self.tags = uri, experiment_name, run_name, dict(tags)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._queue: list[tuple[Callable, tuple, dict]] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._open = False
+
+    def open_in_background(self) -> None:
+        """Starts importing MLflow, opening the store and creating the run, in a thread."""
+        if self._thread is None and not self._open:
+            self._thread = threading.Thread(
+                target=self._create_in_background, name="convlab-open-run", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the run is MLflow's active run in this thread."""
+        return self._open
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``wait()`` would return without waiting."""
+        return self._open or (self._thread is not None and not self._thread.is_alive())
+
+    def wait(self) -> None:
+        """Blocks until the run exists, makes it MLflow's active run here, then logs what waited."""
+        if self._open:
+            return
+        if self._thread is not None:
+            self._thread.join()
+        elif self.run_id is None and self._error is None:
+            self._create()  # never sent to the background: open it here
+        if self._error is not None:
+            raise self._error
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.start_run(run_id=self.run_id)
+        self._open = True
+        queued, self._queue = self._queue, []
+        for function, args, kwargs in queued:
+            function(*args, **kwargs)
+
+    def defer(self, function: Callable, args: tuple, kwargs: dict) -> bool:
+        """Queues a logging call while the run is still opening; False: make the call now."""
+        if self._open:
+            return False
+        if self.ready:
+            self.wait()
+            return False
+        self._queue.append((function, args, kwargs))
+        return True
+
+    def _create(self) -> None:
+        try:
+            from mlflow import MlflowClient
+            from mlflow.tracking.context import registry
+            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+            self.experiment_id = store.get_or_create_experiment(self.uri, self.experiment_name)
+            # the tags mlflow.start_run would add: source, user, git commit
+            tags = registry.resolve_tags(self.tags | {MLFLOW_RUN_NAME: self.run_name})
+            created = MlflowClient(self.uri).create_run(self.experiment_id, tags=tags, run_name=self.run_name)
+            self.run_id = created.info.run_id
+        except BaseException as err:  # raised again in the main thread, by wait()
+            self._error = err
+
+    def _create_in_background(self) -> None:
+        self._create()
+        if self._error is None:
+            _import_for_later()
+
+
+LATER_IMPORTS = ("mlflow.data", "mlflow.models", "mlflow.tensorflow")  # data sets, signatures, the model
+
+
+def _import_for_later() -> None:
+    """What logging needs once training ends (MLflow's data sets, signature and Keras flavor,
+    matplotlib), imported while it trains: about a second off the end of a run."""
+    import importlib
+
+    for name in LATER_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    plots.pyplot()
+
+
+def defer(function: Callable, args: tuple, kwargs: dict) -> bool:
+    """``tracking``'s hook: True when the call was queued for the run being opened."""
+    return bool(_opening) and _opening[-1].defer(function, args, kwargs)
+
+
+def open_in_background() -> None:
+    """Starts opening the run of this ``run_context`` in a thread (no-op outside one)."""
+    if _opening:
+        _opening[-1].open_in_background()
+
+
+def wait() -> None:
+    """Waits until the run of this ``run_context`` is open (no-op outside one)."""
+    if _opening:
+        _opening[-1].wait()
+
+
+@contextlib.contextmanager
+def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Run]:
+    """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent.
+
+    SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
+    """
+    run = Run(uri, experiment_name, run_name, tags)
+    _opening.append(run)
+    previous = _sigterm_as_interrupt()
+    try:
+        yield run
+        run.wait()  # inside the try: a queued call that fails fails the run
+    except KeyboardInterrupt:
+        _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except BaseException as err:
+        _end(run, "FAILED", f"{type(err).__name__}: {err}")
+        raise
+    else:
+        _end(run, "FINISHED")
+    finally:
+        _opening.remove(run)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _end(run: Run, status: str, error: str | None = None) -> None:
+    """Ends the run; a failure's first line goes to the ``convlab.error`` tag, and a cluster
+    job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``."""
+    import mlflow
+
+    if not run.is_open:  # failed (or was interrupted) before its run was open: open it now
+        try:
+            run.wait()
+        except BaseException:
+            if not run.is_open:
+                return  # the store itself failed: nothing to record the failure in
+    for path in scheduler.job_log_files():
+        with contextlib.suppress(Exception):
+            mlflow.log_artifact(str(path), "scheduler")
+    if error:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][: contract.MAX_VALUE])
+    mlflow.end_run(status)
+
+
+def _sigterm_as_interrupt():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None

@@ -1,0 +1,135 @@
+"""One training run, top to bottom: data, model, fit, log.
+
+``runner.execute`` opens the MLflow run, sets up Keras and calls ``train(plan, strategy)`` with
+the ``wiring.Plan`` read from the config once; every step below takes the plan's plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+
+import numpy as np
+
+from pipeline.data import augment, sources
+from pipeline.model import backbones, features, optimizers, scratch
+from pipeline.tracking import contract, lifecycle, record
+from pipeline.training import artifacts, callbacks
+from pipeline.training.wiring import Plan
+
+Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
+
+
+def train(plan: Plan, strategy) -> Outcome:
+    """Trains the planned model under ``strategy``; returns final metrics, history and model URI."""
+    # Data
+    data = sources.load(**plan.data)
+    _log_data(data)
+    augmentation = augment.build_augmentation(**plan.augmentation)
+    # Model: what fit() trains is the whole model on images, or its head on backbone features
+    # computed once; a frozen backbone with augmentation scores validation on features computed once.
+    with strategy.scope():
+        model = scratch.build_model(
+            (*data.image_size, data.channels), data.num_classes, plan.backbone, plan.head_units,
+            plan.head_activation,
+        )  # fmt: skip
+        trainee, fit_data = _cached_head(plan, model, data) if plan.cache_features else (model, data)
+        on_features = _val_features(plan, model, data) if plan.val_on_features else None
+    lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
+    train_ds, val_ds = sources.to_tf_datasets(
+        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None
+    )
+    if plan.steps_per_epoch:
+        train_ds = train_ds.repeat()
+    with strategy.scope():
+        trainee.compile(
+            optimizer=optimizers.build(*plan.optimizer),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=plan.jit_compile,
+        )
+    _log_parameter_counts(model)
+    # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
+    # figures and the logged model's signature), so there is no second pass after fit().
+    logger = callbacks.epoch_logger(_train_images(plan, len(data.y_train)))
+    scorer = callbacks.val_scorer(
+        *(on_features or (trainee, val_ds)), np.asarray(fit_data.y_val), started=logger.on_test_begin
+    )
+    fit = trainee.fit(
+        train_ds,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        callbacks=[scorer, logger],  # val_* into the epoch's logs, then logged
+        verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
+    )
+    history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
+    # Log: figures, final metrics, the Kaggle submission, the model
+    probabilities = scorer.probabilities
+    artifacts.log_figures(model, data, history, probabilities)
+    metrics = _final_metrics(history)
+    if data.x_test is not None:
+        artifacts.log_submission(model, data.x_test)
+    model_uri = None
+    if plan.log_model:  # at the last epoch's step: the logged model carries the final metrics
+        example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
+        model_uri = record.log_keras_model(model, example, probabilities[:1], step=epochs)
+    return metrics, history, model_uri
+
+
+def _log_data(data) -> None:
+    """The training and validation sets as MLflow inputs, and the files skipped while reading."""
+    digest = data.digest()
+    record.log_dataset(data.name, data.source, digest, data.x_train, data.y_train, contract.TRAINING)
+    # MLflow keeps one input per (name, digest): the validation set gets a digest of its own.
+    val_digest = hashlib.sha256(f"{digest}:{contract.VALIDATION}".encode()).hexdigest()[:16]
+    record.log_dataset(data.name, data.source, val_digest, data.x_val, data.y_val, contract.VALIDATION)
+    if data.from_files:
+        record.log_metrics({contract.SKIPPED_FILES: data.skipped_files})
+
+
+def _log_parameter_counts(model) -> None:
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    counts = {contract.PARAMETER_COUNT: model.count_params(), contract.TRAINABLE_PARAMETER_COUNT: trainable}
+    record.log_metrics(counts)
+
+
+def _train_images(plan: Plan, available: int) -> int:
+    """Training images seen per epoch: all of them, or ``steps_per_epoch`` batches."""
+    if plan.steps_per_epoch:
+        return min(available, plan.steps_per_epoch * plan.batch_size)
+    return available
+
+
+def _final_metrics(history: dict[str, list[float]]) -> dict[str, float]:
+    """The last epoch's metrics plus the best epoch's val_accuracy (logged once)."""
+    best = int(np.argmax(history[contract.VAL_ACCURACY]))
+    best_metrics = {
+        contract.BEST_VAL_ACCURACY: history[contract.VAL_ACCURACY][best],
+        contract.BEST_EPOCH: best + 1,
+    }
+    record.log_metrics(best_metrics)
+    return {k: values[-1] for k, values in history.items()} | best_metrics
+
+
+def _cached_head(plan: Plan, model, data):
+    """``model``'s head, and ``data`` with images replaced by backbone features (computed once)."""
+    import keras
+
+    started = time.perf_counter()
+    policy = keras.mixed_precision.global_policy().name
+    head, x_train, x_val, source, key = features.head_and_features(
+        model, data, plan.backbone_identity, policy, plan.seed, plan.batch_size, plan.feature_cache_dir
+    )
+    record.set_tags({contract.FEATURE_CACHE: source, contract.FEATURE_CACHE_KEY: key})
+    record.log_metrics({contract.FEATURE_SECONDS: time.perf_counter() - started})
+    return head, dataclasses.replace(data, x_train=x_train, x_val=x_val)
+
+
+def _val_features(plan: Plan, model, data):
+    """``model``'s head and the validation images' backbone features, computed once."""
+    extractor, head = backbones.split_at_features(model)
+    images = sources.image_dataset(data, data.x_val, data.y_val).batch(plan.batch_size)
+    return head, [(callbacks.predict_eagerly(extractor, images.prefetch(2)),)]

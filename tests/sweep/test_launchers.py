@@ -1,0 +1,76 @@
+"""Cluster launchers: the SLURM preset composes on submitit's schema; submitit_local runs a sweep."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import cli
+
+from pipeline.tracking import contract, scheduler
+
+SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200", "tracking.log_model=false"]
+
+
+def test_slurm_preset_composes_on_the_plugins_schema(tmp_path):
+    shown = cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"] == "hydra_plugins.convlab_launchers.slurm_launcher.SlurmLauncher"
+    assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["timeout_min"]) == (1, 1, 120)
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"  # where the job logs go
+    assert launcher["partition"] == "gpu"  # every key of the plugin's schema can be set
+    assert "deprecated" not in shown.stderr  # extends the schema, not Hydra's old schema matching
+
+    misspelt = cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.gpus=2", cwd=tmp_path)
+    assert misspelt.returncode != 0 and "gpus" in misspelt.stderr
+
+
+def test_slurm_launcher_is_the_plugins_own_with_a_watch():
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+
+    from hydra_plugins.convlab_launchers.slurm_launcher import SlurmLauncher
+
+    assert issubclass(SlurmLauncher, submitit_launcher.SlurmLauncher)
+
+
+def test_ray_preset_joins_an_existing_cluster(tmp_path):
+    address = "hydra.launcher.ray.init.address=10.0.0.5:6379"
+    shown = cli("--cfg", "hydra", "hydra/launcher=ray_cluster", address, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"] == "hydra_plugins.convlab_launchers.ray_launcher.RayLauncher"
+    # Ray refuses an object store size when joining a cluster: the preset leaves it to the cluster
+    assert launcher["ray"]["init"] == {"address": "10.0.0.5:6379", "object_store_memory": None}
+    assert launcher["ray"]["remote"] == {"num_cpus": 1, "num_gpus": 0}
+    assert "deprecated" not in shown.stderr  # not named `ray`: that is the plugin's own config
+
+
+def test_job_log_files_outside_a_scheduler_is_empty(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert scheduler.job_log_files() == []
+
+
+def test_job_log_files_are_the_submitit_jobs_own_output(tmp_path):
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=tmp_path / "%j")
+    executor.update_parameters(timeout_min=5)
+    job = executor.submit(scheduler.job_log_files)  # runs in its own process, as a sweep job does
+    assert job.result() == [job.paths.stdout, job.paths.stderr]
+    assert "JobEnvironment" in job.paths.stdout.read_text()
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_each_job_in_its_own_process(store, tmp_path):
+    sweep = ["-m", "downsample=stride,maxpool", *SHRUNK, *store.overrides, "hydra/launcher=submitit_local"]
+    result = cli(*sweep, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = store.runs()
+    (parent,) = [r for r in runs if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP]
+    children = [r for r in runs if r.data.tags.get(contract.PARENT) == parent.info.run_id]
+    assert parent.info.status == contract.FINISHED
+    assert len(children) == 2 and {c.info.status for c in children} == {contract.FINISHED}
+    assert len(list(tmp_path.glob("**/.submitit/*/*_log.out"))) == 2  # one process per job
+    for child in children:  # what the scheduler captured of each job sits beside its metrics
+        logged = {a.path for a in store.client().list_artifacts(child.info.run_id, "scheduler")}
+        assert any(path.endswith("_log.out") for path in logged), logged

@@ -1,0 +1,250 @@
+"""MLflow's UI as a user sees it: a sweep's store served by a real ``mlflow server`` and read by
+headless Chromium (Debian's ``chromium``; ``.ci/run`` installs it).
+
+The sweep is written through ``MlflowClient`` to the tracking contract (no training), the
+experiment through ``store.get_or_create_experiment``, the saved view through ``pipeline.tracking.ui``.
+``CONVLAB_SCREENSHOT=path.png`` also saves the sweep view's screenshot there (the README's figure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pipeline.tracking import contract, store, ui
+from pipeline.tracking.server import ServerError, wait_until_ready
+
+CHROMIUM = Path("/usr/bin/chromium")
+# val_accuracy of the stride_vs_pool sweep in the README, per variant and seed (3 seeds)
+SWEEP = {
+    "downsample=stride,regularization=none": [0.9148, 0.9333, 0.9491],
+    "downsample=stride,regularization=dropout": [0.9000, 0.9130, 0.9204],
+    "downsample=maxpool,regularization=none": [0.8963, 0.9074, 0.9185],
+    "downsample=maxpool,regularization=dropout": [0.8722, 0.8778, 0.8806],
+}
+EPOCHS = 5
+
+
+@dataclass
+class ServedSweep:
+    url: str
+    experiment_id: str
+    parent_id: str
+    parent_name: str
+    child_names: list[str]
+    profile: Path  # Chromium's user data folder
+
+
+def _child_name(variant: str, seed: int) -> str:
+    return f"{variant} seed={seed}"
+
+
+def _write_sweep(uri: str) -> tuple[str, str, str]:
+    """A finished 2x2 sweep over 3 seeds, as ``sweep`` and ``tracking`` write it."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = store.get_or_create_experiment(uri, "stride_vs_pool")
+    start = int(time.time() * 1000) - 120_000
+    parent_name = "sweep stride_vs_pool 3f2a1c"
+    parent_tags = {contract.ROLE: contract.ROLE_SWEEP, contract.SWEEP_ID: "3f2a1c"}
+    parent_tags[contract.FACTORS] = json.dumps(["downsample", "regularization"])
+    parent = client.create_run(experiment_id, start_time=start, run_name=parent_name, tags=parent_tags)
+    for job, (variant, finals) in enumerate(SWEEP.items()):
+        for seed, final in enumerate(finals):
+            tags = {contract.PARENT: parent.info.run_id, contract.ROLE: contract.ROLE_JOB}
+            tags |= {contract.SWEEP_ID: "3f2a1c", contract.VARIANT: variant, contract.SEED: str(seed)}
+            tags |= {
+                contract.factor_tag(part.split("=")[0]): part.split("=")[1] for part in variant.split(",")
+            }
+            begin = start + (job * 3 + seed) * 9_000
+            run = client.create_run(
+                experiment_id, start_time=begin, run_name=_child_name(variant, seed), tags=tags
+            )
+            curve = [final - 0.3 / epoch for epoch in range(1, EPOCHS)] + [final]
+            metrics = [
+                Metric(contract.VAL_ACCURACY, value, begin, epoch) for epoch, value in enumerate(curve, 1)
+            ]
+            metrics += [
+                Metric(contract.VAL_LOSS, 1.0 - value, begin, epoch) for epoch, value in enumerate(curve, 1)
+            ]
+            metrics.append(Metric(contract.BEST_VAL_ACCURACY, max(curve), begin, 0))
+            client.log_batch(run.info.run_id, metrics=metrics, synchronous=True)
+            client.set_terminated(run.info.run_id, contract.FINISHED, end_time=begin + 8_000)
+    client.set_terminated(parent.info.run_id, contract.FINISHED, end_time=start + 110_000)
+    return experiment_id, parent.info.run_id, parent_name
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+
+    try:
+        wait_until_ready(url, server, timeout)
+    except ServerError as err:
+        pytest.fail(f"{err}:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def served_sweep(tmp_path_factory) -> ServedSweep:
+    """A real ``mlflow server`` on a free port over a SQLite store holding one sweep.
+
+    It runs in a process group of its own (it starts a uvicorn worker), ended by that group's id.
+    """
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: apt-get install chromium (the browser tests need it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("ui")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    experiment_id, parent_id, parent_name = _write_sweep(uri)
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--artifacts-destination", str(root / "artifacts")]
+    log = root / "server.log"
+    with open(log, "w") as out:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner process
+        server = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url, server, log)
+        names = [
+            _child_name(variant, seed) for variant, finals in SWEEP.items() for seed in range(len(finals))
+        ]
+        yield ServedSweep(url, experiment_id, parent_id, parent_name, names, root / "chromium")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn workers it started
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def chromium(profile: Path, *args: str) -> str:
+    """Runs headless Chromium once; returns its stdout (the DOM for ``--dump-dom``)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += [f"--user-data-dir={profile}", "--virtual-time-budget=15000"]
+    shutil.rmtree(profile, ignore_errors=True)  # a fresh browser: no view remembered from before
+    done = subprocess.run(
+        [str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+class _Text(HTMLParser):
+    """The text a user reads on a page, one string per element, scripts and styles left out."""
+
+    def __init__(self):
+        super().__init__()
+        self.strings: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("script", "style")
+
+    def handle_data(self, data):
+        if not self._hidden and data.strip():
+            self.strings.append(data.strip())
+
+
+def page_text(url: str, profile: Path) -> list[str]:
+    parser = _Text()
+    parser.feed(chromium(profile, "--dump-dom", url))
+    return parser.strings
+
+
+def assert_training_view(strings: list[str]) -> None:
+    """The model-training view on the Runs tab, not the GenAI view (Overview, Traces, Judges, Prompts)."""
+    assert strings[0].startswith("Runs - Experiment"), strings[:5]
+    assert "Model registry" in strings
+    assert not {"Judges", "Prompts", "Overview"} & set(strings), strings[:40]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_experiment_opens_on_its_runs_in_the_training_view(served_sweep):
+    strings = page_text(ui.experiment_url(served_sweep.url, served_sweep.experiment_id), served_sweep.profile)
+
+    assert_training_view(strings)
+    assert served_sweep.parent_name in strings  # the sweep's parent, its jobs nested (collapsed) under it
+    count = strings.index("matching runs") - 1
+    assert strings[count] == str(1 + len(served_sweep.child_names))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_sweep_view_lists_the_jobs_grouped_by_variant(served_sweep, tmp_path):
+    url = ui.sweep_view_url(served_sweep.url, served_sweep.experiment_id, served_sweep.parent_id)
+    strings = page_text(url, served_sweep.profile)
+
+    assert_training_view(strings)
+    assert f"Group by: {contract.VARIANT}" in strings
+    assert [s for s in strings if s.startswith("Group: ")] == [f"Group: {variant}" for variant in SWEEP]
+    assert set(served_sweep.child_names) <= set(strings)
+    assert served_sweep.parent_name not in strings  # only the sweep's jobs
+
+    shot = Path(os.environ.get("CONVLAB_SCREENSHOT") or tmp_path / "sweep.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    chromium(served_sweep.profile, "--hide-scrollbars", "--window-size=1400,900", f"--screenshot={shot}", url)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_experiments_are_created_for_the_training_view_and_old_ones_get_the_tag(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    new = store.get_or_create_experiment(uri, "fresh")
+    old = client.create_experiment("from an older convlab")  # no kind: MLflow's UI guesses
+
+    assert store.get_or_create_experiment(uri, "from an older convlab") == old
+    for experiment_id in (new, old):
+        assert (
+            client.get_experiment(experiment_id).tags[contract.EXPERIMENT_KIND]
+            == contract.MODEL_TRAINING_KIND
+        )
+
+
+def test_sweep_view_on_a_sqlite_store_says_how_to_open_it(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    uri = "sqlite:///mlflow.db"  # relative, as MLflow's default is
+    experiment_id = store.get_or_create_experiment(uri, "sweeps")
+    parent = mlflow.MlflowClient(uri).create_run(experiment_id, run_name="sweep x").info.run_id
+
+    assert ui.sweep_view_url(uri, experiment_id, parent) is None
+    hint = ui.sweep_view_hint(uri, experiment_id, parent)
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in hint
+    assert ui.view_path(experiment_id, ui.view_key(parent)) in hint
+    tags = mlflow.MlflowClient(uri).get_experiment(experiment_id).tags
+    saved = json.loads(tags[f"{contract.SAVED_VIEW_PREFIX}{ui.view_key(parent)}"])
+    assert saved["name"] == "sweep x: runs by variant"
+    assert json.loads(saved["state"])["groupBy"]["groupByKeys"] == [
+        {"mode": "tag", "groupByData": contract.VARIANT}
+    ]
