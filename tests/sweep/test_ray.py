@@ -5,6 +5,9 @@ only: the fixture makes a private network namespace (``unshare -n``, then ``ip l
 where the node IP is 127.0.0.1, starts ``ray start --head --num-cpus=2`` in it, and runs each
 sweep in it too (``nsenter``). The tracking store is SQLite on disk, which the namespace shares.
 Without Ray, or without the rights to make a namespace, these tests skip; in CI they fail.
+
+Slow by nature (1.5 to 3 minutes each on 2 cores: starting Ray, TensorFlow loading in each
+worker); the 4-job sweep is run once and shared by the tests that read it (a session fixture).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ CPU-sized jobs (no GPU, 1 CPU, 3 GB each) on the single-node cluster, tracked to
 or to SQLite on the shared disk. Without a cluster these tests skip; in CI (``CI=true`` or
 ``CONVLAB_REQUIRE_CLUSTER=1``) they fail. The preset's GPU keys cannot be exercised on these
 CPU-only machines: ``test_launchers.py`` checks that they compose.
+
+Slow by nature, each 1 to 2.5 minutes on 2 cores: every SLURM job loads TensorFlow in a process of
+its own, and the cases wait on SLURM's own clocks (a 1-minute time limit, its kill wait) or on
+``sweep.stale_after``. The 4-job sweep is run once and shared (a session fixture).
 """
 
 from __future__ import annotations
