@@ -8,8 +8,8 @@ on all of them at once instead (one ``sacct`` call per poll for the whole sweep)
 - a job that ends without a result gets ONE line, and its run says why in ``convlab.error``
   (SLURM's own word: ``TIMEOUT``, ``CANCELLED``, ``NODE_FAIL``...); the sweep goes on;
 - a job that SLURM still counts as running but that has sent no heartbeat (a metric its run logs
-  at every epoch end) for ``sweep.stale_after`` seconds is given up: cancelled, its run ended
-  KILLED, one line;
+  at every epoch end; before its run opens, a line written to its log file) for
+  ``sweep.stale_after`` seconds is given up: cancelled, its run ended KILLED, one line;
 - Ctrl-C or SIGTERM cancels every job of the sweep and waits until SLURM has stopped them, so
   nothing is left running or queued.
 
@@ -186,6 +186,15 @@ def _close_run(run: dict | None, uri: str, reason: str) -> None:
         log.warning("could not record why run %s ended: %s", run["run_id"], err)
 
 
+def _written(job) -> list[float]:
+    """When the job last wrote to its stdout or stderr file (on the shared disk)."""
+    times = []
+    for path in (job.paths.stdout, job.paths.stderr):
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return times
+
+
 def _stale(item: Watched, run: dict | None, stale_after: float, now: float) -> str | None:
     """Why a job SLURM counts as running is given up: no heartbeat for ``stale_after`` s."""
     state = _state(item.job)
@@ -196,7 +205,7 @@ def _stale(item: Watched, run: dict | None, stale_after: float, now: float) -> s
         return None
     if run is not None and run["status"] != contract.RUNNING:
         return None  # its run has ended: the job is wrapping up
-    signs = [item.seen_running]
+    signs = [item.seen_running, *_written(item.job)]  # before its run opens, what the job prints
     if run is not None:
         signs += [run["start_time"] / 1000, run["heartbeat"] or 0.0]
     silent = now - max(signs)

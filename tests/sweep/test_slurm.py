@@ -204,7 +204,7 @@ def test_a_job_past_its_time_limit_ends_killed_and_the_sweep_goes_on(slurm, stor
 def test_a_job_that_goes_silent_is_given_up_after_stale_after(slurm, store, tmp_path):
     import psutil
 
-    args = ["seed=0", "trainer.epochs=100000", *TINY, *store.overrides, *CPU_SIZED, "sweep.stale_after=30"]
+    args = ["seed=0", "trainer.epochs=100000", *TINY, *store.overrides, *CPU_SIZED, "sweep.stale_after=45"]
     process = start(tmp_path, *args)
     (run,) = wait_for(lambda: training(store.uri, store.experiment), timeout=300)
     job = run.data.tags[contract.SCHEDULER_JOB]
@@ -218,7 +218,7 @@ def test_a_job_that_goes_silent_is_given_up_after_stale_after(slurm, store, tmp_
     output = stdout + stderr
     assert "Traceback" not in output, output[-3000:]
     lines = [line for line in output.splitlines() if f"SLURM job {job} " in line]
-    assert len(lines) == 1 and "no heartbeat" in lines[0] and "sweep.stale_after=30" in lines[0], output
+    assert len(lines) == 1 and "no heartbeat" in lines[0] and "sweep.stale_after=45" in lines[0], output
     assert process.returncode != 0
     killed = store.client().get_run(run.info.run_id)
     assert killed.info.status == contract.KILLED and "no heartbeat" in killed.data.tags[contract.ERROR]
