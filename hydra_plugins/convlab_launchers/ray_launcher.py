@@ -9,8 +9,6 @@ Only defined when hydra-ray-launcher is installed (``pip install -e ".[ray]"``).
 
 from __future__ import annotations
 
-from pipeline.sweep import ray_cluster
-
 try:
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _PluginRayLauncher
 except ImportError:  # hydra/launcher=ray then says the class cannot be found
@@ -20,4 +18,7 @@ if _PluginRayLauncher is not None:
 
     class RayLauncher(_PluginRayLauncher):
         def launch(self, job_overrides, initial_job_idx: int):
+            # Hydra imports every plugin module at start-up: the sweep floor loads only here
+            from pipeline.sweep import ray_cluster
+
             return ray_cluster.launch(self, job_overrides, initial_job_idx)

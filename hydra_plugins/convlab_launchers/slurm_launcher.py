@@ -20,9 +20,6 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from pipeline.sweep import slurm
-from pipeline.tracking import contract
-
 log = logging.getLogger(__name__)
 
 
@@ -35,6 +32,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         return super().__call__(*args, **kwargs)
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        # Hydra imports every plugin module at start-up (--help, --cfg job): the sweep floor loads here
+        from pipeline.sweep import slurm
+        from pipeline.tracking import contract
+
         assert self.config is not None
         executor = self._executor()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
