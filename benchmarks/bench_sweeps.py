@@ -123,13 +123,16 @@ def scale_out(shrink: list[str], seeds: int) -> None:
     print(f"\nFrom a laptop to a cluster: stride_vs_pool, {jobs} jobs ({' '.join(shrink) or 'as preset'})")
     print(f"{'launcher':<36}{'store':<22}{'wall s':>9}{'jobs/min':>10}")
     with tempfile.TemporaryDirectory() as folder:
-        rows = [*_server_sweeps(sweep, Path(folder)), _ray_sweep(sweep, Path(folder))]
-    for name, store, seconds in filter(None, rows):
-        print(f"{name:<36}{store:<22}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}")
+        for name, store, seconds in _server_sweeps(sweep, Path(folder)):
+            print(f"{name:<36}{store:<22}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}", flush=True)
+        if row := _ray_sweep(sweep, Path(folder)):
+            name, store, seconds = row
+            print(f"{name:<36}{store:<22}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}", flush=True)
 
 
-def _server_sweeps(sweep: list[str], folder: Path) -> list[tuple[str, str, float]]:
-    """basic, joblib and SLURM (when there is one), tracked to a team server started here."""
+def _server_sweeps(sweep: list[str], folder: Path):
+    """basic, joblib and SLURM (when there is one), tracked to a team server started here: rows
+    as they are measured."""
     reason = server.unavailable()
     if reason:
         print(f"team server skipped: {reason}")
@@ -140,7 +143,6 @@ def _server_sweeps(sweep: list[str], folder: Path) -> list[tuple[str, str, float
     database = server.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
     port = _free_port()
     process = server.launch(database, folder / "artifacts", port, folder / "server.log")
-    rows = []
     try:
         uri = f"http://127.0.0.1:{port}"
         server.wait_until_ready(uri, process, timeout=300)
@@ -148,11 +150,10 @@ def _server_sweeps(sweep: list[str], folder: Path) -> list[tuple[str, str, float
         for name, launcher in launchers.items():
             experiment = f"tracking.experiment_name=bench_{name.split()[0].lower()}"
             command = [sys.executable, "-m", "pipeline", *sweep, *launcher, experiment]
-            rows.append((name, "team server", timed(command, folder, env)))
+            yield name, "team server", timed(command, folder, env)
     finally:
         server.stop(process)
         server.drop_database(database)
-    return rows
 
 
 def _ray_sweep(sweep: list[str], folder: Path) -> tuple[str, str, float] | None:

@@ -3,8 +3,9 @@
 Called by ``hydra/launcher=ray`` (``hydra_plugins.convlab_launchers.ray_launcher``) in place of
 hydra-ray-launcher's own ``launch``, which it follows, with two changes:
 
-- every job gets the sweep's folder as an absolute path: a Ray worker runs in a working
-  directory of its own, and the jobs must share one folder (the frozen backbone's features);
+- every job gets the sweep's folder as an absolute path and the store as this command resolved
+  it: a Ray worker runs in a working directory of its own, with the cluster's environment (not
+  this command's ``MLFLOW_TRACKING_URI``), and the jobs must share one folder and one store;
 - Ctrl-C or SIGTERM (``KeyboardInterrupt`` here) cancels every job: Ray raises
   ``KeyboardInterrupt`` in a running job, whose run ends KILLED (``tracking.lifecycle.run_context``),
   and drops the queued ones; the sweep waits for that before its own runs are closed.
@@ -46,6 +47,9 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
             sweep_config.hydra.job.id = f"job_id_for_{idx}"
             sweep_config.hydra.job.num = idx
             sweep_config.hydra.sweep.dir = str(sweep_dir)
+            # a Ray worker has the cluster's environment, not this command's: the store
+            # ($MLFLOW_TRACKING_URI here) is resolved here, where the user set it
+            sweep_config.tracking.uri = str(config.tracking.uri)
             refs.append(
                 launch_job_on_ray(
                     launcher.hydra_context,

@@ -85,10 +85,11 @@ def ray_cluster(tmp_path_factory):
         namespace.wait()
 
 
-def in_cluster(cluster: RayCluster, cwd: Path, *args: str, timeout: float = 600):
+def in_cluster(cluster: RayCluster, cwd: Path, *args: str, env: dict, timeout: float = 600):
     """``python -m pipeline -m ARGS`` inside the cluster's namespace; the CompletedProcess."""
     command = cluster.command(sys.executable, "-m", "pipeline", "-m", *args, *cluster.launcher)
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    full_env = {**os.environ, **env}
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +109,8 @@ def ray_sweep(ray_cluster, tmp_path_factory):
         ray_cluster, folder, "experiment=transfer_learning", "backbone=mobilenet_v2", "backbone.alpha=0.35",
         "backbone.input_size=[32,32]", f"backbone.weights={weights}", f"dataset.path={root}",
         "augmentation=none", "seed=0,1,2,3", "trainer.epochs=1", "trainer.batch_size=4",
-        "tracking.log_model=false", f"tracking.uri={uri}", f"tracking.experiment_name={experiment}",
+        "tracking.log_model=false", f"tracking.experiment_name={experiment}",
+        env={"MLFLOW_TRACKING_URI": uri},  # here, not in the cluster's workers: the sweep hands it on
     )  # fmt: skip
     return result, uri, experiment, folder, time.time() - started
 
