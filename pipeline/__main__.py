@@ -10,7 +10,7 @@ import sys
 
 import hydra
 
-from pipeline.config import composition
+from pipeline.config import composition, help
 from pipeline.config.errors import ConvlabError
 from pipeline.quiet import quiet_stderr
 from pipeline.sweep import adaptive, interrupts
@@ -26,6 +26,7 @@ def _hydra_main(cfg) -> float:
 
 def main() -> None:
     composition.register_experiments()
+    help.register()  # ${convlab_help:}: --help's list of every option
     try:
         # overrides are key=value (or ~key); other words are flags' values (--cfg job, -p PKG)
         lines = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg[0] == "~")]

@@ -6,6 +6,7 @@ of a sweep) and the Python API (``pipeline.run``). Below this module nothing rea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -36,6 +37,7 @@ def task(cfg) -> float:
     job = jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
     digest = jobs.config_hash(resolved)
     variant = job.variant(pairs) if job else overrides.variant(pairs)
+    claimed = None
     try:
         run = _validate(cfg)
         if job is not None and (reason := jobs.skip_reason(job, digest, run.sweep.fail_fast)):
@@ -47,7 +49,13 @@ def task(cfg) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
-
+        if job is not None:  # each job is trained once, however many processes run the sweep
+            name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
+            claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
+            if claimed is None:
+                log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
+                return math.nan
+            info = dataclasses.replace(info, claimed_run_id=claimed)
         return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
         if job is None:
@@ -56,7 +64,10 @@ def task(cfg) -> float:
             raise
         # A sweep goes on: the job is recorded FAILED (here if it failed before its run opened)
         # and named in the sweep's summary.
-        if isinstance(err, ConvlabError):
+        unrecordable = isinstance(err, (store.DiskFullError, store.OutageError))  # the store cannot take it
+        if claimed is not None and not unrecordable:  # failed before its run opened?
+            sweep_runs.end_if_running(job.tracking_uri, claimed, contract.FAILED, f"{err}")
+        elif isinstance(err, ConvlabError) and not unrecordable:  # its run is ended
             _record_failure(job, cfg, pairs, digest, variant, err)
         log.error("job failed: %s: %s", type(err).__name__, err)
         return math.nan
@@ -122,11 +133,13 @@ def _validate(cfg):
     """The typed run, its store and data files checked too: before TensorFlow loads or a run opens."""
     run = composition.validate(cfg)
     store.check(run.tracking.uri)
-    checks.check_data(
+    layout = checks.check_data(
         run.task,
         validation_split=run.trainer.validation_split,
         **run.dataset.model_dump(include={"name", "path", "test_path", "max_samples"}),
     )
+    if layout:  # the run's first log line: which folders train, validate and test
+        log.info("%s", layout)
     return run
 
 

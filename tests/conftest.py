@@ -116,6 +116,65 @@ class Store:
         return mlflow.MlflowClient(self.uri)
 
 
+@pytest.fixture(scope="session")
+def adam_sgd_sweep(tracking_uri, tmp_path_factory):
+    """The ``optimizer=adam,sgd`` x ``seed=0,1`` grid, run once for the tests that need it: in
+    parallel (joblib, 2 workers) and with adaptive seeding up to 3 seeds, whose first round is that
+    grid. Returns ``(CompletedProcess, Store)``; its experiment is this sweep's alone."""
+    folder = tmp_path_factory.mktemp("adam_sgd")
+    sweep_store = Store(tracking_uri, "adam_sgd_sweep")
+    shrunk = ["trainer.epochs=1", "dataset.max_samples=150", "tracking.log_model=false"]
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=adam,sgd", "seed=0,1"]
+    args += ["sweep.max_seeds=3", *shrunk, *sweep_store.overrides]
+    return cli(*args, cwd=folder, timeout=900), sweep_store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | None = None):
+    """``python -m pipeline.server --setup`` on 127.0.0.1 as a team would: a fresh database,
+    dropped afterwards. Skips where PostgreSQL or root is missing (fails with CONVLAB_REQUIRE_SERVER=1)."""
+    reason = server.unavailable()
+    if reason:
+        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
+            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("server")
+    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    port = free_port()
+    log = folder / "server.log"
+    process = server.launch(
+        database, folder / "artifacts", port, log, auth=auth, admin_password=admin_password
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_until_ready(url, process, timeout=240)
+        yield url
+    except server.ServerError as err:
+        pytest.fail(f"{err}; its log: {log.read_text()[-2000:]}")
+    finally:
+        server.stop(process)
+        server.drop_database(database)
+
+
+@pytest.fixture(scope="session")
+def server_uri(tmp_path_factory):
+    """A PostgreSQL-backed MLflow server on 127.0.0.1 (no login: loopback) for this test session."""
+    yield from _start_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """``(url, admin password)``: a server with MLflow's basic-auth (``--auth``), for this session."""
+    password = secrets.token_urlsafe(16)
+    for url in _start_server(tmp_path_factory, auth=True, admin_password=password):
+        yield url, password
+
+
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, **kwargs):
     """Runs ``python -m pipeline ARGS`` as a user would; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
@@ -216,34 +275,3 @@ def write_sweep_run(client, experiment_id, factors: list, params: dict, start_ti
     tags = {contract.ROLE: contract.ROLE_SWEEP, contract.SWEEP_ID: "abc123"}
     tags |= {contract.FACTORS: json.dumps(factors), contract.SWEEP_PARAMS: json.dumps(params)}
     return client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
-
-
-# --- the team server: PostgreSQL + ``python -m pipeline.server`` (tests/tracking, tests/sweep) -----
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def server_uri(tmp_path_factory):
-    """A PostgreSQL-backed MLflow server on 127.0.0.1 for this test session: a fresh database,
-    started through ``python -m pipeline.server --setup`` as a team would, dropped afterwards."""
-    reason = server.unavailable()
-    if reason:
-        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("server")
-    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
-    port = free_port()
-    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        server.wait_until_ready(url, process, timeout=240)
-        yield url
-    except server.ServerError as err:
-        pytest.fail(f"{err}; its log: {(folder / 'server.log').read_text()[-2000:]}")
-    finally:
-        server.stop(process)
-        server.drop_database(database)

@@ -48,7 +48,8 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     counts them). Columns: ``run_id``, ``variant``, ``seed``, ``status``, ``error``,
     ``attempts``, each factor's level, each metric's final value, ``epochs``,
     ``seconds_per_epoch``, ``best_val_loss`` and ``history`` (``{metric: {epoch: value}}``).
-    ``attrs``: experiment, parent_run_id, parent_status, factors, sweep_params, metrics, tracking_uri.
+    ``attrs``: experiment, parent_run_id, sweep_id, parent_status, factors, sweep_params, metrics,
+    tracking_uri.
     """
     uri = resolve_uri(tracking_uri)
     client = sweep_runs.client(uri)
@@ -58,12 +59,14 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     query = f"tags.`{contract.PARENT}` = '{parent_id}' and tags.`{contract.ROLE}` = '{contract.ROLE_JOB}'"
     children = client.search_runs([parent.info.experiment_id], query, max_results=50_000)  # store's cap
     if not children:
-        raise CompareError(f"sweep {parent_id} of experiment {experiment!r} has no job runs yet")
+        sweep_id = parent.data.tags.get(contract.SWEEP_ID, parent_id)
+        raise CompareError(f"sweep {sweep_id} of experiment {experiment!r} has no job runs yet")
     runs = tables.one_per_job(pd.DataFrame([_run_row(client, child, factors) for child in children]))
     observed = set().union(*(child.data.metrics for child in children))
     runs.attrs.update(
         experiment=experiment,
         parent_run_id=parent_id,
+        sweep_id=parent.data.tags.get(contract.SWEEP_ID, parent_id),
         parent_status=parent.info.status,
         factors=factors,
         sweep_params=sweep_runs.json_tag(parent, contract.SWEEP_PARAMS, {}),
@@ -119,7 +122,7 @@ def summarize(
         experiment: MLflow experiment name (the preset's name).
         sweep: a sweep id or its parent run id; None for the experiment's latest sweep.
         metric: compared at its final value; lower is better when the name has "loss" or "seconds".
-        baseline: variant label the others are compared with; None for the sweep's defaults.
+        baseline: variant label the others are compared with; None: ``tables.BASELINE_RULE``.
         tracking_uri: None for ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
         stopped: per variant, why the sweep stopped adding seeds (a ``stopped`` column).
     """
@@ -237,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metric", default=contract.VAL_ACCURACY, help="compared at its final value (%(default)s)"
     )
-    parser.add_argument("--baseline", help="variant to compare with (default: the sweep's defaults)")
+    parser.add_argument("--baseline", help=f"variant to compare with (default: {tables.BASELINE_RULE})")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")
     parser.add_argument("--tracking-uri", help=f"default: $MLFLOW_TRACKING_URI or {store.DEFAULT_URI}")
     parser.add_argument("--no-log", action="store_true", help="don't log the report to the parent run")

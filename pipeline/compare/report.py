@@ -56,7 +56,8 @@ def terminal_table(summary: pd.DataFrame) -> str:
     """The comparison with the baseline as an aligned plain-text table, with a one-line header."""
     a = summary.attrs
     head = (
-        f"{a['experiment']} (sweep {a['parent_run_id']}): final {a['metric']}, mean ± std over seeds; "
+        f"{a['experiment']} (sweep {a.get('sweep_id')}, parent run {a['parent_run_id']}): "
+        f"final {a['metric']}, mean ± std over seeds; "
         f"{METHOD.replace('the baseline', repr(a['baseline']))}; alpha={a['alpha']}; detectable: the "
         f"smallest difference these seeds detect with {a['power']:.0%} power; seeds needed: to detect the "
         "observed difference"
@@ -177,7 +178,8 @@ def _error(run) -> str:
 def _sweep_line(a: dict) -> str:
     params = ", ".join(f"`{key}={value}`" for key, value in a["sweep_params"].items()) or "(not recorded)"
     return (
-        f"Sweep `{a['parent_run_id']}` (status {a['parent_status']}) in MLflow `{a['tracking_uri']}`; "
+        f"Sweep `{a.get('sweep_id')}` (parent run `{a['parent_run_id']}`, status {a['parent_status']}) "
+        f"in MLflow `{a['tracking_uri']}`; "
         f"sweep definition {params}."
     )
 
@@ -195,7 +197,7 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         f"Test: each variant against the baseline by {METHOD.split(' by ', 1)[1]} "
         f"(tests used: {', '.join(sorted(set(summary.test) - {''})) or 'none'}); "
         f"verdicts use the adjusted p-values, alpha = {a['alpha']}.",
-        f"Intervals (95%) of means: {_scales(summary)}. Of differences: the test's t interval.",
+        f"Intervals (95%) of means: {_scales(summary)}. Of differences: {_difference_method(a['metric'])}.",
         f"Seeds: {seeds}; finished seeds per variant: {counts}; epochs: {epoch_text}; "
         f"jobs: {len(done)} finished, {len(runs) - len(done)} did not finish.",
         "With few seeds a test has little power: 'no evidence of a difference' is not evidence "
@@ -204,6 +206,12 @@ def _method(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         "many seeds per variant would detect the observed difference with that power (alpha before "
         "the correction).",
     ]
+
+
+def _difference_method(metric: str) -> str:
+    if stats.bound_for(metric) is None:
+        return "the test's t interval"
+    return f"{stats.BOUNDED}; 'detectable' is at most 1 (1: these seeds detect no possible difference)"
 
 
 def _scales(summary: pd.DataFrame) -> str:

@@ -31,6 +31,10 @@ SCALES = {
     LOGIT: "a t interval on the logit scale (delta method), mapped back, so it stays within [0, 1]",
     T: "a plain t interval",
 }
+# A difference of two accuracies lies in [-1, 1]: its t interval is intersected with that range
+# (the true difference is inside it, so coverage is kept) and 'detectable' is capped at 1 (these
+# seeds detect no possible difference with the power asked for).
+BOUNDED = "the test's t interval intersected with [-1, 1], where a difference of two accuracies lies"
 
 
 class Comparison(NamedTuple):
@@ -77,20 +81,37 @@ def mean_ci(values, confidence: float = CONFIDENCE, scale: str = T) -> tuple[flo
     return mean, std, low, high
 
 
-def versus(values: pd.Series, reference: pd.Series, confidence: float = CONFIDENCE) -> Comparison | None:
+def versus(
+    values: pd.Series, reference: pd.Series, confidence: float = CONFIDENCE, bound: float | None = None
+) -> Comparison | None:
     """``values - reference``: paired on their shared index (seeds) when at least 2 pair, else Welch.
 
     Both series are indexed by what pairs runs (the seed, plus the other factors' levels for a
     main effect); NaN values are left out. Runs without a partner are left out of a paired
-    test. None when neither test has two values a side.
+    test. None when neither test has two values a side. With ``bound`` (1 for accuracies: their
+    difference lies in [-1, 1]) the interval is intersected with [-bound, bound] and
+    ``detectable`` is at most ``bound``.
     """
     values, reference = values.dropna(), reference.dropna()
     shared = values.index.intersection(reference.index)
     if len(shared) >= 2:
-        return paired(values[shared].to_numpy(float), reference[shared].to_numpy(float), confidence)
-    if len(values) >= 2 and len(reference) >= 2:
-        return welch(values.to_numpy(float), reference.to_numpy(float), confidence)
-    return None
+        result = paired(values[shared].to_numpy(float), reference[shared].to_numpy(float), confidence)
+    elif len(values) >= 2 and len(reference) >= 2:
+        result = welch(values.to_numpy(float), reference.to_numpy(float), confidence)
+    else:
+        return None
+    return result if bound is None else bounded(result, bound)
+
+
+def bound_for(metric: str) -> float | None:
+    """1 for metrics in [0, 1] (accuracies: a difference of two lies in [-1, 1]), else None."""
+    return 1.0 if scale_for(metric) == LOGIT else None
+
+
+def bounded(result: Comparison, bound: float) -> Comparison:
+    """``result`` with its interval inside [-bound, bound] and ``detectable`` at most ``bound``."""
+    low, high = max(result.ci_low, -bound), min(result.ci_high, bound)
+    return result._replace(ci_low=low, ci_high=high, detectable=min(result.detectable, bound))
 
 
 def paired(values, reference, confidence: float = CONFIDENCE) -> Comparison:

@@ -23,6 +23,7 @@ SUMMARIZED = (C.VAL_ACCURACY, C.BEST_VAL_ACCURACY, C.VAL_LOSS, "best_val_loss")
 DERIVED = ("best_val_loss", "epochs", "seconds_per_epoch")  # computed by ``derived``, not logged
 STATS = ("mean", "std", "ci_low", "ci_high")
 NOT_FINISHED = (C.FAILED, C.KILLED)
+BASELINE_RULE = "'default' if the sweep ran it, else the variant at each factor's first listed value"
 BASELINE, REFERENCE = "baseline", "reference"  # the verdict of the row the others are compared with
 DIFFERENCE = ["difference", "difference_ci_low", "difference_ci_high", "p_value", "p_adjusted"]
 INTERNAL = ("variance", "df_per_seed", "cells")  # what _decide needs, dropped after
@@ -64,7 +65,9 @@ def summary_frame(
             row.update(zip([f"{column}_{stat}" for stat in STATS], estimate, strict=True))
         row["ci_scale"] = stats.scale_for(metric)
         mine_keyed = _keyed(ok, metric, ["seed"])
-        rows.append(row | _versus(mine_keyed, reference, variant == baseline, BASELINE) | {"cells": 1})
+        rows.append(
+            row | _versus(mine_keyed, reference, variant == baseline, BASELINE, metric) | {"cells": 1}
+        )
     summary = _decide(pd.DataFrame(rows), metric, BASELINE)
     if stopped is not None:
         summary["stopped"] = [stopped.get(variant, "") for variant in summary.variant]
@@ -87,7 +90,8 @@ def effects_frame(runs: pd.DataFrame, levels: dict[str, list[str]], metric: str)
             values = _keyed(done[done[factor] == level], metric, [*others, "seed"])
             row = {"factor": factor, "level": level, "n_runs": len(values)}
             row.update(zip(STATS, stats.mean_ci(values, scale=stats.scale_for(metric)), strict=True))
-            rows.append(row | _versus(values, reference, level == first, REFERENCE) | {"cells": cells})
+            versus = _versus(values, reference, level == first, REFERENCE, metric)
+            rows.append(row | versus | {"cells": cells})
     columns = ["factor", "level", "n_runs", *STATS, *VERSUS]
     frame = pd.DataFrame(rows, columns=[*columns, *INTERNAL])
     return _decide(frame, metric, REFERENCE) if len(frame) else frame[columns]
@@ -175,13 +179,13 @@ def _keyed(runs: pd.DataFrame, metric: str, keys: list[str]) -> pd.Series:
     return runs.groupby(keys, sort=True)[metric].mean().dropna()
 
 
-def _versus(values: pd.Series, reference: pd.Series, is_reference: bool, label: str) -> dict:
+def _versus(values: pd.Series, reference: pd.Series, is_reference: bool, label: str, metric: str) -> dict:
     difference = values.mean() - reference.mean() if len(values) and len(reference) else math.nan
     row = dict.fromkeys(VERSUS, math.nan) | {"test": "", "n_compared": 0, "difference": difference}
     row |= {"variance": math.nan, "df_per_seed": math.nan}
     if is_reference:
         return row | {"difference": 0.0, "verdict": label}
-    result = stats.versus(values, reference)
+    result = stats.versus(values, reference, bound=stats.bound_for(metric))
     if result is None:
         return row | {"verdict": stats.TOO_FEW}
     row |= {"test": result.test, "n_compared": result.n, "difference": result.difference}

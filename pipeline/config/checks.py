@@ -12,6 +12,7 @@ pixel) is left to the loaders in ``data``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -32,7 +33,7 @@ def check_data(
     *,
     validation_split: float = 0.2,
     max_samples: int | None = None,
-) -> None:
+) -> str | None:
     """Refuses a data set that cannot train (or, for ``task="predict"``, cannot be predicted on).
 
     Args:
@@ -43,6 +44,9 @@ def check_data(
         test_path: a Kaggle ``test.csv`` to predict, without labels.
         validation_split: the share of images held out when there is no ``val/`` folder.
         max_samples: the stratified subset the run trains on, if any.
+
+    Returns:
+        For an image folder, the layout found, in one line (for the run's first log line).
 
     Raises:
         DataError: one line naming the file or folder and the problem.
@@ -56,7 +60,8 @@ def check_data(
         if test_path is not None:
             _check_csv(Path(test_path), labelled=False)
     elif name == "image_folder":
-        _check_image_folder(Path(path), validation_split, max_samples)
+        return _check_image_folder(Path(path), validation_split, max_samples).describe(validation_split)
+    return None
 
 
 def why_not_image(file: Path) -> str | None:
@@ -193,30 +198,85 @@ def _check_split(
 
 
 # --- image folders ------------------------------------------------------------------------------
-def _check_image_folder(root: Path, validation_split: float, max_samples: int | None) -> None:
+VAL_NAMES = ("val", "valid", "validation")  # synonyms, as data sets name their validation folder
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderLayout:
+    """How an image folder is laid out, as ``image_folder_layout`` found it.
+
+    ``train``'s sub-folders are the classes. ``val`` is None when validation is split from
+    ``train`` (``trainer.validation_split``); ``test`` is a held-out test set, labelled
+    (``test/<class>/``) or not (images directly in ``test/``).
+    """
+
+    root: Path
+    train: Path
+    classes: list[str]
+    val: Path | None = None
+    test: Path | None = None
+    test_labelled: bool = False
+
+    def describe(self, validation_split: float) -> str:
+        """One line for the run's log: which folders train, validate and test."""
+        where = "root/<class>/" if self.train == self.root else f"{self.train.name}/<class>/"
+        parts = [f"image folder {self.root}: {len(self.classes)} classes in {where}"]
+        if self.val is not None:
+            parts.append(f"validation from {self.val.name}/")
+        else:
+            parts.append(f"validation split {validation_split} (stratified, seeded)")
+        if self.test is not None:
+            kind = "held-out test set, labelled" if self.test_labelled else "unlabelled images to predict"
+            parts.append(f"{self.test.name}/ = {kind}")
+        return "; ".join(parts)
+
+
+def image_folder_layout(root: Path) -> FolderLayout:
+    """The layout of ``root``: ``root/train/<class>/`` (with ``val/`` or ``valid/`` or
+    ``validation/``, and ``test/``), or ``root/<class>/`` (Keras' ``image_dataset_from_directory``)."""
     _check_folder(root)
     train = root / "train"
     if not train.is_dir():
-        raise DataError(f"{root}: expected {root}/train/<class>/ image folders (and optionally val/)")
-    classes = _class_folders(train)
+        subfolders = [root / name for name in _class_folders(root)]
+        flat = subfolders and all(any(why_not_image(f) is None for f in _files(d)) for d in subfolders)
+        if not flat:
+            raise DataError(
+                f"{root}: expected {root}/<class>/ image folders, or {root}/train/<class>/ "
+                "(and optionally val/ and test/)"
+            )
+        return FolderLayout(root, root, _class_folders(root))
+    val = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)
+    test = root / "test" if (root / "test").is_dir() else None
+    labelled = test is not None and bool(_class_folders(test))
+    return FolderLayout(root, train, _class_folders(train), val, test, labelled)
+
+
+def _check_image_folder(root: Path, validation_split: float, max_samples: int | None) -> FolderLayout:
+    layout = image_folder_layout(root)
+    train, classes, val = layout.train, layout.classes, layout.val
     if not classes:
         raise DataError(f"{train}: no class folders (expected train/<class>/*.jpg)")
     if len(classes) == 1:
         raise DataError(f"{train}: one class folder ({classes[0]}); a classifier needs at least 2 classes")
-    val = root / "val"
-    if val.is_dir():
-        val_classes = _class_folders(val)
-        if not val_classes:
-            raise DataError(f"{val}: no class folders (expected val/<class>/*.jpg, as in train/)")
-        for name in val_classes:
+    labelled = [folder for folder in (val, layout.test if layout.test_labelled else None) if folder]
+    for other in labelled:
+        other_classes = _class_folders(other)
+        if not other_classes:
+            raise DataError(f"{other}: no class folders (expected {other.name}/<class>/*.jpg, as in train/)")
+        for name in other_classes:
             if name not in classes:
-                raise DataError(f"{val / name}: class {name!r} is not in train/ ({_names(classes)})")
-    for folder in [train / c for c in classes] + ([val / c for c in val_classes] if val.is_dir() else []):
+                raise DataError(f"{other / name}: class {name!r} is not in train/ ({_names(classes)})")
+    folders = [train / c for c in classes] + [other / c for other in labelled for c in _class_folders(other)]
+    for folder in folders:
         if not any(why_not_image(file) is None for file in _files(folder)):
             raise DataError(f"{folder}: empty class folder, no JPEG, PNG, GIF or BMP images in it")
-    if not val.is_dir():
+    loose = layout.test is not None and not layout.test_labelled
+    if loose and not any(why_not_image(file) is None for file in _files(layout.test)):
+        raise DataError(f"{layout.test}: no JPEG, PNG, GIF or BMP images and no class folders in it")
+    if val is None:
         images = sum(len(_files(train / c)) for c in classes)
         _check_split(train, "images", images, len(classes), validation_split, max_samples)
+    return layout
 
 
 def _check_predict_folder(root: Path) -> None:

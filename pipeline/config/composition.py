@@ -178,11 +178,67 @@ def register_experiments() -> None:
 def check_overrides(lines: list[str]) -> None:
     """Rejects a group option or a config key that does not exist, in one line, before Hydra runs.
 
-    ``optimizer=rmsprop`` lists the options; ``trainer.foo=1`` names the nearest valid keys.
+    ``optimizer=rmsprop`` lists the options; ``trainer.foo=1`` names the nearest valid keys of
+    the chosen options; ``downsample.strides=3`` with ``downsample=none`` names the option that has it.
     """
 
     groups = {group: group_options(group) for group in (*GROUPS, "experiment")}
-    overrides.check(lines, groups, known_keys())
+    overrides.check(lines, groups, known_keys(), option_keys(), chosen_options(lines))
+
+
+def chosen_options(lines: list[str]) -> dict[str, set[str]]:
+    """The options each group may take with these overrides: the default, an experiment
+    preset's (its ``override /group: x`` and its sweep's ``group: a,b``), or the command line's."""
+    chosen = {group: {option} for group, option in default_options().items()}
+    parsed = [o for o in overrides.parse(lines) if not o.is_delete]
+    for o in parsed:
+        if o.key == "experiment":
+            for name in o.values:
+                for group, options in _preset_options(name).items():
+                    chosen[group] = chosen.get(group, set()) | options
+    for o in parsed:
+        if o.key in GROUPS:
+            chosen[o.key] = set(o.values)
+    return chosen
+
+
+@functools.cache
+def option_keys() -> dict[str, dict[str, set[str]]]:
+    """Each group's options and their keys: ``{"downsample": {"stride": {"downsample.strides", ...}}}``."""
+    return {
+        group: {p.stem: set(_dotted(_load(p), group)) for p in sorted((CONF_DIR / group).glob("*.yaml"))}
+        for group in GROUPS
+    }
+
+
+@functools.cache
+def default_options() -> dict[str, str]:
+    """Each group's default option, from ``conf/config.yaml``'s defaults list."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]
+    return {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items() if k in GROUPS}
+
+
+@functools.cache
+def _preset_options(name: str) -> dict[str, set[str]]:
+    from omegaconf import OmegaConf
+
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    options: dict[str, set[str]] = {}
+    for entry in node.get("defaults", []):
+        for key, value in entry.items() if isinstance(entry, dict) else ():
+            group = key.removeprefix("override ").strip().lstrip("/")
+            if group in GROUPS:
+                options.setdefault(group, set()).add(str(value))
+    params = node.get("hydra", {}).get("sweeper", {}).get("params", {}) or {}
+    for group, value in params.items():
+        if group in GROUPS:
+            options.setdefault(group, set()).update(v.strip() for v in str(value).split(","))
+    return options
 
 
 @functools.cache
@@ -194,8 +250,8 @@ def known_keys() -> dict[str, set[str]]:
     keys = {
         name: set(_dotted(node, name)) for name, node in root.items() if name not in ("defaults", "hydra")
     }
-    for group in GROUPS:
-        keys[group] = {key for p in (CONF_DIR / group).glob("*.yaml") for key in _dotted(_load(p), group)}
+    for group, options in option_keys().items():
+        keys[group] = set().union(*options.values())
     keys["experiment"] = set()
     return keys
 

@@ -104,30 +104,61 @@ def _not_variant(key: str) -> bool:
     return any(key == prefix or key.startswith(f"{prefix}.") for prefix in NOT_VARIANT)
 
 
-def check(lines: Iterable[str], groups: Mapping[str, list[str]], keys: Mapping[str, set[str]]) -> None:
+def check(
+    lines: Iterable[str],
+    groups: Mapping[str, list[str]],
+    keys: Mapping[str, set[str]],
+    options: Mapping[str, Mapping[str, set[str]]] | None = None,
+    chosen: Mapping[str, set[str]] | None = None,
+) -> None:
     """Rejects, in one line, a group option or a key that does not exist.
 
-    Hydra would reject them too, with several lines (a search-path dump, a struct error).
+    Hydra would reject them too, with several lines (a search-path dump, a struct error). A key
+    of a group is looked up in the options chosen for that group: ``downsample.strides`` with
+    ``downsample=none`` names ``downsample=stride``, the option that has it. A ``+key`` that no
+    option has is refused too: the schemas allow no new keys.
 
     Args:
         groups: each config group's options, e.g. ``{"optimizer": ["adam", "sgd"]}``.
         keys: each top-level node's valid dotted keys, e.g. ``{"trainer": {"epochs", ...}}``.
+        options: each group's options' dotted keys, e.g. ``{"downsample": {"stride": {...}}}``.
+        chosen: the options each group takes with these overrides, e.g. ``{"downsample": {"none"}}``.
     """
+    options = options or {}
+    chosen = chosen or {}
+    valid = {root: set(ks) for root, ks in keys.items()}
+    for group, by_option in options.items():  # a group's valid keys: those of its chosen options
+        taken = chosen.get(group) or set(by_option)
+        valid[group] = set().union(*(by_option.get(option, set()) for option in taken))
     for o in parse(lines):
         root = o.key.split(".")[0].split("@")[0]
-        if root.split("/")[0] == "hydra" or o.line.lstrip().startswith("+") or o.is_delete:
+        if root.split("/")[0] == "hydra" or o.is_delete:
             continue
         if o.key in groups:
             for choice in o.values:
                 if choice not in groups[o.key] and choice != "null":
                     allowed = ", ".join(groups[o.key])
                     raise ConfigError(f"{o.key}={choice!r} is not an option; choose one of: {allowed}")
-        elif root not in keys or (o.key != root and o.key not in keys[root]):
-            dotted = "." in o.key  # suggest keys of the same kind: trainer.epoch -> trainer.epochs
-            known = sorted({k for ks in keys.values() for k in ks} if dotted else set(keys))
-            near = difflib.get_close_matches(o.key, known, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else "; see python -m pipeline --help"
-            raise ConfigError(f"{o.key}: no such config key{hint} (add a new key with +{o.line.strip()})")
+        elif root not in valid or (o.key != root and o.key not in valid[root]):
+            owners = [name for name, ks in options.get(root, {}).items() if o.key in ks]
+            if owners:
+                raise ConfigError(_belongs(o.key, root, owners, chosen.get(root, set())))
+            raise ConfigError(f"{o.key}: no such config key{_near(o.key, valid)}")
+
+
+def _belongs(key: str, group: str, owners: list[str], taken: set[str]) -> str:
+    """``downsample.strides belongs to downsample=stride, not downsample=none; add downsample=stride``."""
+    which = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} or {owners[-1]}"
+    add = f"add {group}={owners[0]}" if len(owners) == 1 else f"add one of them, e.g. {group}={owners[0]}"
+    return f"{key} belongs to {group}={which}, not {group}={','.join(sorted(taken))}; {add}"
+
+
+def _near(key: str, valid: Mapping[str, set[str]]) -> str:
+    """``; did you mean trainer.epochs?``: keys of the same kind, within the chosen options."""
+    dotted = "." in key  # trainer.epoch -> trainer.epochs; optimzer -> optimizer
+    known = sorted({k for ks in valid.values() for k in ks} if dotted else set(valid))
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(near)}?" if near else "; see python -m pipeline --help"
 
 
 def _first_line(err: BaseException) -> str:

@@ -206,6 +206,7 @@ class TrackingConfig(Schema):
     experiment_name: str = Field(min_length=1)
     run_name: str | None
     log_model: bool
+    outage_seconds: float = Field(ge=0)  # a server that stops answering mid-run: how long to wait
 
 
 Dataset = Annotated[

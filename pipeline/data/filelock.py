@@ -10,6 +10,12 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.config.errors import ConvlabError
+
+
+class LockError(ConvlabError):
+    """The lock file (or its folder) cannot be created: one line, which path and why."""
+
 
 @contextlib.contextmanager
 def exclusive(lock_file: Path) -> Iterator[None]:
@@ -23,8 +29,12 @@ def exclusive(lock_file: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_file, "a")  # noqa: SIM115 (closed below, after the lock is released)
+    except OSError as err:
+        raise LockError(f"cannot create the lock file {lock_file}: {err.strerror or err}") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

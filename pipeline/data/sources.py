@@ -37,9 +37,10 @@ class ImageData:
     class_names: list[str]
     image_size: tuple[int, int]
     channels: int
-    x_test: np.ndarray | None = None  # unlabelled images to predict (Kaggle's test.csv)
+    x_test: np.ndarray | None = None  # Kaggle's test.csv, or an image folder's test/ (file paths)
     skipped_files: int = 0
     cache: str = "memory"  # decoded image files kept in memory, on disk or not at all (decode.CACHES)
+    y_test: np.ndarray | None = None  # labels of a held-out test set (test/<class>/); None: unlabelled
 
     @property
     def from_files(self) -> bool:
@@ -147,19 +148,28 @@ def _kaggle_csv(path: Path):
 
 
 def _image_folder(root, image_size, color_mode, validation_split, split_seed, max_samples) -> ImageData:
-    """``root/train/<class>/*`` and ``root/val/<class>/*``, laid out as ``checks.check_data`` wants."""
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    x, y, skipped = _list_images(root / "train", classes)
+    """An image folder laid out as ``checks.image_folder_layout`` finds it: ``root/<class>/``, or
+    ``root/train/<class>/`` with ``val/`` (or ``valid/``, ``validation/``) and ``test/``."""
+    layout = checks.image_folder_layout(root)
+    classes = layout.classes
+    x, y, skipped = _list_images(layout.train, classes)
     x, y = _subsample(x, y, max_samples, split_seed)
-    if (root / "val").is_dir():
-        x_val, y_val, skipped_val = _list_images(root / "val", classes)
+    if layout.val is not None:
+        x_val, y_val, skipped_val = _list_images(layout.val, classes)
         x_train, y_train, skipped = x, y, skipped + skipped_val
     else:
         x_train, x_val, y_train, y_val = _split(x, y, validation_split, split_seed)
+    x_test = y_test = None
+    if layout.test_labelled:  # a held-out test set: scored once, at the end
+        x_test, y_test, skipped_test = _list_images(layout.test, classes)
+        skipped += skipped_test
+    elif layout.test is not None:  # unlabelled images: predicted, at the end
+        files = [file for file in sorted(layout.test.iterdir()) if file.is_file()]
+        x_test = np.array([str(file) for file in files if _is_image(file)], dtype=object)
     channels = 1 if color_mode == "grayscale" else 3
     return ImageData(
         "image_folder", str(root), x_train, y_train, x_val, y_val, classes,
-        tuple(image_size), channels, skipped_files=skipped,
+        tuple(image_size), channels, x_test, skipped_files=skipped, y_test=y_test,
     )  # fmt: skip
 
 

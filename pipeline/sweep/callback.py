@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 
@@ -28,7 +29,7 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, interrupts, jobs
+from pipeline.sweep import adaptive, interrupts, jobs, workers
 from pipeline.tracking import contract, store, sweep_runs, ui
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,13 @@ class SweepOutcome:
     @property
     def message(self) -> str | None:
         """One line for the terminal when the sweep did not succeed, else None."""
-        if self.status == contract.FINISHED:
+        if self.status in (contract.FINISHED, contract.RUNNING):  # RUNNING: another process ends it
             return None
         total = self.finished + len(self.failed)
+        lost = [c for c in self.failed if c["error"].startswith(contract.WORKER_KILLED)]
+        if lost:  # named, with how to rerun them (a worker that runs out of memory may again)
+            names = "; ".join(f"{c['variant']} seed={c['seed']}: {c['error']}" for c in lost)
+            return f"convlab: lost {names}; rerun: sweep.resume={self.sweep_id}"
         return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
 
 
@@ -75,6 +80,8 @@ class SweepCallback(Callback):
 
         state = self._state
         self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):  # a dead worker loses one job
+            workers.install(lambda pid, signal_name: _lost(state, pid, signal_name))
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -106,7 +113,22 @@ class SweepCallback(Callback):
         if self._guard is not None:
             self._guard.release()
         next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
-        outcome = finish(state, stopped)
+        try:
+            outcome = finish(state, stopped)
+        except Exception as err:
+            if store.unreachable(err):
+                raise SystemExit(
+                    f"convlab: the tracking server at {store.redact(state['uri'])} does not answer; once it "
+                    f"does, continue the sweep: sweep.resume={state['sweep_id']}"
+                ) from None
+            if not (full := store.disk_full_path(err, state["uri"])):
+                raise
+            store.end_run_in_place(
+                state["uri"], state["parent"], contract.FAILED, f"no space left on device: {full}"
+            )
+            raise SystemExit(
+                f"convlab: no space left on device: {full}; free some, then sweep.resume={state['sweep_id']}"
+            ) from None
         adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
             raise SystemExit(outcome.message)
@@ -204,6 +226,13 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
 
     uri, parent = state["uri"], state["parent"]
     latest = _latest_per_job(sweep_runs.children(uri, parent))
+    elsewhere = [c for c in latest if c["status"] == contract.RUNNING and not jobs.is_stale(c, None)]
+    if elsewhere:  # the process that finishes the sweep's last job writes its summary
+        for child in elsewhere:
+            log.info("[sweep] %s seed=%s: %s", child["variant"], child["seed"], jobs.running_elsewhere(child))
+        log.info("sweep %s: %d job(s) still running elsewhere; the process that finishes the last one "
+                 "writes the summary", state["sweep_id"], len(elsewhere))  # fmt: skip
+        return SweepOutcome(state["sweep_id"], parent, contract.RUNNING, len(latest) - len(elsewhere), [], "")
     failed = [c for c in latest if c["status"] != contract.FINISHED]
     status = contract.FAILED if failed else contract.FINISHED
     summary = _summary(state, latest, failed)
@@ -252,11 +281,33 @@ def _abort(state: dict, status: str) -> None:
     uri, parent = state["uri"], state["parent"]
     reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
     for child in sweep_runs.children(uri, parent):
-        if child["status"] == contract.RUNNING:
+        if child["status"] == contract.RUNNING and _ours(child):
             sweep_runs.end_run(uri, child["run_id"], contract.KILLED, reason)
     sweep_runs.end_run(uri, parent, status)
     for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
         os.environ.pop(key, None)
+
+
+def _lost(state: dict, pid: int | None, signal_name: str) -> None:
+    """A joblib worker died: its job's run ends FAILED (lost), the runs its death took along KILLED."""
+    for child in sweep_runs.children(state["uri"], state["parent"]):
+        if child["status"] != contract.RUNNING or not _ours(child) or child["pid"] == str(os.getpid()):
+            continue
+        if child["pid"] == str(pid):
+            error = f"{contract.WORKER_KILLED} {signal_name} (out of memory?)"
+            sweep_runs.end_run(state["uri"], child["run_id"], contract.FAILED, error)
+            log.error("[sweep] %s seed=%s lost: %s", child["variant"], child["seed"], error)
+        elif jobs.is_stale(child, None):
+            sweep_runs.end_run(state["uri"], child["run_id"], contract.KILLED, "stopped: another worker died")
+
+
+def _ours(child: dict) -> bool:
+    """Whether a RUNNING child is this sweep process's to end: on this host, its own run or one
+    whose process is gone (another process resuming the same sweep here keeps its runs); on
+    another host, a job this sweep sent there (submitit), cancelled with it."""
+    if child["host"] != socket.gethostname():
+        return True
+    return child["pid"] == str(os.getpid()) or jobs.is_stale(child, None)
 
 
 def _latest_per_job(children: list[dict]) -> list[dict]:

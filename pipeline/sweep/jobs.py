@@ -76,18 +76,63 @@ def config_hash(resolved: dict) -> str:
 
 
 def skip_reason(job: SweepJob, digest: str, fail_fast: bool) -> str | None:
-    """Why this job need not run: already FINISHED (resume), or an earlier job failed (fail_fast)."""
+    """Why this job need not run: already FINISHED (resume), running in another process, or an
+    earlier job failed (fail_fast)."""
 
     siblings = sweep_runs.children(job.tracking_uri, job.parent_run_id)
     same = [r for r in siblings if r["config_hash"] == digest]
     if any(r["status"] == contract.FINISHED for r in same):
         return "already finished"
-    if any(r["status"] == contract.RUNNING and r["run_id"] and not is_stale(r, None) for r in same):
-        return "running in another process"
+    live = [r for r in same if r["status"] == contract.RUNNING and r["run_id"] and not is_stale(r, None)]
+    if live:
+        return running_elsewhere(live[0])
     this_pass = [r for r in siblings if r["start_time"] >= job.started * 1000]
+    if any(r["error"].startswith(contract.WORKER_KILLED) for r in this_pass if r["config_hash"] == digest):
+        return f"lost in this pass (its worker was killed); rerun it: sweep.resume={job.sweep_id}"
     if fail_fast and any(r["status"] == contract.FAILED for r in this_pass):
         return "an earlier job failed (sweep.fail_fast=true)"
     return None
+
+
+def running_elsewhere(child: dict) -> str:
+    """``running in process N on HOST``: where a job's live run is (from its tags)."""
+    return f"running in process {child['pid'] or '?'} on {child['host'] or '?'}"
+
+
+# A claim's write is visible to every other claimant within this long (a store's write latency,
+# and clock skew between machines, are far smaller): every claim made before ours is then seen.
+CLAIM_SETTLE_SECONDS = 0.5
+
+
+def claim(
+    job: SweepJob, digest: str, experiment_name: str, run_name: str, tags: dict
+) -> tuple[str | None, str]:
+    """Claims a job through the tracking store alone (no file lock: sweeps span machines).
+
+    Creates the job's run (RUNNING, tagged with its config hash), waits for claims made at the
+    same moment to become visible, then yields to the earliest live claim of the same hash
+    (by start time, then run id: every claimant orders them alike) or to a FINISHED run. A run
+    that yields is deleted. Returns ``(run id, "")`` to train the job, else ``(None, why not)``.
+    """
+    uri = job.tracking_uri
+    run_id = sweep_runs.create_child_run(uri, experiment_name, run_name, tags)
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    same = [r for r in sweep_runs.children(uri, job.parent_run_id) if r["config_hash"] == digest]
+    reason = ""
+    if any(r["status"] == contract.FINISHED for r in same):
+        reason = "already finished"
+    else:
+        live = [
+            r for r in same
+            if r["status"] == contract.RUNNING and (r["run_id"] == run_id or not is_stale(r, None))
+        ]  # fmt: skip
+        first = min(live, key=lambda r: (r["start_time"], r["run_id"]), default=None)
+        if first is not None and first["run_id"] != run_id:
+            reason = running_elsewhere(first)
+    if reason:
+        sweep_runs.delete_run(uri, run_id)
+        return None, reason
+    return run_id, ""
 
 
 def is_stale(child: dict, stale_after: float | None) -> bool:

@@ -95,9 +95,16 @@ TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"
 RUN_SECONDS = "run_seconds"
 FEATURE_SECONDS = "feature_seconds"
 SKIPPED_FILES = "dataset.skipped_files"
+TEST_ACCURACY = "test_accuracy"  # a held-out test set (an image folder's test/), scored once at the end
+TEST_LOSS = "test_loss"
 # task=predict
 IMAGES = "images"
 MEAN_TOP1_PROBABILITY = "mean_top1_probability"
+
+# --- errors (the ``convlab.error`` tag) that the sweep acts on --------------------------------
+WORKER_KILLED = (
+    "worker killed by"  # "worker killed by SIGKILL (out of memory?)": lost, not retried in its pass
+)
 
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"

@@ -16,21 +16,36 @@ before it was opened is opened then, so the failure is recorded.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 from pipeline.tracking import contract, plots, scheduler, store
 
+log = logging.getLogger(__name__)
+
 _opening: list[Run] = []  # the run being opened in this process, if any (one at a time)
+BACKOFF_MAX_SECONDS = 30  # retries during a server outage: 1, 2, 4, ... then every 30 s
 
 
 class Run:
     """An MLflow run being opened: ``run_id``/``experiment_id`` once ``wait()`` returned."""
 
-    def __init__(self, uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]):
+    def __init__(
+        self,
+        uri: str,
+        experiment_name: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        claimed: str | None = None,
+        outage_seconds: float = 300,
+    ):
+        self.outage_seconds = outage_seconds
         self.uri, self.experiment_name, self.run_name, self.tags = uri, experiment_name, run_name, dict(tags)
         self.run_id: str | None = None
+        self._claimed = claimed  # a run created earlier to claim a sweep's job: opened, not created
         self.experiment_id: str | None = None
         self._queue: list[tuple[Callable, tuple, dict]] = []
         self._thread: threading.Thread | None = None
@@ -72,7 +87,39 @@ class Run:
         self._open = True
         queued, self._queue = self._queue, []
         for function, args, kwargs in queued:
-            function(*args, **kwargs)
+            self.call(function, args, kwargs)
+
+    def call(self, function: Callable, args: tuple, kwargs: dict):
+        """Makes a logging call; a server that stops answering is retried, with backoff, for up
+        to ``outage_seconds`` (calls wait in order meanwhile), then ``OutageError``."""
+        if not self.uri.startswith(("http:", "https:")):
+            return function(*args, **kwargs)
+        started, delay = None, 1.0
+        while True:
+            try:
+                result = function(*args, **kwargs)
+            except Exception as err:
+                if not store.unreachable(err):
+                    raise
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                    log.warning("the tracking server at %s does not answer: retrying for up to %g s",
+                                self.uri, self.outage_seconds)  # fmt: skip
+                if now - started >= self.outage_seconds:
+                    raise store.OutageError(
+                        f"the tracking server at {store.redact(self.uri)} did not answer for "
+                        f"{self.outage_seconds:g} s (tracking.outage_seconds); run {self.run_id} stays "
+                        "RUNNING in the store, and sweep.resume reruns it"
+                    ) from None
+                time.sleep(min(delay, self.outage_seconds - (now - started)))
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+                continue
+            if started is not None:
+                log.warning(
+                    "the tracking server is back after %.0f s: nothing lost", time.monotonic() - started
+                )
+            return result
 
     def defer(self, function: Callable, args: tuple, kwargs: dict) -> bool:
         """Queues a logging call while the run is still opening; False: make the call now."""
@@ -93,6 +140,13 @@ class Run:
             self.experiment_id = store.get_or_create_experiment(self.uri, self.experiment_name)
             # the tags mlflow.start_run would add: source, user, git commit
             tags = registry.resolve_tags(self.tags | {MLFLOW_RUN_NAME: self.run_name})
+            if self._claimed:  # the sweep's claim on this job (``pipeline.sweep.jobs.claim``)
+                from mlflow.entities import RunTag
+
+                tags = [RunTag(k, str(v)) for k, v in tags.items()]
+                MlflowClient(self.uri).log_batch(self._claimed, tags=tags, synchronous=True)
+                self.run_id = self._claimed
+                return
             created = MlflowClient(self.uri).create_run(self.experiment_id, tags=tags, run_name=self.run_name)
             self.run_id = created.info.run_id
         except BaseException as err:  # raised again in the main thread, by wait()
@@ -123,6 +177,15 @@ def defer(function: Callable, args: tuple, kwargs: dict) -> bool:
     return bool(_opening) and _opening[-1].defer(function, args, kwargs)
 
 
+def call(function: Callable, args: tuple, kwargs: dict):
+    """``record``'s hook: the call queued while the run opens, else made, riding out an outage."""
+    if not _opening:
+        return function(*args, **kwargs)
+    if _opening[-1].defer(function, args, kwargs):
+        return None
+    return _opening[-1].call(function, args, kwargs)
+
+
 def open_in_background() -> None:
     """Starts opening the run of this ``run_context`` in a thread (no-op outside one)."""
     if _opening:
@@ -136,12 +199,21 @@ def wait() -> None:
 
 
 @contextlib.contextmanager
-def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Run]:
+def run_context(
+    uri: str,
+    experiment_name: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    claimed: str | None = None,
+    outage_seconds: float = 300,
+) -> Iterator[Run]:
     """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent.
+
+    ``claimed``: the id of a run already created (RUNNING) for this job, to open instead of a new one.
 
     SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
     """
-    run = Run(uri, experiment_name, run_name, tags)
+    run = Run(uri, experiment_name, run_name, tags, claimed, outage_seconds)
     _opening.append(run)
     previous = _sigterm_as_interrupt()
     try:
@@ -150,8 +222,15 @@ def run_context(uri: str, experiment_name: str, run_name: str, tags: Mapping[str
     except KeyboardInterrupt:
         _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
+    except store.OutageError:  # nothing can be recorded: the run stays RUNNING, its heartbeat stale
+        with contextlib.suppress(Exception):
+            _forget_active_run()
+        raise
     except BaseException as err:
-        _end(run, "FAILED", f"{type(err).__name__}: {err}")
+        full = store.disk_full_path(err, uri)
+        _end(run, "FAILED", f"no space left on device: {full}" if full else f"{type(err).__name__}: {err}")
+        if full:  # one line, not SQLAlchemy's traceback
+            raise store.DiskFullError(f"no space left on device: {full} (tracking.uri={uri})") from None
         raise
     else:
         _end(run, "FINISHED")
@@ -175,10 +254,29 @@ def _end(run: Run, status: str, error: str | None = None) -> None:
     for path in scheduler.job_log_files():
         with contextlib.suppress(Exception):
             mlflow.log_artifact(str(path), "scheduler")
+    error = (error.splitlines() or [""])[0][: contract.MAX_VALUE] if error else None
     if error:
         with contextlib.suppress(Exception):
-            mlflow.set_tag(contract.ERROR, (error.splitlines() or [""])[0][: contract.MAX_VALUE])
-    mlflow.end_run(status)
+            mlflow.set_tag(contract.ERROR, error)
+    try:
+        run.call(mlflow.end_run, (status,), {})
+    except store.OutageError:
+        _forget_active_run()
+        raise
+    except Exception as err:  # a full disk: ended with a write that needs no new space
+        if not (
+            store.disk_full_path(err, run.uri) and store.end_run_in_place(run.uri, run.run_id, status, error)
+        ):
+            raise
+
+
+def _forget_active_run() -> None:
+    """Drops MLflow's active run in this thread without writing to the store (it cannot be reached)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack:
+        stack.pop()
 
 
 def _sigterm_as_interrupt():

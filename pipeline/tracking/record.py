@@ -27,8 +27,7 @@ def _deferrable(function):
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        if not lifecycle.defer(function, args, kwargs):
-            return function(*args, **kwargs)
+        return lifecycle.call(function, args, kwargs)
 
     return call
 

@@ -1,15 +1,29 @@
-"""A team's MLflow tracking server on one machine: runs in PostgreSQL, artifacts proxied by it.
+"""A team's MLflow tracking server on one machine: runs in PostgreSQL, artifacts proxied by it,
+and only the team let in.
 
-    pip install -e ".[server]"                           # the PostgreSQL driver
-    python -m pipeline.server --setup --host 0.0.0.0 --artifacts /srv/convlab/artifacts
-    export MLFLOW_TRACKING_URI=http://THAT_MACHINE:5000  # on every machine that runs sweeps
+    pip install -e ".[server]"                    # the PostgreSQL driver and MLflow's basic-auth app
+    sudo .venv/bin/python -m pipeline.server --setup --host 0.0.0.0 --artifacts /srv/convlab/artifacts
+    # on every machine that runs sweeps (the admin's password is in the file --setup printed):
+    export MLFLOW_TRACKING_URI=http://THAT_MACHINE:5000
+    export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=...
 
-This is ``mlflow server --backend-store-uri postgresql://USER:PW@HOST/DB --artifacts-destination
-DIR --host H --port P``: clients log artifacts and models through the server (no shared
-filesystem, no cloud credentials on the workers). ``--setup`` (as root, on Debian with the
-``postgresql`` package, version 15 by default) first starts the local cluster
-(``pg_ctlcluster 15 main start``) and creates the role and the database when they are missing.
-The database password is ``--password``, else ``$CONVLAB_DB_PASSWORD``, else ``convlab``.
+This is ``mlflow server --backend-store-uri postgresql+psycopg2://USER:PW@HOST/DB
+--artifacts-destination DIR --host H --port P``: clients log artifacts and models through the
+server (no shared filesystem, no cloud credentials on the workers).
+
+- Bound to anything but loopback, the server runs MLflow's basic-auth app (``--app-name
+  basic-auth``; users and permissions in the same database): every request needs a user and
+  password, which clients give as ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``.
+  ``--no-auth`` there is refused in one line (bind 127.0.0.1 behind a reverse proxy that
+  authenticates instead). ``--auth`` turns it on for loopback too.
+- No fixed passwords: ``--setup`` generates the database role's password, the admin's and the
+  session secret, once, into a 0600 file whose path it prints (``--credentials``, default
+  ``~/.config/convlab/server.env``), and sets the role's password to it.
+- ``--setup`` (as root, on Debian's ``postgresql`` package, whatever its major version) starts
+  the local cluster that serves ``--db-port`` and creates the role and the database if missing.
+- Started as root, the server itself runs as ``--run-as`` (default ``postgres``), never as root,
+  unless ``--run-as root`` says so.
+
 Arguments after ``--`` go to ``mlflow server`` as they are (``-- --workers 8``). MLflow's
 server-side jobs (GenAI judges: eight more processes) are off unless
 ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true``: convlab logs and reads runs, it needs none of them.
@@ -18,12 +32,16 @@ server-side jobs (GenAI judges: eight more processes) are off unless
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import ipaddress
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -34,9 +52,24 @@ from urllib.parse import quote
 from pipeline.config.errors import ConvlabError
 from pipeline.tracking import store
 
-POSTGRES_VERSION = "15"
 CLUSTER = "main"
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # a role or database name needing no quoting
+ADMIN = "admin"
+RUN_AS = "postgres"  # the user a server started as root runs as (it exists wherever PostgreSQL does)
+CREDENTIALS = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "convlab" / "server.env"
+DB_PASSWORD, ADMIN_PASSWORD, SECRET_KEY = (
+    "CONVLAB_DB_PASSWORD",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+)
+# Team members get EDIT on every experiment (the team shares them); admins manage users
+# (MLflow's /api/2.0/mlflow/users/create, or mlflow.server.get_app_client("basic-auth", uri)).
+AUTH_INI = """[mlflow]
+default_permission = EDIT
+database_uri = {database_uri}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
 
 
 class ServerError(ConvlabError):
@@ -49,7 +82,7 @@ class Database:
 
     name: str = "convlab"
     user: str = "convlab"
-    password: str = "convlab"
+    password: str = ""
     host: str = "127.0.0.1"
     port: int = 5432
 
@@ -60,29 +93,53 @@ class Database:
         return f"postgresql+psycopg2://{self.user}:{password}@{self.host}:{self.port}/{self.name}"
 
 
-def unavailable(version: str = POSTGRES_VERSION) -> str | None:
+def postgres_versions() -> list[str]:
+    """The PostgreSQL major versions installed (Debian's /usr/lib/postgresql/N), newest first."""
+    found = [p.name for p in Path("/usr/lib/postgresql").glob("*") if (p / "bin" / "postgres").exists()]
+    return sorted(found, key=lambda v: [int(part) for part in re.findall(r"\d+", v)], reverse=True)
+
+
+def cluster_for(port: int) -> tuple[str, str]:
+    """The (version, name) of the local cluster serving ``port``; else the newest version's ``main``."""
+    listed = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, cwd="/")
+    clusters = [line.split()[:3] for line in listed.stdout.splitlines() if len(line.split()) >= 3]
+    for version, name, cluster_port in clusters:
+        if cluster_port == str(port):
+            return version, name
+    versions = postgres_versions()
+    return (versions[0] if versions else ""), CLUSTER
+
+
+def unavailable(version: str | None = None) -> str | None:
     """Why ``setup_postgres`` cannot run on this machine (not root, no PostgreSQL), else None."""
-    if shutil.which("pg_ctlcluster") is None or not Path(f"/usr/lib/postgresql/{version}").is_dir():
-        return f"PostgreSQL {version} is not installed (apt-get install postgresql)"
+    installed = postgres_versions()
+    if shutil.which("pg_ctlcluster") is None or not installed or (version and version not in installed):
+        return f"PostgreSQL{' ' + version if version else ''} is not installed (apt-get install postgresql)"
     if os.geteuid() != 0:
         return "setting up PostgreSQL needs root (pg_ctlcluster, runuser -u postgres)"
     return None
 
 
-def setup_postgres(database: Database, version: str = POSTGRES_VERSION) -> None:
-    """Starts the local cluster if it is down; creates the role and database if missing."""
+def setup_postgres(database: Database, version: str | None = None) -> None:
+    """Starts the local cluster if it is down; creates the role and database if missing, and
+    sets the role's password to ``database.password``."""
+    found, cluster = cluster_for(database.port)
+    version = version or found
     reason = unavailable(version)
     if reason:
         raise ServerError(reason)
     for name in (database.name, database.user):
         if not NAME.match(name):
             raise ServerError(f"{name!r} is not a plain PostgreSQL name (lowercase letters, digits, _)")
-    if subprocess.run(["pg_ctlcluster", version, CLUSTER, "status"], capture_output=True).returncode != 0:
-        _run(["pg_ctlcluster", version, CLUSTER, "start"])
+    if not database.password:
+        raise ServerError("no database password: --setup generates one, or set CONVLAB_DB_PASSWORD")
+    if subprocess.run(["pg_ctlcluster", version, cluster, "status"], capture_output=True).returncode != 0:
+        _run(["pg_ctlcluster", version, cluster, "start"])
     password = database.password.replace("'", "''")
     _psql(
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{database.user}') THEN "
-        f"CREATE ROLE {database.user} LOGIN PASSWORD '{password}'; END IF; END $$;"
+        f"CREATE ROLE {database.user} LOGIN; END IF; END $$; "
+        f"ALTER ROLE {database.user} PASSWORD '{password}';"
     )
     if _psql(f"SELECT 1 FROM pg_database WHERE datname = '{database.name}'") != "1":
         _psql(f"CREATE DATABASE {database.name} OWNER {database.user}")
@@ -94,8 +151,39 @@ def drop_database(database: Database) -> None:
         _psql(f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
 
 
+def credentials(path: Path = CREDENTIALS, generate: bool = False) -> dict[str, str]:
+    """The server's secrets, ``KEY=VALUE`` lines in a 0600 file; generated once with ``generate``."""
+    path = Path(path)
+    if path.is_file():
+        pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return {key.strip(): value.strip() for key, value in pairs}
+    if not generate:
+        return {}
+    values = {
+        DB_PASSWORD: secrets.token_urlsafe(24),
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
+        ADMIN_PASSWORD: secrets.token_urlsafe(18),
+        SECRET_KEY: secrets.token_hex(32),
+    }
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("# convlab's team server (python -m pipeline.server --setup); keep it 0600\n")
+        handle.writelines(f"{key}={value}\n" for key, value in values.items())
+    return values
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def server_command(
-    database: Database, artifacts: Path, host: str, port: int, extra: Sequence[str] = ()
+    database: Database, artifacts: Path, host: str, port: int, extra: Sequence[str] = (), auth: bool = False
 ) -> list[str]:
     """The ``mlflow server`` command line, run by this environment's Python."""
     return [
@@ -103,19 +191,38 @@ def server_command(
         *("--backend-store-uri", database.uri),
         *("--artifacts-destination", str(Path(artifacts).absolute())),
         *("--host", host, "--port", str(port)),
+        *(("--app-name", "basic-auth") if auth else ()),
         *extra,
     ]
 
 
-def launch(database: Database, artifacts: Path, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
+def launch(
+    database: Database,
+    artifacts: Path,
+    port: int,
+    log: Path,
+    workers: int = 2,
+    auth: bool = False,
+    admin_password: str | None = None,
+    run_as: str | None = None,
+) -> subprocess.Popen:
     """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks).
 
-    Its own session, so ``stop`` ends the server's workers too; output goes to ``log``.
+    Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
+    ``auth``, MLflow's basic-auth app, its admin's password ``admin_password``. Started as root,
+    it runs as ``run_as`` (default: postgres where that user can run this Python, else root).
     """
     command = [sys.executable, "-m", "pipeline.server", "--setup", "--port", str(port)]
     command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
+    command += ["--credentials", str(Path(log).with_name("server.env"))]
+    if auth:
+        command.append("--auth")
+    if os.geteuid() == 0:
+        command += ["--run-as", run_as or (RUN_AS if _can_serve(RUN_AS, Path(artifacts)) is None else "root")]
     command += ["--", "--workers", str(workers)]
-    env = {**os.environ, "CONVLAB_DB_PASSWORD": database.password}  # not on the command line
+    env = {**os.environ, DB_PASSWORD: database.password}  # not on the command line
+    if admin_password:
+        env[ADMIN_PASSWORD] = admin_password
     with open(log, "w") as output:
         return subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -161,6 +268,63 @@ def _run(command: list[str]) -> str:
     return done.stdout.strip()
 
 
+def _can_serve(user: str, artifacts: Path) -> str | None:
+    """Why ``user`` could not run this Python's MLflow or write ``artifacts``, else None."""
+    probe = (
+        "import importlib.util, os, sys; "
+        f"sys.exit(0 if importlib.util.find_spec('mlflow') and os.access({str(artifacts.absolute())!r}, "
+        "os.W_OK | os.X_OK) else 1)"
+    )
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", sys.executable, "-c", probe], capture_output=True, cwd="/"
+    )
+    if done.returncode != 0:
+        return f"user {user} cannot run {sys.executable} with MLflow, or write {artifacts.absolute()}"
+    return None
+
+
+def _drop_privileges(user: str, artifacts: Path, owned: Sequence[Path]) -> None:
+    """Becomes ``user`` (started as root): the artifacts and the auth config become theirs."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ServerError(f"--run-as {user}: no such user") from None
+    for folder, _, files in os.walk(artifacts):
+        for path in (folder, *(os.path.join(folder, name) for name in files)):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    for path in owned:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    reason = _can_serve(user, artifacts)
+    if reason:
+        raise ServerError(f"started as root, the server runs as {user}, but {reason}; use --run-as USER")
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    os.chdir(artifacts)
+
+
+def _auth_config(database: Database, admin_password: str | None, secret_key: str | None) -> Path:
+    """MLflow's basic-auth config (0600, in a private folder): users kept in the same database."""
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise ServerError("MLflow's basic-auth app needs Flask-WTF: pip install -e '.[server]'")
+    if not admin_password:
+        raise ServerError(
+            f"no admin password for MLflow's basic-auth: run --setup once, or set {ADMIN_PASSWORD}"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="convlab-auth-"))
+    path = folder / "basic_auth.ini"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(AUTH_INI.format(database_uri=database.uri.replace("%", "%%"), admin=ADMIN))
+    os.environ.update(MLFLOW_AUTH_CONFIG_PATH=str(path), MLFLOW_AUTH_ADMIN_USERNAME=ADMIN)
+    os.environ[ADMIN_PASSWORD] = admin_password
+    os.environ[SECRET_KEY] = secret_key or secrets.token_hex(32)
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.server", description=__doc__.split("\n")[0])
     parser.add_argument("--setup", action="store_true", help="as root: start PostgreSQL, create role and db")
@@ -169,9 +333,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifacts", default="mlartifacts", help="folder the server keeps artifacts in")
     parser.add_argument("--database", default="convlab", help="PostgreSQL database (%(default)s)")
     parser.add_argument("--user", default="convlab", help="PostgreSQL role (%(default)s)")
-    parser.add_argument("--password", default=os.environ.get("CONVLAB_DB_PASSWORD", "convlab"))
+    parser.add_argument(
+        "--password", help="the role's password (else $CONVLAB_DB_PASSWORD, else --credentials)"
+    )
     parser.add_argument("--db-host", default="127.0.0.1", help="PostgreSQL host (%(default)s)")
     parser.add_argument("--db-port", type=int, default=5432)
+    parser.add_argument("--credentials", default=str(CREDENTIALS), help="the 0600 file of generated secrets")
+    parser.add_argument("--auth", action="store_true", help="MLflow's basic-auth on loopback too")
+    parser.add_argument("--no-auth", action="store_true", help="loopback only: no login")
+    parser.add_argument("--run-as", default=RUN_AS, help="started as root, serve as this user (%(default)s)")
     return parser
 
 
@@ -180,18 +350,47 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = _parser().parse_args(argv[: len(argv) - len(extra) - (1 if "--" in argv else 0)])
-    database = Database(args.database, args.user, args.password, args.db_host, args.db_port)
     try:
-        if args.setup:
-            setup_postgres(database)
-        store.check(database.uri)  # PostgreSQL is listening
+        _serve(args, extra)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
-    Path(args.artifacts).mkdir(parents=True, exist_ok=True)
-    print(f"convlab: MLflow server for http://{args.host}:{args.port} (runs in {store.redact(database.uri)})")
+
+
+def _serve(args: argparse.Namespace, extra: list[str]) -> None:
+    auth = args.auth or not is_loopback(args.host)
+    if args.no_auth and not is_loopback(args.host):
+        raise ServerError(
+            f"--host {args.host} --no-auth would let anyone on the network read and delete every run; "
+            "drop --no-auth (MLflow's basic-auth), or bind 127.0.0.1 behind a reverse proxy that "
+            "authenticates"
+        )
+    secret = credentials(Path(args.credentials), generate=args.setup)
+    password = args.password or os.environ.get(DB_PASSWORD) or secret.get(DB_PASSWORD, "")
+    database = Database(args.database, args.user, password, args.db_host, args.db_port)
+    if args.setup:
+        setup_postgres(database)
+        if Path(args.credentials).is_file():
+            print(f"convlab: the server's passwords are in {Path(args.credentials).absolute()} (0600)")
+    if not database.password:
+        raise ServerError(
+            f"no database password: run --setup once (it writes {args.credentials}), or set {DB_PASSWORD}"
+        )
+    store.check(database.uri)  # PostgreSQL is listening and lets the role in
+    artifacts = Path(args.artifacts).absolute()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    owned: list[Path] = []
+    if auth:
+        admin_password = os.environ.get(ADMIN_PASSWORD) or secret.get(ADMIN_PASSWORD)
+        ini = _auth_config(database, admin_password, os.environ.get(SECRET_KEY) or secret.get(SECRET_KEY))
+        owned = [ini.parent, ini]
+    if os.geteuid() == 0 and args.run_as != "root":
+        _drop_privileges(args.run_as, artifacts, owned)
+    who = "basic-auth: MLFLOW_TRACKING_USERNAME/PASSWORD" if auth else "no login (loopback)"
+    runs = store.redact(database.uri)
+    print(f"convlab: MLflow server for http://{args.host}:{args.port} ({who}; runs in {runs})")
     sys.stdout.flush()
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    command = server_command(database, Path(args.artifacts), args.host, args.port, extra)
+    command = server_command(database, artifacts, args.host, args.port, extra, auth)
     os.execv(command[0], command)
 
 

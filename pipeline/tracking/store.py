@@ -6,7 +6,9 @@
 MLflow itself answers a store it cannot use late and loudly: a server that is not listening is
 retried for about four minutes and then reported as five chained tracebacks; a file that is not
 a database is found only after MLflow has started migrating it. ``check`` answers in well under a
-second, with the standard library only (sqlite3, socket, urllib), and never writes to the store.
+second, with the standard library only (sqlite3, socket, urllib), and never writes to the store;
+a database server (PostgreSQL, MySQL) is also logged in to, with SQLAlchemy and its driver, as
+MLflow would, so wrong credentials or a missing database are one line before training.
 It also makes MLflow give up sooner on an http(s) server that goes away mid-run
 (``HTTP_DEFAULTS``, set only where the user has not set them).
 """
@@ -14,9 +16,12 @@ It also makes MLflow give up sooner on an http(s) server that goes away mid-run
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import socket
 import sqlite3
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +42,12 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# Each driver's own name for the login timeout (seconds): a wrong host answers in seconds, not minutes.
+LOGIN_TIMEOUT = {
+    "postgresql": {"connect_timeout": 5},
+    "mysql": {"connect_timeout": 5},
+    "mssql": {"timeout": 5},
+}
 OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")  # MLflow's own; nothing to check here
 SQLITE_MAGIC = b"SQLite format 3\x00"
 USE_INSTEAD = "use sqlite:///PATH/mlflow.db, an http(s)://HOST:PORT server, or postgresql://..."
@@ -44,6 +55,74 @@ USE_INSTEAD = "use sqlite:///PATH/mlflow.db, an http(s)://HOST:PORT server, or p
 
 class StoreError(ConvlabError):
     """A tracking store that cannot be used: a bad URI, an unusable file, a server not listening."""
+
+
+class DiskFullError(ConvlabError):
+    """The disk holding the store (or the run's artifacts) is full: one line, which path."""
+
+
+class OutageError(ConvlabError):
+    """The tracking server stopped answering mid-run and did not come back in time."""
+
+
+UNREACHABLE = (  # what MLflow's HTTP client says when the server is gone or cannot answer
+    "Max retries exceeded", "Connection refused", "Connection aborted", "Connection reset",
+    "RemoteDisconnected", "Read timed out", "NewConnectionError",
+)  # fmt: skip
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an error behind it) says the tracking server did not answer."""
+    seen: BaseException | None = err
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or any(word in str(seen) for word in UNREACHABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_path(err: BaseException, uri: str) -> str | None:
+    """The path on a full disk when ``err``, or an error behind it, says "no space left"; else None."""
+    seen: BaseException | None = err
+    for _ in range(20):  # a chain of causes, never a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return str(seen.filename or sqlite_path(uri) or uri)
+        if "database or disk is full" in str(seen):  # SQLite's word for ENOSPC
+            return str(sqlite_path(uri) or redact(uri))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def end_run_in_place(uri: str, run_id: str, status: str, error: str) -> bool:
+    """Ends a run in a SQLite store whose disk is full, where MLflow's own write just failed.
+
+    Changing a row in place needs no new page in the database, only a journal: kept in memory
+    here, so the run is not left RUNNING. Returns whether the run was ended (False for other stores).
+    """
+    import time
+
+    path = sqlite_path(uri)
+    if path is None or not run_id:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=MEMORY")
+            db.execute(
+                "UPDATE runs SET status=?, end_time=? WHERE run_uuid=? AND status='RUNNING'",
+                (status, int(time.time() * 1000), run_id),
+            )
+            with contextlib.suppress(sqlite3.Error):  # the tag is a bonus: it may need a new page
+                db.execute(
+                    "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                    (contract.ERROR, error[: contract.MAX_VALUE], run_id),
+                )
+        return True
+    except sqlite3.Error:
+        return False
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -80,9 +159,11 @@ def check(uri: str) -> None:
         parts = urlsplit(uri)
         if not _through_proxy(scheme, parts.hostname):  # the proxy, not us, would reach the server
             _check_listening(uri, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+            _check_http_login(uri)
     elif scheme in DATABASE_PORTS:
         parts = urlsplit(uri)
         _check_listening(uri, parts.hostname or "localhost", parts.port or DATABASE_PORTS[scheme])
+        _check_login(uri, scheme)
     elif scheme not in OTHER_SCHEMES:
         raise StoreError(f"tracking.uri={redact(uri)}: unknown store scheme {scheme!r}; {USE_INSTEAD}")
 
@@ -123,6 +204,15 @@ def _check_can_create(path: Path) -> None:
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise StoreError(f"cannot create the MLflow store {path}: {ancestor} is not writable")
+    # root passes os.access everywhere, yet cannot create folders in /proc or on a read-only
+    # mount: a file that vanishes as it closes (nothing left behind) answers for every user.
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        message = f"cannot create the MLflow store {path}: {ancestor} is not writable ({why})"
+        raise StoreError(message) from None
 
 
 def redact(uri: str) -> str:
@@ -145,6 +235,74 @@ def _check_listening(uri: str, host: str | None, port: int) -> None:
     except OSError as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise StoreError(f"nothing answers at {host}:{port} ({reason}) for tracking.uri={uri}") from None
+
+
+def _check_http_login(uri: str) -> None:
+    """A server with MLflow's basic-auth answers 401 to a missing or wrong login, 403 to a user
+    without permission: one line now. Anything else (no answer in time, another status) is left
+    to MLflow."""
+    import base64
+    import urllib.error
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    if user or password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (OSError, ValueError):
+        return
+    if status == 401 and not user:
+        raise StoreError(
+            f"the server at {redact(uri)} asks for a login: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 401:
+        raise StoreError(
+            f"the server at {redact(uri)} refused the login of MLFLOW_TRACKING_USERNAME={user}: "
+            "wrong user or MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 403:
+        raise StoreError(f"the server at {redact(uri)} lets {user or 'this user'} in but not read runs")
+
+
+def _check_login(uri: str, scheme: str) -> None:
+    """Logs in to the database as MLflow will (same URI, same driver): wrong credentials or a
+    database that does not exist are one line now, not MLflow's retries once training has begun."""
+    import sqlalchemy  # the database's own driver is needed to log in; loaded only for such URIs
+    from sqlalchemy import exc
+
+    shown = redact(uri)
+    try:
+        engine = sqlalchemy.create_engine(
+            uri, poolclass=sqlalchemy.pool.NullPool, connect_args=LOGIN_TIMEOUT.get(scheme, {})
+        )
+    except ImportError as err:
+        hint = " (pip install -e '.[server]', then postgresql+psycopg2://...)"
+        hint = hint if scheme == "postgresql" else ""
+        missing = f"its database driver {err.name} is not installed"
+        raise StoreError(f"tracking.uri={shown}: {missing}{hint}") from None
+    except exc.ArgumentError as err:
+        raise StoreError(f"tracking.uri={shown}: {_first_line(err)}") from None
+    try:
+        with engine.connect():
+            pass
+    except exc.DBAPIError as err:
+        raise StoreError(f"the database refused tracking.uri={shown}: {_first_line(err.orig)}") from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(err: BaseException | None) -> str:
+    """The line that says why: PostgreSQL's ``FATAL:  password authentication failed ...``."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    fatal = [found.group(1) for line in lines if (found := re.search(r"(?:FATAL|ERROR):\s+(.*)", line))]
+    return (fatal or lines or [type(err).__name__])[0]
 
 
 def get_or_create_experiment(uri: str, name: str) -> str:
@@ -188,5 +346,8 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with filelock.exclusive(Path(f"{path.resolve()}.lock")):
-        yield
+    try:
+        with filelock.exclusive(Path(f"{path.resolve()}.lock")):
+            yield
+    except filelock.LockError as err:  # e.g. a folder that cannot be created: one line
+        raise StoreError(f"cannot create the MLflow store {path}: {err}") from None

@@ -42,6 +42,14 @@ def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> Non
     client.set_terminated(run_id, status)
 
 
+def end_if_running(uri: str, run_id: str, status: str, error: str) -> None:
+    """Ends a run in ``status`` unless it has ended already."""
+    import mlflow
+
+    if mlflow.MlflowClient(uri).get_run(run_id).info.status == contract.RUNNING:
+        end_run(uri, run_id, status, error)
+
+
 def reopen_run(uri: str, run_id: str) -> None:
     """Sets an ended run RUNNING again: a resumed sweep's parent."""
     import mlflow
@@ -84,6 +92,21 @@ def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     import mlflow
 
     mlflow.MlflowClient(uri).log_text(run_id, text, artifact_file)
+
+
+def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A sweep job's run, created RUNNING before it trains: its claim on the job."""
+    import mlflow
+
+    experiment_id = store.get_or_create_experiment(uri, experiment_name)
+    return mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+
+
+def delete_run(uri: str, run_id: str) -> None:
+    """Deletes a run (a claim that yielded): searches no longer find it."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).delete_run(run_id)
 
 
 def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:

@@ -35,6 +35,7 @@ class RunInfo:
     params: dict  # the whole composed config, to log as params
     variant: str  # short label: the overrides that define the variant, seed left out
     sweep_tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    claimed_run_id: str | None = None  # a sweep job's claim: its run, created before training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,8 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
         plan = wiring.plan(run)  # the config read once: everything below takes plain values
     started = time.perf_counter()
     with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
-                               run_tags(run, info)) as active:  # fmt: skip
+                               run_tags(run, info), info.claimed_run_id,
+                               run.tracking.outage_seconds) as active:  # fmt: skip
         record.log_params(record.flatten(info.params))
         if info.output_dir is not None:
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")
@@ -92,11 +94,13 @@ def setup_keras(run: RunConfig):
     """Device, float policy, seed and determinism for a run; returns its ``tf.distribute`` strategy."""
     import keras
 
+    # fresh layer names and graph per run; first: it also resets Keras' global float policy,
+    # which configure then sets (after it, mixed precision was silently float32)
+    keras.backend.clear_session(free_memory=False)
     strategy, device = accelerator.configure(**wiring.accelerator_arguments(run))
     keras.config.disable_interactive_logging()  # no progress bars from predict() calls
     # Runs sharing a process (sweeps, scripts) retrace Keras' step functions: expected, not a bug.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    keras.backend.clear_session(free_memory=False)  # fresh layer names and graph per run
     keras.utils.set_random_seed(run.seed)
     _set_determinism(run.trainer.deterministic, run.accelerator.jit_compile)
     record.set_tags({f"{contract.ACCELERATOR_PREFIX}{k}": v for k, v in device.items()})

@@ -70,7 +70,11 @@ def train(plan: Plan, strategy) -> Outcome:
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
-    if data.x_test is not None:
+    if data.y_test is not None:  # a held-out test set: scored once, never used to choose
+        metrics |= artifacts.log_test_set(model, data, plan.batch_size)
+    elif data.x_test is not None and data.from_files:
+        artifacts.log_test_predictions(model, data, plan.batch_size)
+    elif data.x_test is not None:
         artifacts.log_submission(model, data.x_test)
     model_uri = None
     if plan.log_model:  # at the last epoch's step: the logged model carries the final metrics

@@ -28,6 +28,7 @@ from pipeline.tracking import contract
 EPOCHS = 3
 STRIDE = [0.80, 0.82, 0.84]  # final val_accuracy of downsample=stride, seeds 0, 1, 2
 MAXPOOL = [0.90, 0.91, 0.92]
+TWO_SEEDS = {"stride": [0.7, 0.7], "maxpool": [0.6, 0.7875]}  # the issue's [-1.1975, 1.1850], 1.5313
 T_975_DF2 = 4.302652729911275  # two-sided 95% t quantile with 2 degrees of freedom (any t table)
 C = contract
 
@@ -66,6 +67,11 @@ def sweeps(tmp_path_factory) -> dict:
     for seed in range(2):
         write_child_run(client, exp, seeds, {}, seed, 0.6 + seed / 100)
     resumed = _resumed(client, new("resumed"), start)
+    exp = new("two_seeds")  # a shrunk sweep's numbers: 2 seeds, a spread wider than the difference
+    two = write_sweep_run(client, exp, ["downsample"], {"downsample": "stride,maxpool", "seed": "0,1"}, start)
+    for seed in range(2):
+        write_child_run(client, exp, two, {"downsample": "stride"}, seed, TWO_SEEDS["stride"][seed])
+        write_child_run(client, exp, two, {"downsample": "maxpool"}, seed, TWO_SEEDS["maxpool"][seed])
     return {"uri": uri, "client": client, "parent": parent, "old": old, "grid": grid, "resumed": resumed}
 
 
@@ -177,6 +183,23 @@ def test_summary_matches_hand_computed_statistics(sweeps):
     none = summary.loc["downsample=none"]
     assert stride.verdict == "baseline" and none.verdict == "too few seeds" and not none.decided
     assert compare.undecided(summary.reset_index()) == ["downsample=none"]
+
+
+def test_a_difference_of_accuracies_is_bounded_and_the_method_named(sweeps, tmp_path):
+    # unbounded, the paired t interval of 2 seeds is [-1.1975, 1.1850] and 'detectable' 1.5313
+    raw = pipeline_stats.paired(TWO_SEEDS["maxpool"], TWO_SEEDS["stride"])
+    assert (raw.ci_low, raw.ci_high, raw.detectable) == pytest.approx((-1.1975, 1.1850, 1.5313), abs=1e-4)
+    summary = compare.summarize("two_seeds", tracking_uri=sweeps["uri"]).set_index("variant")
+    maxpool = summary.loc["downsample=maxpool"]
+    assert maxpool.difference == pytest.approx(-0.00625) and maxpool.test == pipeline_stats.PAIRED
+    assert (maxpool.difference_ci_low, maxpool.difference_ci_high) == (-1.0, 1.0)
+    assert maxpool.detectable_difference == 1.0
+    assert maxpool.p_value == pytest.approx(raw.p_value)  # the test itself is unchanged
+    markdown = compare.write_report("two_seeds", tracking_uri=sweeps["uri"], out=tmp_path).read_text()
+    assert "intersected with [-1, 1], where a difference of two accuracies lies" in markdown
+    assert "1.1850" not in markdown and "1.5313" not in markdown
+    loss = compare.summarize("two_seeds", tracking_uri=sweeps["uri"], metric="val_loss")
+    assert loss.difference_ci_high.max() > 1  # a loss is not bounded: its plain t interval stays
 
 
 def test_holm_corrects_across_the_comparisons_and_verdicts_use_it(sweeps):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -143,12 +144,26 @@ def test_help_cfg_and_config_errors_never_import_tensorflow_or_mlflow(args, tmp_
     assert "HEAVY=[]" in result.stdout, result.stdout + result.stderr
 
 
-def test_help_lists_every_group_and_option(tmp_path):
+def test_help_teaches_every_option_its_keys_and_the_launchers(tmp_path):
     out = cli("--help", cwd=tmp_path, timeout=60).stdout
+    groups = out.split("== Launchers")[0]
     for group in composition.GROUPS:
-        assert f"{group}: " in out
-    assert "downsample: maxpool, none, stride" in out
-    assert "experiment: " in out
+        assert f"\n{group}:\n" in groups
+        for option in composition.group_options(group):
+            assert f"\n  {option}" in groups, option
+    assert "\n  none *\n" in groups and "\n  scratch_cnn *\n" in groups and "\n  adam *\n" in groups
+    for key in ("path: ???", "weights: imagenet", "strides: 2", "rate: 0.5", "alpha: 1.0"):
+        assert f"\n    {key}" in groups, key  # keys of options that are not the default
+    assert "# a mirrored 2 is not a 2" in groups  # the YAML comments
+    assert "experiment: (none by default)" in groups and "\n  stride_vs_pool\n" in groups
+    launchers = out.split("== Launchers")[1].split("==")[1]
+    assert "basic *" in launchers and "joblib" in launchers and "slurm" in launchers
+    assert "uri: sqlite:///mlflow.db   # or $MLFLOW_TRACKING_URI when set" in out and "${" not in out
+    assert "backbone=resnet50 --help" in out
+    chosen = cli("backbone=resnet50", "--help", cwd=tmp_path, timeout=60).stdout.split(
+        "== The options chosen"
+    )[1]
+    assert "name: resnet50" in chosen and "weights: imagenet" in chosen and "conv_layers" not in chosen
 
 
 @pytest.mark.slow
@@ -179,3 +194,23 @@ def test_the_wheel_ships_the_configs_and_presets(tmp_path):
     }
     shipped |= {f"pipeline/experiments/{p.name}" for p in composition.EXPERIMENTS_DIR.glob("*.yaml")}
     assert shipped <= names and "pipeline/conf/config.yaml" in names
+    # installed (its dependencies are this environment's), it composes a preset from its own files
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site)]
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = "import pipeline, runpy; print('FROM=' + pipeline.__file__); "
+    code += "runpy.run_module('pipeline', run_name='__main__')"
+    args = ["experiment=stride_vs_pool", "--cfg", "job"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"FROM={site}" in done.stdout and "experiment_name: stride_vs_pool" in done.stdout

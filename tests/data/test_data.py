@@ -116,3 +116,7 @@ def test_image_folder_pipeline_decodes_and_resizes(tmp_path):
     images, labels = next(iter(val))
     assert images.shape[1:] == (8, 8, 1) and images.dtype.name == "float32"
     assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
+    # the pictures themselves: write_image_folder's cats are dark (0-60), its dogs bright (150-210)
+    brightness = {int(label): float(image.numpy().mean()) for image, label in zip(images, labels)}
+    names = split.class_names
+    assert 10 < brightness[names.index("cat")] < 50 and 160 < brightness[names.index("dog")] < 200

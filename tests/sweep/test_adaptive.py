@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import cli, write_child_run, write_sweep_run
+from conftest import write_child_run, write_sweep_run
 
 from pipeline import compare
 from pipeline.sweep import adaptive
@@ -83,10 +83,8 @@ def test_passes_run_a_full_grid_at_once_and_other_jobs_one_by_one():
 
 
 @pytest.mark.slow
-def test_a_sweep_with_max_seeds_adds_seeds_until_each_variant_stops(store, tmp_path):
-    shrunk = ["trainer.epochs=1", "dataset.max_samples=150", "tracking.log_model=false"]
-    args = ["-m", "optimizer=adam,sgd", "seed=0,1", "sweep.max_seeds=3", *shrunk, *store.overrides]
-    result = cli(*args, cwd=tmp_path, timeout=900)
+def test_a_sweep_with_max_seeds_adds_seeds_until_each_variant_stops(adam_sgd_sweep):
+    result, store = adam_sgd_sweep  # optimizer=adam,sgd seed=0,1 sweep.max_seeds=3, on joblib
     assert result.returncode == 0, result.stderr[-3000:]
     runs = store.runs()
     parents = [r for r in runs if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP]

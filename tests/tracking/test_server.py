@@ -1,11 +1,16 @@
-"""The team server: PostgreSQL + ``python -m pipeline.server``, used by a parallel sweep.
+"""The team server: PostgreSQL + ``python -m pipeline.server``, used by a parallel sweep, and
+one that lets in only the team (MLflow's basic-auth).
 
-Needs PostgreSQL 15 (the Debian package) and root; elsewhere these tests skip, unless
-``CONVLAB_REQUIRE_SERVER=1`` (as ``.ci/run`` sets), where a missing server fails them.
+Needs PostgreSQL (the Debian package, any major version) and root; elsewhere these tests skip,
+unless ``CONVLAB_REQUIRE_SERVER=1`` (as ``.ci/run`` sets), where a missing server fails them.
+The servers are session fixtures in ``conftest.py`` (``server_uri``, ``auth_server``).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import cli, free_port
 
-from pipeline.tracking import contract
+from pipeline.tracking import contract, server
 
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
 
@@ -102,3 +107,133 @@ def test_server_without_its_database_says_so_in_one_line(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "nothing answers" in done.stderr
     assert "secret" not in done.stderr
+
+
+def _login_env(url: str, user: str, password: str) -> dict:
+    return {
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+
+
+@pytest.mark.server
+def test_a_request_without_a_login_gets_401(auth_server):
+    import urllib.error
+    import urllib.request
+
+    url, _ = auth_server
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_sweep_with_the_teams_credentials_tracks_to_the_server(auth_server, tmp_path, monkeypatch):
+    import mlflow
+
+    url, password = auth_server
+    env = _login_env(url, server.ADMIN, password)
+    experiment = "auth_sweep"
+    lines = [
+        "-m",
+        "seed=0,1",
+        *SHRUNK[1:],
+        "tracking.log_model=false",
+        f"tracking.experiment_name={experiment}",
+    ]
+    result = cli(*lines, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    parent, children = _sweep_runs(mlflow.MlflowClient(url), experiment)
+    assert parent.info.status == contract.FINISHED
+    assert sorted(c.data.tags[contract.SEED] for c in children) == ["0", "1"]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("user", "password", "message"),
+    [
+        ("admin", "wrong", "refused the login of MLFLOW_TRACKING_USERNAME=admin: wrong user or"),
+        ("", "", "asks for a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    ],
+)
+def test_a_wrong_or_missing_login_is_one_line_before_training(auth_server, tmp_path, user, password, message):
+    url, _ = auth_server
+    env = _login_env(url, user, password)
+    result = cli("trainer.epochs=1", cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and "wrong" not in result.stderr.replace("wrong user", "")
+
+
+def test_no_login_on_the_network_is_refused_in_one_line(tmp_path):
+    command = [sys.executable, "-m", "pipeline.server", "--host", "0.0.0.0", "--no-auth", "--password", "x"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "--no-auth would let anyone on the network read and delete every run" in line
+
+
+def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
+    path = tmp_path / "convlab" / "server.env"
+    first = server.credentials(path, generate=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len({first[server.DB_PASSWORD], first[server.ADMIN_PASSWORD], first[server.SECRET_KEY]}) == 3
+    assert all(len(first[key]) >= 20 for key in (server.DB_PASSWORD, server.ADMIN_PASSWORD))
+    assert server.credentials(path, generate=True) == first  # kept: the role already has that password
+    assert server.credentials(tmp_path / "other.env", generate=True) != first  # no fixed password
+    assert server.credentials(tmp_path / "none.env") == {}
+
+
+def test_postgresql_is_found_whatever_its_major_version():
+    versions = server.postgres_versions()
+    if not versions:
+        pytest.skip("PostgreSQL is not installed")
+    assert all(Path(f"/usr/lib/postgresql/{v}/bin/postgres").exists() for v in versions)
+    version, _ = server.cluster_for(5432)
+    assert version in versions
+    assert server.unavailable("99") == "PostgreSQL 99 is not installed (apt-get install postgresql)"
+
+
+@pytest.mark.server
+def test_started_as_root_the_server_does_not_run_as_root(server_uri, tmp_path):
+    """As root, the server drops to --run-as (postgres), or refuses in one line if that user cannot
+    run this Python: it never serves as root unless told ``--run-as root``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    port = str(free_port())
+    command = [sys.executable, "-m", "pipeline.server", "--port", port, "--artifacts", str(tmp_path / "a")]
+    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    command += [
+        "--setup",
+        "--database",
+        database.name,
+        "--user",
+        database.user,
+        "--password",
+        database.password,
+    ]
+    command += ["--credentials", str(tmp_path / "server.env")]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
+    except server.ServerError:
+        _, stderr = process.communicate(timeout=30)
+        (line,) = stderr.strip().splitlines()
+        assert "started as root, the server runs as postgres, but user postgres cannot run" in line
+        return
+    finally:
+        if process.poll() is not None:
+            server.drop_database(database)
+    try:
+        uid = Path(f"/proc/{process.pid}/status").read_text().split("Uid:")[1].split()[0]
+        assert uid != "0"
+    finally:
+        process.terminate()
+        process.wait(30)
+        server.drop_database(database)

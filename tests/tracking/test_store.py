@@ -51,6 +51,11 @@ def folder_under_a_file(tmp: Path) -> tuple[str, Path]:
     return f"sqlite:///{path}/stores/mlflow.db", path
 
 
+def folder_cannot_be_created(tmp: Path) -> tuple[str, Path]:
+    # root ignores mode bits, so a read-only folder tests nothing; nobody can create one in /proc
+    return "sqlite:////proc/convlab/mlflow.db", Path("/proc/convlab")
+
+
 def file_store(tmp: Path) -> tuple[str, Path]:
     return f"file://{tmp}/mlruns", tmp / "mlruns"
 
@@ -75,6 +80,7 @@ UNUSABLE = {  # case -> (what the message must say, how to make the store)
     "garbage mlflow.db": ("not an SQLite database", garbage_db),
     "SQLite file of another program": ("not an MLflow store", foreign_sqlite_db),
     "folder cannot be written": ("is a file, not a folder", folder_under_a_file),
+    "folder cannot be created": ("/proc is not writable", folder_cannot_be_created),
     "file:// store": ("cannot track to a folder", file_store),
     "plain-path store": ("cannot track to a folder", plain_path_store),
     "unknown scheme": ("unknown store scheme 'sqlit'", unknown_scheme),
@@ -133,6 +139,17 @@ def test_usable_stores_pass(tracking_uri, tmp_path):
     assert not (tmp_path / "new").exists()  # checking creates nothing
 
 
+def test_a_lock_file_that_cannot_be_created_is_one_line_from_the_store():
+    """The regression of issue 19: the store check passed, then the lock's mkdir raised."""
+    expected = "cannot create the MLflow store /proc/convlab"
+    with (
+        pytest.raises(store.StoreError, match=expected) as raised,
+        store._sqlite_init_lock("sqlite:////proc/convlab/mlflow.db"),
+    ):
+        pass
+    assert len(str(raised.value).splitlines()) == 1
+
+
 def test_check_never_imports_mlflow(tmp_path):
     uri, _ = garbage_db(tmp_path)
     code = (
@@ -143,19 +160,45 @@ def test_check_never_imports_mlflow(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+GONE_AWAY = """
+import socket, sys, time
+import mlflow
+from pipeline.tracking import store
+with socket.socket() as server:  # a server that answers the check, then goes away
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+    store.check(uri)
+started = time.monotonic()
+try:
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
+except Exception:
+    pass
+print(f"GAVE_UP_AFTER={time.monotonic() - started:.1f}")
+"""
+
+
 def test_an_http_store_makes_mlflow_give_up_within_seconds(monkeypatch):
+    """A real MLflow call to a server that went away: seconds, not MLflow's four minutes."""
+    for key in store.HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    done = subprocess.run([sys.executable, "-c", GONE_AWAY], capture_output=True, text=True, timeout=90)
+    assert "GAVE_UP_AFTER=" in done.stdout, done.stderr[-2000:]
+    assert float(done.stdout.split("GAVE_UP_AFTER=")[1]) < 30
+
+
+def test_the_users_own_http_settings_win(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")  # the user's own setting wins
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         store.check(f"http://127.0.0.1:{server.getsockname()[1]}")
-
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
     assert (
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
         == store.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     )
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,126 @@
+"""``python -m pipeline --help``: every group's options with their keys and YAML comments.
+
+Hydra's own help lists only the chosen option's keys and shows ``tracking.uri`` as the raw
+``${oc.env:...}``. ``conf/hydra/help/convlab.yaml`` calls the ``${convlab_help:}`` resolver
+registered here, which reads the YAML files themselves (comments included): for each group,
+its options, the default marked, each option's keys; the experiments; the launchers; then the
+config composed for the options chosen (``backbone=resnet50 --help`` shows resnet50's keys).
+Reads only files: no TensorFlow, no MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from pipeline.config import composition
+
+INDENT = "    "
+ENV = re.compile(r"\$\{oc\.env:(\w+),([^}]*)\}")  # ${oc.env:VAR,default}
+# Launchers of installed Hydra plugins: (option, plugin module, what it does)
+PLUGIN_LAUNCHERS = (
+    ("joblib", "hydra_plugins.hydra_joblib_launcher", "jobs in parallel processes on this machine (n_jobs)"),
+    ("submitit_local", "hydra_plugins.hydra_submitit_launcher", "jobs as local submitit processes"),
+    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "jobs as SLURM jobs (submitit)"),
+)
+
+
+def register() -> None:
+    """Makes ``${convlab_help:}`` available to the help template (before Hydra parses ``--help``)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("convlab_help"):
+        OmegaConf.register_new_resolver("convlab_help", _resolve)
+
+
+def _resolve(*, _root_) -> str:
+    from omegaconf import OmegaConf
+
+    choices = OmegaConf.to_container(_root_.hydra.runtime.choices)
+    app = OmegaConf.masked_copy(_root_, [g for g in composition.GROUPS if g in _root_])
+    # Hydra's help template is a string.Template: a literal $ is written $$
+    return render(choices, OmegaConf.to_yaml(app)).replace("$", "$$")
+
+
+def render(choices: dict, composed_yaml: str = "") -> str:
+    """The help body: groups and their options, experiments, launchers, run settings, composed config."""
+    defaults = composition.default_options()
+    parts = ["== Config groups: group=option (* the default; each option's keys below it) =="]
+    for group in composition.GROUPS:
+        parts.append(f"{group}:")
+        for path in sorted((composition.CONF_DIR / group).glob("*.yaml")):
+            mark = " *" if defaults.get(group) == path.stem else ""
+            chosen = " (chosen)" if choices.get(group) == path.stem and not mark else ""
+            parts.append(f"  {path.stem}{mark}{chosen}")
+            parts += [f"{INDENT}{line}" for line in _body(path)]
+    parts.append("experiment: (none by default) a preset of options and its sweep; run with -m")
+    for path in sorted(composition.EXPERIMENTS_DIR.glob("*.yaml")):
+        parts.append(f"  {path.stem}")
+        parts += [f"{INDENT}{line}" for line in _leading_comments(path)]
+    parts += ["", "== Launchers: -m hydra/launcher=NAME (how a sweep's jobs run) ==", *launchers()]
+    parts += ["", "== Run settings (override any key: trainer.epochs=2) =="]
+    parts += [f"  {line}" for line in _body(composition.CONF_DIR / "config.yaml", root=True)]
+    if composed_yaml:
+        picked = ", ".join(f"{g}={choices.get(g)}" for g in composition.GROUPS)
+        parts += ["", f"== The options chosen, composed ({picked}) =="]
+        parts.append("  # another option's keys: python -m pipeline backbone=resnet50 --help; all: --cfg job")
+        parts += [f"  {readable(line)}" for line in composed_yaml.rstrip().splitlines()]
+    return "\n".join(parts)
+
+
+def launchers() -> list[str]:
+    """``basic`` (the default), the installed plugins' launchers, and convlab's own in conf/hydra/launcher."""
+    lines = ["  basic *          one job after another, in this process"]
+    for name, module, what in PLUGIN_LAUNCHERS:
+        if _installed(module):
+            lines.append(f"  {name:<16} {what}")
+    for path in sorted((composition.CONF_DIR / "hydra" / "launcher").glob("*.yaml")):
+        lines.append(f"  {path.stem:<16} {_first_comment(path).rstrip(':')}")
+    return lines
+
+
+def readable(line: str) -> str:
+    """``uri: ${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}`` -> ``uri: sqlite:///mlflow.db
+    # or $MLFLOW_TRACKING_URI when set``."""
+    return ENV.sub(lambda m: f"{m.group(2)}   # or ${m.group(1)} when set", line)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _body(path: Path, root: bool = False) -> list[str]:
+    """The file's lines as written (comments kept), less its ``name:``, ``defaults`` and ``hydra``."""
+    lines, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("# @package") or line.startswith("name:") or not line.strip():
+            continue
+        top = not line.startswith((" ", "#"))
+        if top:
+            skipping = line.startswith(("defaults:", "hydra:"))
+        if skipping or (root and line.startswith("#")):
+            continue
+        lines.append(readable(line))
+    return lines
+
+
+def _leading_comments(path: Path) -> list[str]:
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# @package"):
+            continue
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return lines
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("# ") and not line.startswith("# @package"):
+            return line[2:].strip()
+    return ""

@@ -1,0 +1,99 @@
+"""A joblib worker that dies (SIGKILL: what the out-of-memory killer sends) loses one job, not the sweep.
+
+joblib's loky executor answers a dead worker by killing the other workers and raising
+``TerminatedWorkerError`` from ``Parallel``, which Hydra's joblib launcher passes on: a long
+traceback, and every job of the sweep stopped. ``install`` makes the launcher use
+``ResilientParallel`` instead: it watches the workers' deaths (a ``pidfd`` per worker, so the
+first to die is known exactly, not guessed), hands that worker's pid to ``on_lost`` (the sweep
+ends that job's run FAILED, and the runs its death took along KILLED), and launches the jobs
+that did not return again: finished ones are skipped, the lost one too (``jobs.skip_reason``),
+the others train. The sweep then names the lost job and how to rerun it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import select
+import threading
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+OnLost = Callable[[int | None, str], None]  # (pid of the first worker that died, its signal's name)
+
+
+def install(on_lost: OnLost) -> None:
+    """Makes Hydra's joblib launcher survive a dead worker (for this process's sweeps)."""
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    _core.Parallel = lambda **kwargs: ResilientParallel(on_lost, **kwargs)
+
+
+class ResilientParallel:
+    """``joblib.Parallel`` that relaunches what a dead worker's executor left undone."""
+
+    def __init__(self, on_lost: OnLost, **kwargs):
+        self.on_lost, self.kwargs = on_lost, kwargs
+
+    def __call__(self, tasks: Iterable) -> list:
+        from joblib import Parallel
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+        tasks = list(tasks)
+        results: list = [None] * len(tasks)
+        todo = list(range(len(tasks)))
+        for _ in range(len(tasks) + 1):  # each pass loses at least one job, or ends
+            watch = DeathWatch()
+            try:
+                batch = Parallel(return_as="generator", **self.kwargs)(tasks[i] for i in todo)
+                for index, result in zip(todo, batch, strict=False):
+                    results[index] = result
+                return results
+            except TerminatedWorkerError as err:
+                todo = [i for i in todo if results[i] is None]
+                signal_name = (re.findall(r"SIG[A-Z]+", str(err)) or ["a signal"])[0]
+                log.error("a sweep worker died (%s); relaunching %d job(s)", signal_name, len(todo))
+                self.on_lost(watch.first_dead(), signal_name)
+            finally:
+                watch.stop()
+        return results
+
+
+class DeathWatch(threading.Thread):
+    """Notes which of this process's child processes dies first (``os.pidfd_open``: Linux)."""
+
+    POLL_SECONDS = 0.2  # how often new workers are looked for
+
+    def __init__(self):
+        super().__init__(name="convlab-death-watch", daemon=True)
+        self._stop_event = threading.Event()
+        self._dead: list[int] = []
+        if hasattr(os, "pidfd_open"):
+            self.start()
+
+    def first_dead(self) -> int | None:
+        return self._dead[0] if self._dead else None
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        import psutil
+
+        fds: dict[int, int] = {}  # pidfd -> pid
+        try:
+            while not self._stop_event.is_set():
+                for child in psutil.Process().children():
+                    if child.pid not in fds.values():
+                        with contextlib.suppress(OSError):
+                            fds[os.pidfd_open(child.pid)] = child.pid
+                ready, _, _ = select.select(list(fds), [], [], self.POLL_SECONDS)
+                for fd in ready:  # the kernel's answer at the moment it returned: first deaths only
+                    self._dead.append(fds.pop(fd))
+                    os.close(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)

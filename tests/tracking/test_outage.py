@@ -1,0 +1,109 @@
+"""A tracking server that stops answering mid-run (killed, then restarted on the same port):
+the run rides it out and loses nothing; past ``tracking.outage_seconds`` it ends in one line, its
+record stays RUNNING, and a resume reruns it. Needs PostgreSQL, as the team-server tests do."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TINY
+
+from pipeline.tracking import contract, server
+
+
+@pytest.fixture
+def restartable_server(tmp_path):
+    """``(url, restart)``: a server of our own, on a fixed port, that the test may stop and start."""
+    reason = server.unavailable()
+    if reason:
+        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
+            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
+        pytest.skip(reason)
+    from test_store import _free_port
+
+    database = server.Database(f"convlab_outage_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    port, url = _free_port(), ""
+    url = f"http://127.0.0.1:{port}"
+    processes = []
+
+    def start():
+        processes.append(server.launch(database, tmp_path / "artifacts", port, tmp_path / "server.log"))
+        server.wait_until_ready(url, processes[-1], timeout=240)
+
+    def stop():
+        server.stop(processes[-1])
+
+    start()
+    yield url, start, stop
+    stop()
+    server.drop_database(database)
+
+
+def _start(tmp_path, url, *args):
+    command = [sys.executable, "-m", "pipeline", "-m", *TINY, "trainer.epochs=4", "tracking.log_model=false"]
+    command += [f"tracking.uri={url}", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(command, cwd=tmp_path, start_new_session=True, **pipes)
+
+
+def _child_after_first_epoch(client, experiment: str, process):
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id]) if found else []
+        child = next((r for r in runs if contract.PARENT in r.data.tags and "loss" in r.data.metrics), None)
+        if child is not None:
+            return child
+        time.sleep(0.3)
+    pytest.fail("the run never finished an epoch")
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(restartable_server, tmp_path):
+    import mlflow
+
+    url, start, stop = restartable_server
+    client = mlflow.MlflowClient(url)
+
+    # 1. killed after the first epoch, back a few seconds later: the run goes on, nothing is lost
+    ridden = _start(tmp_path, url, "seed=0", "tracking.experiment_name=blip")
+    child = _child_after_first_epoch(client, "blip", ridden)
+    stop()
+    time.sleep(3)
+    start()
+    stdout, stderr = ridden.communicate(timeout=600)
+    assert ridden.returncode == 0, stderr[-3000:]
+    assert "does not answer: retrying" in stdout + stderr and "back after" in stdout + stderr
+    run = client.get_run(child.info.run_id)
+    assert run.info.status == contract.FINISHED
+    epochs = [m.step for m in client.get_metric_history(run.info.run_id, contract.VAL_ACCURACY)]
+    assert sorted(epochs) == [1, 2, 3, 4]  # every epoch's metrics
+    figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
+    assert "figures/learning_curves.png" in figures  # and the artifacts
+
+    # 2. down for longer than tracking.outage_seconds: one line, the record stays RUNNING, a resume reruns it
+    args = ["seed=1", "tracking.experiment_name=outage", "tracking.outage_seconds=2"]
+    lost = _start(tmp_path, url, *args)
+    child = _child_after_first_epoch(client, "outage", lost)
+    stop()
+    stdout, stderr = lost.communicate(timeout=300)
+    start()
+    assert lost.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not answer" in lines[0] and "sweep.resume=" in lines[0], stderr[-3000:]
+    assert "did not answer for 2 s" in stdout + stderr
+    assert client.get_run(child.info.run_id).info.status == contract.RUNNING  # its process is gone: stale
+
+    resumed = _start(tmp_path, url, *args, "tracking.outage_seconds=300", "sweep.resume=last")
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert client.get_run(child.info.run_id).info.status == contract.KILLED  # stale, marked by the resume
+    found = client.get_experiment_by_name("outage").experiment_id
+    statuses = [r.info.status for r in client.search_runs([found]) if contract.PARENT in r.data.tags]
+    assert sorted(statuses) == [contract.FINISHED, contract.KILLED]
