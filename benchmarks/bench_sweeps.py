@@ -7,8 +7,14 @@
 2. The same small single run (``python -m pipeline``, 2 epochs) tracked to SQLite and to the
    PostgreSQL-backed server (``pipeline.server``, on this machine), interleaved, REPEATS each:
    medians, ratio and the difference per run. Needs root and PostgreSQL; skipped otherwise.
+3. ``--only cluster``: the same 12-job sweep from a laptop to a cluster: basic, joblib and SLURM
+   (``.ci/slurm-setup``'s single node, 1 CPU per job) tracked to the team server, and Ray (a
+   2-CPU head started here, ``pip install -e ".[ray]"``). Ray runs in a private network namespace
+   (tests and benchmarks here send traffic to loopback only, and Ray takes the machine's address),
+   which cannot reach the server: its jobs track to SQLite on the disk they share.
 
-    python benchmarks/bench_sweeps.py            # the README's numbers (takes a while)
+    python benchmarks/bench_sweeps.py            # parts 1 and 2: the README's numbers (takes a while)
+    python benchmarks/bench_sweeps.py --only cluster   # part 3 (needs root, SLURM, Ray, PostgreSQL)
     python benchmarks/bench_sweeps.py --quick    # 1 epoch, 200 images: checks it runs end to end
 """
 
@@ -18,6 +24,7 @@ import argparse
 import logging
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -33,6 +40,10 @@ LAUNCHERS = {
     "joblib (n_jobs=2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     "submitit_local": ["hydra/launcher=submitit_local"],
 }
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=3"]  # fmt: skip
+RAY_PORT = 6379
+RAY = ["hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{RAY_PORT}"]
 
 
 def timed(command: list[str], cwd: Path, env: dict) -> float:
@@ -105,6 +116,69 @@ def _interleaved(stores: dict[str, str], shrink: list[str], repeats: int, folder
     return times
 
 
+def scale_out(shrink: list[str], seeds: int) -> None:
+    """Part 3: the same sweep with each launcher, from one process to a cluster."""
+    jobs = 4 * seeds
+    sweep = ["-m", "experiment=stride_vs_pool", f"seed={','.join(str(s) for s in range(seeds))}", *shrink]
+    print(f"\nFrom a laptop to a cluster: stride_vs_pool, {jobs} jobs ({' '.join(shrink) or 'as preset'})")
+    print(f"{'launcher':<36}{'store':<22}{'wall s':>9}{'jobs/min':>10}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, store, seconds in _server_sweeps(sweep, Path(folder)):
+            print(f"{name:<36}{store:<22}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}", flush=True)
+        if row := _ray_sweep(sweep, Path(folder)):
+            name, store, seconds = row
+            print(f"{name:<36}{store:<22}{seconds:>9.1f}{jobs / seconds * 60:>10.2f}", flush=True)
+
+
+def _server_sweeps(sweep: list[str], folder: Path):
+    """basic, joblib and SLURM (when there is one), tracked to a team server started here: rows
+    as they are measured."""
+    reason = server.unavailable()
+    if reason:
+        print(f"team server skipped: {reason}")
+        return []
+    launchers = {"basic": [], "joblib (n_jobs=2)": LAUNCHERS["joblib (n_jobs=2)"]}
+    if shutil.which("sinfo"):
+        launchers["SLURM (1 node, 1 CPU a job)"] = SLURM
+    database = server.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
+    port = _free_port()
+    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        server.wait_until_ready(uri, process, timeout=300)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        for name, launcher in launchers.items():
+            experiment = f"tracking.experiment_name=bench_{name.split()[0].lower()}"
+            command = [sys.executable, "-m", "pipeline", *sweep, *launcher, experiment]
+            yield name, "team server", timed(command, folder, env)
+    finally:
+        server.stop(process)
+        server.drop_database(database)
+
+
+def _ray_sweep(sweep: list[str], folder: Path) -> tuple[str, str, float] | None:
+    """The sweep on a 2-CPU Ray head in a network namespace of its own (loopback only)."""
+    ray = Path(sys.executable).parent / "ray"
+    if not ray.exists() or not shutil.which("unshare"):
+        print("Ray skipped: pip install -e '.[ray]' (and unshare, as root)")
+        return None
+    namespace = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+    inside = ["nsenter", "-t", str(namespace.pid), "-n", "--"]
+    try:
+        time.sleep(0.5)
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run([*inside, str(ray), "start", "--head", "--num-cpus=2", f"--port={RAY_PORT}",
+                        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={folder / 'ray'}"],
+                       check=True, capture_output=True)  # fmt: skip
+        env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(folder)}
+        seconds = timed([*inside, sys.executable, "-m", "pipeline", *sweep, *RAY], folder, env)
+        return "Ray (2-CPU head, existing cluster)", "SQLite, shared disk", seconds
+    finally:
+        subprocess.run([*inside, str(ray), "stop", "--force"], capture_output=True)
+        namespace.kill()
+        namespace.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -116,12 +190,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 epoch, 200 images, 2 repeats")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (3: the 12-job sweep)")
     parser.add_argument("--repeats", type=int, help="runs per store (default 5, --quick 2)")
-    parser.add_argument("--only", choices=("sweeps", "tracking"), help="run one of the two parts")
+    parser.add_argument("--only", choices=("sweeps", "tracking", "cluster"), help="run one part")
     args = parser.parse_args()
     sweep_shrink = ["trainer.epochs=1", "dataset.max_samples=200"] if args.quick else []
     run_shrink = ["trainer.epochs=1", "dataset.max_samples=200"] if args.quick else ["trainer.epochs=2"]
     repeats = args.repeats or (2 if args.quick else 5)
     print(f"{os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
+    if args.only == "cluster":
+        scale_out(sweep_shrink, args.seeds)
+        return
     if args.only != "tracking":
         sweep_throughput(sweep_shrink, args.seeds)
     if args.only != "sweeps":

@@ -16,7 +16,7 @@ import time
 
 from pipeline.config import overrides
 from pipeline.sweep import interrupts
-from pipeline.tracking import contract, sweep_runs
+from pipeline.tracking import contract, scheduler, sweep_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,8 @@ class SweepJob:
             contract.PID: str(os.getpid()),
             contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
         }
+        if job_id := scheduler.job_id():
+            tags[contract.SCHEDULER_JOB] = job_id
         return tags | {contract.factor_tag(k): pairs[k] for k in self.factors if k in pairs}
 
 

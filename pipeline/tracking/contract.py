@@ -61,6 +61,7 @@ STARTED = "convlab.started"  # on a sweep's parent: when this pass (a run or a r
 HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
 PID = "convlab.pid"
 PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+SCHEDULER_JOB = "convlab.scheduler_job"  # a cluster job's id (SLURM: ``<array>_<index>``)
 LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
 FEATURE_CACHE = "convlab.feature_cache"
 FEATURE_CACHE_KEY = "convlab.feature_cache_key"

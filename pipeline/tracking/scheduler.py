@@ -10,6 +10,15 @@ import os
 from pathlib import Path
 
 
+def job_id() -> str | None:
+    """This job's id on its scheduler (SLURM's ``<array job>_<index>`` for a sweep), else None."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return str(submitit.JobEnvironment().job_id)
+
+
 def job_log_files() -> list[Path]:
     """The scheduler's stdout and stderr files of this job (those that exist), else ``[]``.
 

@@ -177,6 +177,7 @@ def _child(run) -> dict:
         "pid": tags.get(contract.PID, ""),
         "process_start": tags.get(contract.PROCESS_START, ""),
         "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
+        "scheduler_job": tags.get(contract.SCHEDULER_JOB, ""),
     }
 
 

@@ -15,7 +15,7 @@ def test_slurm_preset_composes_on_the_plugins_schema(tmp_path):
     shown = cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr[-2000:]
     launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.convlab_launchers.slurm_launcher.SlurmLauncher"
     assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["timeout_min"]) == (1, 1, 120)
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"  # where the job logs go
     assert launcher["partition"] == "gpu"  # every key of the plugin's schema can be set
@@ -23,6 +23,26 @@ def test_slurm_preset_composes_on_the_plugins_schema(tmp_path):
 
     misspelt = cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.gpus=2", cwd=tmp_path)
     assert misspelt.returncode != 0 and "gpus" in misspelt.stderr
+
+
+def test_slurm_launcher_is_the_plugins_own_with_a_watch():
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+
+    from hydra_plugins.convlab_launchers.slurm_launcher import SlurmLauncher
+
+    assert issubclass(SlurmLauncher, submitit_launcher.SlurmLauncher)
+
+
+def test_ray_preset_joins_an_existing_cluster(tmp_path):
+    address = "hydra.launcher.ray.init.address=10.0.0.5:6379"
+    shown = cli("--cfg", "hydra", "hydra/launcher=ray_cluster", address, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"] == "hydra_plugins.convlab_launchers.ray_launcher.RayLauncher"
+    # Ray refuses an object store size when joining a cluster: the preset leaves it to the cluster
+    assert launcher["ray"]["init"] == {"address": "10.0.0.5:6379", "object_store_memory": None}
+    assert launcher["ray"]["remote"] == {"num_cpus": 1, "num_gpus": 0}
+    assert "deprecated" not in shown.stderr  # not named `ray`: that is the plugin's own config
 
 
 def test_job_log_files_outside_a_scheduler_is_empty(monkeypatch):

@@ -1,0 +1,90 @@
+"""``hydra/launcher=slurm``: submitit's SLURM launcher, watching every job of the sweep at once.
+
+See ``pipeline.sweep.slurm``: a job that ends without a result (scancel, time limit, lost node)
+is one line and the sweep goes on; a job silent for ``sweep.stale_after`` is given up; Ctrl-C
+cancels every job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """The job itself, on its node. submitit turns SLURM's warning signal (``signal_delay_s``
+        before the time limit) into an error that ends the run FAILED; ignored here, so the run
+        trains until SLURM's SIGTERM at the limit, ends KILLED, and the sweep names the reason."""
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        return super().__call__(*args, **kwargs)
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        # Hydra imports every plugin module at start-up (--help, --cfg job): the sweep floor loads here
+        from pipeline.sweep import slurm
+        from pipeline.tracking import contract
+
+        assert self.config is not None
+        executor = self._executor()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
+        job_params, labels = [], []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            labels.append(" ".join(filter_overrides(overrides)))
+            log.info(f"\t#{idx} : {labels[-1]}")
+            job_params.append(
+                (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+            )
+        jobs = executor.map_array(self, *zip(*job_params))
+        results = slurm.collect(
+            jobs,
+            labels,
+            uri=str(self.config.tracking.uri),
+            parent=os.environ.get(contract.ENV_PARENT_RUN_ID, ""),
+            stale_after=float(self.config.sweep.stale_after),
+            timeout_min=int(self.params.get("timeout_min", 0)),
+        )
+        return [
+            result if result is not None else _without_result(overrides, sweep_dir)
+            for result, overrides in zip(results, job_overrides)
+        ]
+
+    def _executor(self):
+        """submitit's executor with this launcher's parameters (as the plugin's own ``launch``)."""
+        import submitit
+
+        init_keys = {"max_num_timeout", "submitit_folder"}
+        executor = submitit.AutoExecutor(
+            cluster="slurm",
+            folder=self.params["submitit_folder"],
+            slurm_max_num_timeout=self.params.get("max_num_timeout", 0),
+        )
+        common = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in common else f"slurm_{k}": v for k, v in self.params.items() if k not in init_keys}
+        )
+        return executor
+
+
+def _without_result(overrides, sweep_dir: Path) -> JobReturn:
+    """A job that ended without a result counts as a failed job (NaN), like one that raised."""
+    return JobReturn(
+        overrides=list(overrides),
+        working_dir=str(sweep_dir),
+        task_name="convlab",
+        status=JobStatus.COMPLETED,
+        _return_value=math.nan,
+    )
