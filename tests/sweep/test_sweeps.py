@@ -77,7 +77,7 @@ def test_shrunk_factorial_sweep_nests_tagged_children_under_one_parent(store, tm
     assert "comparison/report.html" in artifacts and "comparison/summary.csv" in artifacts
     assert any(a.path == "sweep_summary.md" for a in store.client().list_artifacts(parent.info.run_id))
     report_md = store.client().download_artifacts(parent.info.run_id, "comparison/report.md", str(tmp_path))
-    assert "(status FINISHED)" in Path(report_md).read_text()  # the parent's final status
+    assert "status FINISHED)" in Path(report_md).read_text()  # the parent's final status
     # the verdict where MLflow users look: the parent's description, metrics and params
     note = parent.data.tags[contract.NOTE]
     assert all(
