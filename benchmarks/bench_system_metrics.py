@@ -10,7 +10,7 @@ Two measures:
 2. The sampling itself, without that noise: the CPU time (``time.thread_time``) of one sample
    as MLflow's monitor takes it (read CPU, memory, disk and network, then log them to the run
    in the same SQLite store), averaged over ``--samples``; divided by the sampling interval
-   (``pipeline.tracking.lifecycle.SYSTEM_METRICS_INTERVAL``), the share of one core it takes.
+   (``pipeline.tracking.system_metrics.INTERVAL``), the share of one core it takes.
 
     python benchmarks/bench_system_metrics.py [--repeats 5] [--samples 50]
 """
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from pipeline.tracking import lifecycle
+from pipeline.tracking import system_metrics
 
 
 def timed(command: list[str], cwd: str, env: dict) -> tuple[float, float]:
@@ -88,7 +88,7 @@ def one_sample(samples: int) -> None:
             monitor.mlflow_logger.flush()
             cpu.append(time.thread_time() - started)
             wall.append(time.perf_counter() - started_wall)
-    interval = lifecycle.SYSTEM_METRICS_INTERVAL
+    interval = system_metrics.INTERVAL
     per_sample = statistics.median(cpu)
     wall_ms = statistics.median(wall) * 1000
     print(f"\none sample (n={samples}): median CPU {per_sample * 1000:.1f} ms, wall {wall_ms:.1f} ms")

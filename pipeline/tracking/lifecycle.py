@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import contract, plots, scheduler, store
+from pipeline.tracking import contract, plots, scheduler, store, system_metrics
 
 log = logging.getLogger(__name__)
 
 _opening: list[Run] = []  # the run being opened in this process, if any (one at a time)
-# MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py): one sample every
-# this many seconds from the moment the run is open, unless $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
-# says otherwise (MLflow's default, 10 s, leaves a short course run one point or none).
-SYSTEM_METRICS_INTERVAL = 3.0
 BACKOFF_MAX_SECONDS = 30  # retries during a server outage: 1, 2, 4, ... then every 30 s
 
 
@@ -160,21 +155,15 @@ class Run:
                     self.experiment_id, tags=tags, run_name=self.run_name
                 ).info.run_id
             if self.system_metrics:
-                self._monitor = _start_system_metrics(self.uri, self.run_id)
+                self._monitor = system_metrics.start(self.uri, self.run_id)
         except BaseException as err:  # raised again in the main thread, by wait()
             self._error = err
 
     def stop_system_metrics(self) -> None:
-        """Stops sampling, and logs a last point: the run's end (a short run's only one).
-
-        MLflow's monitor drops the samples of its last, unfinished interval when it stops.
-        """
+        """Stops sampling, with a last point at the run's end (``system_metrics.stop``)."""
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
-            monitor.finish()
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+            system_metrics.stop(monitor)
 
     def _create_in_background(self) -> None:
         self._create()
@@ -183,24 +172,6 @@ class Run:
 
 
 LATER_IMPORTS = ("mlflow.data", "mlflow.models", "mlflow.tensorflow")  # data sets, signatures, the model
-
-
-def _start_system_metrics(uri: str, run_id: str):
-    """MLflow's own system metrics monitor on ``run_id``, from the moment the run exists.
-
-    ``mlflow.start_run(log_system_metrics=True)`` starts the same monitor, but only once the run
-    is MLflow's active run in the main thread, which a short run reaches near its end (see
-    ``Run.wait``): the monitor is started here instead, right after the run is created.
-    """
-    import logging
-
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
-    interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") or SYSTEM_METRICS_INTERVAL)
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
-    monitor.start()
-    return monitor
 
 
 def _import_for_later() -> None:

@@ -25,17 +25,15 @@ def test_slurm_preset_composes_on_the_plugins_schema(tmp_path):
     assert misspelt.returncode != 0 and "gpus" in misspelt.stderr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone; failed once in the whole suite, after other tests ran Hydra's plugin discovery "
-    "in the same process (cause not yet found, issue 18 note)",
-)
 def test_slurm_launcher_is_the_plugins_own_with_a_watch():
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-
     from hydra_plugins.convlab_launchers.slurm_launcher import SlurmLauncher
 
-    assert issubclass(SlurmLauncher, submitit_launcher.SlurmLauncher)
+    # By name, not identity: Hydra's plugin discovery (run in this process by earlier tests)
+    # executes every hydra_plugins module again and replaces it in sys.modules, so the class that
+    # SlurmLauncher extends need not be the object that a fresh import finds.
+    bases = [f"{c.__module__}.{c.__qualname__}" for c in SlurmLauncher.__mro__]
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in bases
+    assert "launch" in vars(SlurmLauncher) and "__call__" in vars(SlurmLauncher)  # the watch, the job
 
 
 def test_ray_preset_joins_an_existing_cluster(tmp_path):

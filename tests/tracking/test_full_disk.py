@@ -46,11 +46,6 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone; failed in the first whole-suite run after system metrics were merged (cause not "
-    "yet found, issue 19 note)",
-)
 def test_a_full_disk_fails_the_job_in_one_line_and_a_resume_reruns_it(small_disk):
     import mlflow
 

@@ -65,11 +65,6 @@ def _child_after_first_epoch(client, experiment: str, process):
 
 @pytest.mark.server
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="passed on its branch; failed in the first whole-suite run after the merges (cause not yet "
-    "found, issue 19 note)",
-)
 def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(restartable_server, tmp_path):
     import mlflow
 
