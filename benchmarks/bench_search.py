@@ -111,9 +111,11 @@ def study(seed: int, shrink: list[str], cwd: Path, uri: str) -> dict:
     seconds = pipeline(["experiment=tune_digits", f"hydra.sweeper.sampler.seed={seed}", *shrink,
                         f"tracking.experiment_name={experiment}"], cwd, uri)  # fmt: skip
     parent, runs = children(uri, experiment)
-    trials = [
-        r for r in runs if contract.TRIAL in r.data.tags and contract.PRUNED_AT_EPOCH not in r.data.tags
-    ]
+    trials = [  # finished, not pruned (a trial killed by a stop, then run again, counts once)
+        r for r in runs
+        if contract.TRIAL in r.data.tags and contract.PRUNED_AT_EPOCH not in r.data.tags
+        and r.info.status == contract.FINISHED
+    ]  # fmt: skip
     raw_best = max(trials, key=lambda r: r.data.metrics[contract.VAL_ACCURACY]).data.tags[contract.VARIANT]
     summary = load.summarize(experiment, parent.info.run_id, tracking_uri=uri).set_index("variant")
     winner = parent.data.tags[contract.BASELINE]
