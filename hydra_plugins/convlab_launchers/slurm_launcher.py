@@ -36,19 +36,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         from pipeline.sweep import slurm
         from pipeline.tracking import contract
 
-        assert self.config is not None
-        executor = self._executor()
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
-        job_params, labels = [], []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            labels.append(" ".join(filter_overrides(overrides)))
-            log.info(f"\t#{idx} : {labels[-1]}")
-            job_params.append(
-                (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-            )
-        jobs = executor.map_array(self, *zip(*job_params))
+        jobs, labels, sweep_dir = submit(self, job_overrides, initial_job_idx)
         results = slurm.collect(
             jobs,
             labels,
@@ -57,26 +45,47 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             stale_after=float(self.config.sweep.stale_after),
             timeout_min=int(self.params.get("timeout_min", 0)),
         )
-        return [
-            result if result is not None else _without_result(overrides, sweep_dir)
-            for result, overrides in zip(results, job_overrides)
-        ]
+        return with_failed(results, job_overrides, sweep_dir)
 
-    def _executor(self):
-        """submitit's executor with this launcher's parameters (as the plugin's own ``launch``)."""
-        import submitit
 
-        init_keys = {"max_num_timeout", "submitit_folder"}
-        executor = submitit.AutoExecutor(
-            cluster="slurm",
-            folder=self.params["submitit_folder"],
-            slurm_max_num_timeout=self.params.get("max_num_timeout", 0),
+def submit(launcher, job_overrides, initial_job_idx: int) -> tuple[list, list[str], Path]:
+    """Submits every job as the plugin's own ``launch`` does: ``(jobs, labels, sweep folder)``."""
+    assert launcher.config is not None
+    executor = _executor(launcher)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info(f"Submitit '{launcher._EXECUTOR}' sweep output dir : {sweep_dir}")
+    job_params, labels = [], []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        labels.append(" ".join(filter_overrides(overrides)))
+        log.info(f"\t#{idx} : {labels[-1]}")
+        job_params.append(
+            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
         )
-        common = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{k if k in common else f"slurm_{k}": v for k, v in self.params.items() if k not in init_keys}
-        )
-        return executor
+    return executor.map_array(launcher, *zip(*job_params)), labels, sweep_dir
+
+
+def with_failed(results: list, job_overrides, sweep_dir: Path) -> list[JobReturn]:
+    """The jobs' results, a failed job (NaN) in place of each that ended without one."""
+    return [
+        result if result is not None else _without_result(overrides, sweep_dir)
+        for result, overrides in zip(results, job_overrides)
+    ]
+
+
+def _executor(launcher):
+    """submitit's executor with the launcher's parameters (as the plugin's own ``launch``)."""
+    import submitit
+
+    kind, params = launcher._EXECUTOR, launcher.params
+    init_keys = {"max_num_timeout", "submitit_folder"}
+    init = {f"{kind}_max_num_timeout": params["max_num_timeout"]} if "max_num_timeout" in params else {}
+    executor = submitit.AutoExecutor(cluster=kind, folder=params["submitit_folder"], **init)
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{k if k in common else f"{kind}_{k}": v for k, v in params.items() if k not in init_keys}
+    )
+    return executor
 
 
 def _without_result(overrides, sweep_dir: Path) -> JobReturn:

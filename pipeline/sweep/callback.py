@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, handoff, interrupts, jobs, space, workers
+from pipeline.sweep import adaptive, handoff, interrupts, jobs, local_jobs, space, workers
 from pipeline.tracking import contract, store, sweep_runs, ui
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ class SweepCallback(Callback):
 
         state = self._state
         self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
-        if "joblib" in str(config.hydra.launcher.get("_target_", "")):  # a dead worker loses one job
+        workers.listen(lambda pid, signal_name: _lost(state, pid, signal_name))  # a dead worker: one job lost
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             workers.install(lambda pid, signal_name: _lost(state, pid, signal_name))
+        local_jobs.watch(config)  # submitit_local: every job watched at once
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -300,7 +302,8 @@ def _abort(state: dict, status: str) -> None:
 
 
 def _lost(state: dict, pid: int | None, signal_name: str) -> None:
-    """A joblib worker died: its job's run ends FAILED (lost), the runs its death took along KILLED."""
+    """A worker (joblib's, or a local job's process) died: its job's run ends FAILED (lost), the
+    runs its death took along KILLED."""
     for child in sweep_runs.children(state["uri"], state["parent"]):
         if child["status"] != contract.RUNNING or not _ours(child) or child["pid"] == str(os.getpid()):
             continue

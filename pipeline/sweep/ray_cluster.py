@@ -1,11 +1,14 @@
 """A sweep's jobs on a Ray cluster: submitted at once, cancelled together on Ctrl-C.
 
 Called by ``hydra/launcher=ray`` (``hydra_plugins.convlab_launchers.ray_launcher``) in place of
-hydra-ray-launcher's own ``launch``, which it follows, with two changes:
+hydra-ray-launcher's own ``launch``, which it follows, with three changes:
 
 - every job gets the sweep's folder as an absolute path and the store as this command resolved
   it: a Ray worker runs in a working directory of its own, with the cluster's environment (not
   this command's ``MLFLOW_TRACKING_URI``), and the jobs must share one folder and one store;
+- a job whose worker dies (SIGKILL: the out-of-memory killer, or Ray's own memory monitor) is
+  lost, not rerun behind the sweep's back (``max_retries: 0`` in the preset): its run ends FAILED
+  with ``worker killed by SIGKILL (out of memory?)``, the other jobs go on, and the sweep names it;
 - Ctrl-C or SIGTERM (``KeyboardInterrupt`` here) cancels every job: Ray raises
   ``KeyboardInterrupt`` in a running job, whose run ends KILLED (``tracking.lifecycle.run_context``),
   and drops the queued ones; the sweep waits for that before its own runs are closed.
@@ -17,7 +20,12 @@ the preset sets ``hydra.launcher.ray.init.address`` and leaves ``object_store_me
 from __future__ import annotations
 
 import logging
+import math
+import os
 from pathlib import Path
+
+from pipeline.sweep import local_jobs, workers
+from pipeline.tracking import contract, sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +68,49 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
                 )
             )
     try:
-        return ray.get(refs)
+        return collect(refs, job_overrides, str(config.tracking.uri), sweep_dir)
     except KeyboardInterrupt:
         cancel(refs)
         ray.shutdown()  # this command leaves the cluster: no more job output after its last line
         raise
+
+
+def collect(refs: list, job_overrides, uri: str, sweep_dir: Path) -> list:
+    """Each job's result; a job whose worker died (``ray.get`` raises ``WorkerCrashedError``, or
+    Ray's ``OutOfMemoryError`` when its memory monitor killed it) is lost: its run ends FAILED
+    through the sweep (``workers.report``), a failed job (NaN) stands in its place, the others go on."""
+    import ray
+    from hydra.core.utils import JobReturn, JobStatus
+
+    results = []
+    for ref, overrides in zip(refs, job_overrides):
+        try:
+            results.append(ray.get(ref))
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError):
+            _lost(list(overrides), uri)
+            results.append(
+                JobReturn(overrides=list(overrides), working_dir=str(sweep_dir), task_name="convlab",
+                          status=JobStatus.COMPLETED, _return_value=math.nan)
+            )  # fmt: skip
+    return results
+
+
+def _lost(overrides: list[str], uri: str) -> None:
+    """The job's run, still RUNNING (its worker died without a word): reported to the sweep."""
+    label = " ".join(overrides)
+    parent = os.environ.get(contract.ENV_PARENT_RUN_ID, "")
+    try:
+        children = sweep_runs.children(uri, parent) if parent else []
+    except Exception as err:
+        log.warning("[sweep] could not read the sweep's runs: %s", err)
+        children = []
+    running = [
+        c for c in children if c["overrides"] == label and c["status"] == contract.RUNNING and c["pid"]
+    ]
+    if running:
+        workers.report(int(running[-1]["pid"]), local_jobs.KILLED_WITHOUT_A_WORD)
+    else:
+        log.warning("[sweep] Ray job (%s): its worker died; the sweep goes on", label)
 
 
 def cancel(refs: list) -> None:

@@ -7,7 +7,8 @@ traceback, and every job of the sweep stopped. ``install`` makes the launcher us
 first to die is known exactly, not guessed), hands that worker's pid to ``on_lost`` (the sweep
 ends that job's run FAILED, and the runs its death took along KILLED), and launches the jobs
 that did not return again: finished ones are skipped, the lost one too (``jobs.skip_reason``),
-the others train. The sweep then names the lost job and how to rerun it.
+the others train. The sweep then names the lost job and how to rerun it. Other launchers
+(``local_jobs``: submitit's local processes) ``report`` a dead job's process to the same sweep.
 """
 
 from __future__ import annotations
@@ -23,6 +24,20 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 OnLost = Callable[[int | None, str], None]  # (pid of the first worker that died, its signal's name)
+
+
+_listeners: list[OnLost] = []  # the sweep of this process, told of a job whose process died
+
+
+def listen(on_lost: OnLost) -> None:
+    """Makes ``report`` (any launcher's lost job) reach the sweep of this process."""
+    _listeners[:] = [on_lost]
+
+
+def report(pid: int | None, signal_name: str) -> None:
+    """A launcher found a job's process dead (``pid``, killed by ``signal_name``): its sweep ends its run."""
+    for on_lost in _listeners:
+        on_lost(pid, signal_name)
 
 
 def install(on_lost: OnLost) -> None:

@@ -6,7 +6,8 @@ Keras run does not pay. So ``run_context`` returns at once with a ``Run``, and
 slow each other down) does that work in a thread while the data loads and the model trains,
 when the main thread mostly waits on TensorFlow's kernels. ``tracking``'s logging calls made
 before the run is open wait in a queue, in order, and are made in the main thread as soon as the
-run is open (``Run.wait``); nothing is dropped.
+run is open (``Run.wait``); nothing is dropped. Once it is open, a tracking server that stops
+answering is ridden out by ``backlog`` (metrics queue up, training goes on).
 
 Whatever happens inside ``run_context``, the run ends FINISHED, FAILED (with the error as the
 ``convlab.error`` tag) or KILLED on Ctrl-C or SIGTERM, never left RUNNING. A run that fails
@@ -19,15 +20,13 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import contract, plots, scheduler, store, system_metrics
+from pipeline.tracking import backlog, contract, plots, scheduler, store, system_metrics
 
 log = logging.getLogger(__name__)
 
 _opening: list[Run] = []  # the run being opened in this process, if any (one at a time)
-BACKOFF_MAX_SECONDS = 30  # retries during a server outage: 1, 2, 4, ... then every 30 s
 
 
 class Run:
@@ -49,7 +48,8 @@ class Run:
         self.run_id: str | None = None
         self._claimed = claimed  # a run created earlier to claim a sweep's job: opened, not created
         self.experiment_id: str | None = None
-        self._queue: list[tuple[Callable, tuple, dict]] = []
+        self._queue: list[tuple[Callable, tuple, dict, backlog.Batch | None]] = []
+        self._backlog: backlog.Backlog | None = None  # made on the first call once the run is open
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._open = False
@@ -89,49 +89,36 @@ class Run:
         mlflow.start_run(run_id=self.run_id, log_system_metrics=False)  # sampled since creation
         self._open = True
         queued, self._queue = self._queue, []
-        for function, args, kwargs in queued:
-            self.call(function, args, kwargs)
+        for function, args, kwargs, batch in queued:
+            self.call(function, args, kwargs, batch)
 
-    def call(self, function: Callable, args: tuple, kwargs: dict):
-        """Makes a logging call; a server that stops answering is retried, with backoff, for up
-        to ``outage_seconds`` (calls wait in order meanwhile), then ``OutageError``."""
+    def call(self, function: Callable, args: tuple, kwargs: dict, batch: backlog.Batch | None = None):
+        """Makes a logging call, riding out a server that stops answering (``backlog``): a call
+        with a ``batch`` (nothing to answer) is queued and training goes on; any other waits for
+        what was queued, then is retried; for up to ``outage_seconds``, then ``OutageError``."""
         if not self.uri.startswith(("http:", "https:")):
             return function(*args, **kwargs)
-        started, delay = None, 1.0
-        while True:
-            try:
-                result = function(*args, **kwargs)
-            except Exception as err:
-                if not store.unreachable(err):
-                    raise
-                now = time.monotonic()
-                if started is None:
-                    started = now
-                    log.warning("the tracking server at %s does not answer: retrying for up to %g s",
-                                self.uri, self.outage_seconds)  # fmt: skip
-                if now - started >= self.outage_seconds:
-                    raise store.OutageError(
-                        f"the tracking server at {store.redact(self.uri)} did not answer for "
-                        f"{self.outage_seconds:g} s (tracking.outage_seconds); run {self.run_id} stays "
-                        "RUNNING in the store, and sweep.resume reruns it"
-                    ) from None
-                time.sleep(min(delay, self.outage_seconds - (now - started)))
-                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
-                continue
-            if started is not None:
-                log.warning(
-                    "the tracking server is back after %.0f s: nothing lost", time.monotonic() - started
-                )
-            return result
+        if self._backlog is None:
+            self._backlog = backlog.Backlog(self.uri, self.run_id, self.outage_seconds)
+        if batch is not None:
+            return self._backlog.submit(batch, function, args, kwargs)
+        return self._backlog.call(function, args, kwargs)
 
-    def defer(self, function: Callable, args: tuple, kwargs: dict) -> bool:
+    def settle(self) -> None:
+        """Waits until what was queued during an outage is written (``backlog.Backlog.settle``)."""
+        if self._backlog is not None:
+            self._backlog.settle()
+
+    def defer(
+        self, function: Callable, args: tuple, kwargs: dict, batch: backlog.Batch | None = None
+    ) -> bool:
         """Queues a logging call while the run is still opening; False: make the call now."""
         if self._open:
             return False
         if self.ready:
             self.wait()
             return False
-        self._queue.append((function, args, kwargs))
+        self._queue.append((function, args, kwargs, batch))
         return True
 
     def _create(self) -> None:
@@ -190,13 +177,14 @@ def defer(function: Callable, args: tuple, kwargs: dict) -> bool:
     return bool(_opening) and _opening[-1].defer(function, args, kwargs)
 
 
-def call(function: Callable, args: tuple, kwargs: dict):
-    """``record``'s hook: the call queued while the run opens, else made, riding out an outage."""
+def call(function: Callable, args: tuple, kwargs: dict, batch: backlog.Batch | None = None):
+    """``record``'s hook: the call queued while the run opens, else made, riding out an outage
+    (``batch``: what the call writes, for a call whose answer nobody needs)."""
     if not _opening:
         return function(*args, **kwargs)
-    if _opening[-1].defer(function, args, kwargs):
+    if _opening[-1].defer(function, args, kwargs, batch):
         return None
-    return _opening[-1].call(function, args, kwargs)
+    return _opening[-1].call(function, args, kwargs, batch)
 
 
 def open_in_background() -> None:
@@ -209,6 +197,13 @@ def wait() -> None:
     """Waits until the run of this ``run_context`` is open (no-op outside one)."""
     if _opening:
         _opening[-1].wait()
+
+
+def settle() -> None:
+    """Waits until the run is open and what an outage queued is written (no-op outside a run)."""
+    if _opening:
+        _opening[-1].wait()
+        _opening[-1].settle()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 A run is opened with ``lifecycle.run_context``: whatever happens inside, it ends FINISHED,
 FAILED (with the error as the ``convlab.error`` tag) or KILLED on Ctrl-C, never left RUNNING.
 Logging calls made while that run is still being opened in the background are queued by
-``lifecycle`` and made, in order, once it is open (``@_deferrable``).
+``lifecycle`` and made, in order, once it is open (``@_deferrable``). Those whose answer nobody
+needs (``@_queueable``: metrics, tags, params) are queued while the tracking server does not
+answer, and training goes on (``backlog``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pipeline.tracking import contract, lifecycle
+from pipeline.tracking import backlog, contract, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,20 @@ def _deferrable(function):
     return call
 
 
+def _queueable(as_batch):
+    """A deferrable call whose answer nobody needs: ``as_batch(*args, **kwargs)`` is what it
+    writes, sent later by ``backlog`` while the server is down (training goes on meanwhile)."""
+
+    def wrap(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            return lifecycle.call(function, args, kwargs, as_batch(*args, **kwargs))
+
+        return call
+
+    return wrap
+
+
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}} -> {"a.b": "1"}``: a nested config as MLflow params."""
     flat: dict[str, str] = {}
@@ -41,7 +57,7 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-@_deferrable
+@_queueable(lambda params: backlog.Batch(params={k: str(v) for k, v in params.items()}))
 def log_params(params: Mapping[str, str]) -> None:
     """Logs any number of params: MLflow batches them (100 a request) and truncates long values."""
     import mlflow
@@ -49,14 +65,20 @@ def log_params(params: Mapping[str, str]) -> None:
     mlflow.log_params(dict(params), synchronous=True)
 
 
-@_deferrable
+def _short(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k[: contract.MAX_KEY]: str(v)[: contract.MAX_VALUE] for k, v in tags.items()}
+
+
+@_queueable(lambda tags: backlog.Batch(tags=_short(tags)))
 def set_tags(tags: Mapping[str, str]) -> None:
     import mlflow
 
-    mlflow.set_tags({k[: contract.MAX_KEY]: str(v)[: contract.MAX_VALUE] for k, v in tags.items()})
+    mlflow.set_tags(_short(tags))
 
 
-@_deferrable
+@_queueable(
+    lambda metrics, step=None: backlog.Batch(metrics={k: float(v) for k, v in metrics.items()}, step=step)
+)
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import mlflow
 
@@ -135,7 +157,7 @@ def log_keras_model(model, input_example, probabilities, step: int, class_names=
     import mlflow
     from mlflow.models import infer_signature
 
-    lifecycle.wait()  # the model is logged to the open run
+    lifecycle.settle()  # the model is logged to the open run, after what an outage queued
 
     # MLflow checks the logged model by predicting on the example: keep its progress bar quiet.
     with contextlib.redirect_stdout(io.StringIO()), _without_redundant_checks():

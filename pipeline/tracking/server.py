@@ -205,15 +205,18 @@ def launch(
     auth: bool = False,
     admin_password: str | None = None,
     run_as: str | None = None,
+    setup: bool = True,
 ) -> subprocess.Popen:
-    """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks).
+    """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks);
+    without ``setup``, on a PostgreSQL already set up at ``database.host``/``port``.
 
     Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
     ``auth``, MLflow's basic-auth app, its admin's password ``admin_password``. Started as root,
     it runs as ``run_as`` (default: postgres where that user can run this Python, else root).
     """
-    command = [sys.executable, "-m", "pipeline.server", "--setup", "--port", str(port)]
+    command = [sys.executable, "-m", "pipeline.server", *(["--setup"] if setup else []), "--port", str(port)]
     command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
+    command += ["--db-host", database.host, "--db-port", str(database.port)]
     command += ["--credentials", str(Path(log).with_name("server.env"))]
     if auth:
         command.append("--auth")

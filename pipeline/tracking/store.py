@@ -71,16 +71,40 @@ UNREACHABLE = (  # what MLflow's HTTP client says when the server is gone or can
 )  # fmt: skip
 
 
+DATABASE_DOWN = (  # what the server answers while its database restarts (503, or 400 from SQLAlchemy)
+    "TEMPORARILY_UNAVAILABLE", "server closed the connection unexpectedly", "connection already closed",
+    "could not connect to server", "the database system is shutting down",
+    "the database system is starting up", "terminating connection due to administrator command",
+)  # fmt: skip
+UNAVAILABLE_STATUS = (502, 503, 504)  # a proxy without its server, a server without its database
+
+
 def unreachable(err: BaseException) -> bool:
-    """Whether ``err`` (or an error behind it) says the tracking server did not answer."""
+    """Whether ``err`` (or an error behind it) says the tracking server did not answer, or
+    answered that it cannot reach its database; a client's own mistake (4xx) is not."""
     seen: BaseException | None = err
     for _ in range(20):
         if seen is None:
             return False
-        if isinstance(seen, ConnectionError) or any(word in str(seen) for word in UNREACHABLE):
+        if isinstance(seen, ConnectionError) or any(
+            word in str(seen) for word in UNREACHABLE + DATABASE_DOWN
+        ):
+            return True
+        if _http_status(seen) in UNAVAILABLE_STATUS:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _http_status(err: BaseException) -> int | None:
+    """The HTTP status of MLflow's answer in ``err``: a ``RestException``'s, or the one in
+    ``failed with error code 503 != 200``; None for other errors."""
+    found = re.search(r"failed with error code (\d{3}) != 200", str(err))
+    if found:
+        return int(found.group(1))
+    if type(err).__name__ == "RestException" and hasattr(err, "get_http_status_code"):
+        return err.get_http_status_code()
+    return None
 
 
 def disk_full_path(err: BaseException, uri: str) -> str | None:

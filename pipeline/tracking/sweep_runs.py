@@ -178,6 +178,7 @@ def _child(run) -> dict:
         "process_start": tags.get(contract.PROCESS_START, ""),
         "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
         "scheduler_job": tags.get(contract.SCHEDULER_JOB, ""),
+        "overrides": tags.get(contract.OVERRIDES, ""),
     }
 
 

@@ -44,7 +44,8 @@ def test_ray_preset_joins_an_existing_cluster(tmp_path):
     assert launcher["_target_"] == "hydra_plugins.convlab_launchers.ray_launcher.RayLauncher"
     # Ray refuses an object store size when joining a cluster: the preset leaves it to the cluster
     assert launcher["ray"]["init"] == {"address": "10.0.0.5:6379", "object_store_memory": None}
-    assert launcher["ray"]["remote"] == {"num_cpus": 1, "num_gpus": 0}
+    # a job whose worker dies is lost and named, not rerun by Ray behind the sweep's back
+    assert launcher["ray"]["remote"] == {"num_cpus": 1, "num_gpus": 0, "max_retries": 0}
     assert "deprecated" not in shown.stderr  # not named `ray`: that is the plugin's own config
 
 

@@ -168,3 +168,25 @@ def test_ctrl_c_on_ray_ends_every_job_killed_and_no_worker_keeps_training(ray_cl
 def _start_in(command: list[str], cwd: Path, *args: str) -> subprocess.Popen:
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     return subprocess.Popen([*command, "-m", *args], cwd=cwd, start_new_session=True, **pipes)
+
+
+def test_a_killed_ray_worker_loses_its_job_not_the_sweep(ray_cluster, store, tmp_path):
+    args = ["seed=0,1", "trainer.epochs=8", "dataset.max_samples=150", "tracking.log_model=false"]
+    command = ray_cluster.command(sys.executable, "-m", "pipeline")  # start() adds -m and the args
+    process = _start_in(command, tmp_path, *args, *store.overrides, *ray_cluster.launcher)
+    victim = wait_for(lambda: training(store.uri, store.experiment, 1), timeout=300, every=0.2)[0]
+    os.kill(int(victim.data.tags[contract.PID]), signal.SIGKILL)  # what the out-of-memory killer does
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode != 0
+    for word in ("Traceback", "WorkerCrashedError"):  # no library's traceback
+        assert word not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("convlab:")]
+    seed = victim.data.tags[contract.SEED]
+    assert len(lines) == 1 and f"seed={seed}" in lines[0] and "sweep.resume=" in lines[0], stderr[-3000:]
+    _, children = sweep_runs(store.uri, store.experiment)
+    by_id = {c.info.run_id: c for c in children}
+    assert by_id[victim.info.run_id].info.status == contract.FAILED
+    assert by_id[victim.info.run_id].data.tags[contract.ERROR] == "worker killed by SIGKILL (out of memory?)"
+    finished = [c.data.tags[contract.SEED] for c in children if c.info.status == contract.FINISHED]
+    assert finished == [str(1 - int(seed))]  # the other job went on, and the lost one was not rerun

@@ -236,3 +236,27 @@ def _assert_one_line_and_untouched(done, started: float, expected: str, path, be
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert expected in done.stderr
     assert _snapshot(path) == before
+
+
+# What MLflow's client raises while the server or its database is down is retried, a client's own
+# mistake is not: the errors as MLflow raises them from a server's answer (error code, message).
+SERVER_ANSWERS = [
+    ("TEMPORARILY_UNAVAILABLE", "(psycopg2.OperationalError) connection to server failed", True),
+    ("BAD_REQUEST", "(psycopg2.InterfaceError) connection already closed", True),
+    ("INTERNAL_ERROR", "the database system is shutting down", True),
+    ("RESOURCE_DOES_NOT_EXIST", "Run 'abc' not found", False),
+    ("INVALID_PARAMETER_VALUE", "Changing param values is not allowed", False),
+    ("PERMISSION_DENIED", "Permission denied", False),
+]
+
+
+@pytest.mark.parametrize(("code", "message", "outage"), SERVER_ANSWERS)
+def test_a_database_down_behind_the_server_is_an_outage_a_client_error_is_not(code, message, outage):
+    from mlflow.exceptions import MlflowException, RestException
+
+    assert store.unreachable(RestException({"error_code": code, "message": message})) is outage
+    status = 503 if outage else 400
+    raised = MlflowException(
+        f"API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error code {status} != 200"
+    )
+    assert store.unreachable(raised) is outage

@@ -1,0 +1,99 @@
+"""PostgreSQL restarted under a live team server, mid-run: the server answers 503 meanwhile (it is
+up, its database is not), the run rides it out as it would a server outage and loses nothing.
+
+PostgreSQL here is a throwaway cluster of the test's own (initdb, pg_ctl, a free port): the
+machine's own cluster serves other tests and people, and is never restarted."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from test_outage import _child_after_first_epoch, _start
+
+from pipeline.tracking import contract, server
+
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture
+def own_postgres():
+    """``(database, pg_ctl)``: a PostgreSQL cluster of this test's own on 127.0.0.1, with a role and
+    a database; ``pg_ctl("stop")`` and ``pg_ctl("start")`` restart it."""
+    reason = server.unavailable()
+    if reason:
+        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
+            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
+        pytest.skip(reason)
+    binaries = Path("/usr/lib/postgresql") / server.postgres_versions()[0] / "bin"
+    folder = Path(tempfile.mkdtemp(prefix="convlab-pg-"))  # pytest's tmp_path is closed to postgres
+    shutil.chown(folder, "postgres", "postgres")
+    port = free_port()
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run([*AS_POSTGRES, *command], check=True, capture_output=True, cwd="/", timeout=120)
+
+    def pg_ctl(action: str) -> None:
+        as_postgres(
+            str(binaries / "pg_ctl"),
+            "-D",
+            f"{folder}/data",
+            "-l",
+            f"{folder}/log",
+            "-w",
+            "-o",
+            options,
+            action,
+        )
+
+    as_postgres(str(binaries / "initdb"), "-D", f"{folder}/data", "-A", "trust", "--no-sync")
+    pg_ctl("start")
+    database = server.Database(
+        f"convlab_pg_{secrets.token_hex(4)}", "convlab_test", "convlab_test", port=port
+    )
+    psql = ["psql", "-h", str(folder), "-p", str(port), "-v", "ON_ERROR_STOP=1", "-qc"]
+    as_postgres(*psql, f"CREATE ROLE {database.user} LOGIN PASSWORD '{database.password}'")
+    as_postgres(*psql, f"CREATE DATABASE {database.name} OWNER {database.user}")
+    try:
+        yield database, pg_ctl
+    finally:
+        stop = [str(binaries / "pg_ctl"), "-D", f"{folder}/data", "-m", "immediate", "stop"]
+        subprocess.run([*AS_POSTGRES, *stop], capture_output=True, cwd="/")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, tmp_path):
+    import mlflow
+
+    database, pg_ctl = own_postgres
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = server.launch(
+        database, tmp_path / "artifacts", port, tmp_path / "server.log", workers=1, setup=False
+    )
+    try:
+        server.wait_until_ready(url, process, timeout=240)
+        client = mlflow.MlflowClient(url)
+        run = _start(tmp_path, url, "tracking.experiment_name=database", epochs=5)
+        child = _child_after_first_epoch(client, "database", run)
+        pg_ctl("stop")
+        time.sleep(8)  # longer than MLflow's own retries (about 6 s): convlab's backlog rides it out
+        pg_ctl("start")
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-3000:]
+        assert "does not answer: retrying" in stdout + stderr and "back after" in stdout + stderr
+        assert client.get_run(child.info.run_id).info.status == contract.FINISHED
+        history = client.get_metric_history(child.info.run_id, contract.VAL_ACCURACY)
+        assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # every epoch's metrics
+    finally:
+        server.stop(process)
