@@ -33,9 +33,27 @@ def _sweep_runs(client, experiment: str):
     return parent, children
 
 
+EXPERIMENT, MODEL = "server_sweep", "server-digits"
+WINNER = "optimizer.learning_rate=0.003"
+
+
+@pytest.fixture(scope="module")
+def server_sweep(server_uri, tmp_path_factory):
+    """One parallel sweep through the team server, read back by the tests below: a learning rate
+    that learns nothing (1e-6, the baseline) against one that learns (0.003), 3 seeds, joblib's 2
+    workers, ``sweep.register``. Returns ``(folder it ran in, its command line)``."""
+    folder = tmp_path_factory.mktemp("server_sweep")
+    sweep = ["-m", "optimizer.learning_rate=0.000001,0.003", "seed=0,1,2", *TINY, f"sweep.register={MODEL}"]
+    sweep += [f"tracking.experiment_name={EXPERIMENT}"]
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = cli(*sweep, *parallel, cwd=folder, env={"MLFLOW_TRACKING_URI": server_uri}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, sweep
+
+
 @pytest.mark.server
 @pytest.mark.slow
-def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path, monkeypatch):
+def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, server_sweep, tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
@@ -43,44 +61,39 @@ def test_parallel_sweep_tracks_to_the_server_and_reads_back(server_uri, tmp_path
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server_uri)
     try:
-        _sweep_compare_and_read_back(server_uri, tmp_path)
+        _read_back_resume_and_compare(server_uri, *server_sweep, tmp_path)
     finally:
         mlflow.set_tracking_uri(previous)
 
 
-def _sweep_compare_and_read_back(server_uri, tmp_path):
+def _read_back_resume_and_compare(server_uri, folder, sweep, tmp_path):
     import mlflow
 
-    experiment = "server_sweep"
-    sweep = ["-m", "downsample=stride,maxpool", *SHRUNK, f"tracking.experiment_name={experiment}"]
-    result = cli(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-
     client = mlflow.MlflowClient(server_uri)
-    parent, children = _sweep_runs(client, experiment)
+    parent, children = _sweep_runs(client, EXPERIMENT)
     assert parent.info.status == contract.FINISHED
-    variants = sorted(c.data.tags[contract.VARIANT] for c in children)
-    assert variants == ["downsample=maxpool", "downsample=stride"]
+    jobs = sorted((c.data.tags[contract.VARIANT], c.data.tags[contract.SEED]) for c in children)
+    assert jobs == sorted((f"optimizer.learning_rate={r}", s) for r in ("1e-06", "0.003") for s in "012")
     assert {c.info.status for c in children} == {contract.FINISHED}
 
     # a resume through the server: everything finished, so nothing trains and nothing is added
-    resumed = cli(*sweep, "sweep.resume=last", cwd=tmp_path, timeout=600)
+    resumed = cli(*sweep, "sweep.resume=last", cwd=folder, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    again, children_again = _sweep_runs(client, experiment)
+    again, children_again = _sweep_runs(client, EXPERIMENT)
     assert again.info.run_id == parent.info.run_id and len(children_again) == len(children)
     assert again.info.status == contract.FINISHED
 
     # the comparison, read back from the server
     out = ["--out", str(tmp_path / "report")]
     compared = subprocess.run(
-        [sys.executable, "-m", "pipeline.compare", "--experiment", experiment, *out],
+        [sys.executable, "-m", "pipeline.compare", "--experiment", EXPERIMENT, *out],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert compared.returncode == 0, compared.stderr[-3000:]
-    assert (tmp_path / "report" / "summary.csv").read_text().count("downsample=") == 2
+    assert (tmp_path / "report" / "summary.csv").read_text().count("optimizer.learning_rate=") == 2
 
     # artifacts went through the server (proxied), not to a local folder
     child = children[0].info.run_id
@@ -88,7 +101,7 @@ def _sweep_compare_and_read_back(server_uri, tmp_path):
         run_id=child, artifact_path="figures/learning_curves.png", dst_path=str(tmp_path / "download")
     )
     assert Path(figure).read_bytes().startswith(b"\x89PNG")
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
+    assert not (folder / "mlruns").exists() and not (folder / "mlartifacts").exists()
 
     # the logged model loads back through the server and predicts raw pixels
     (model_info,) = mlflow.search_logged_models(
@@ -112,19 +125,14 @@ def test_server_without_its_database_says_so_in_one_line(tmp_path):
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_sweep_registers_its_decided_winner_on_the_server(server_uri, tmp_path):
+def test_a_sweep_registers_its_decided_winner_on_the_server(server_uri, server_sweep):
     """``sweep.register`` through the team server: the registry lives in PostgreSQL too."""
     import mlflow
 
-    experiment, name = "server_handoff", "server-digits"
-    sweep = ["-m", "optimizer.learning_rate=0.000001,0.003", "seed=0,1,2", *TINY, f"sweep.register={name}"]
-    result = cli(*sweep, f"tracking.experiment_name={experiment}", cwd=tmp_path,
-                 env={"MLFLOW_TRACKING_URI": server_uri}, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     client = mlflow.MlflowClient(server_uri, registry_uri=server_uri)
-    parent, children = _sweep_runs(client, experiment)
-    version = client.get_model_version_by_alias(name, contract.CHAMPION)
-    winners = [c for c in children if c.data.tags[contract.VARIANT] == "optimizer.learning_rate=0.003"]
+    parent, children = _sweep_runs(client, EXPERIMENT)
+    version = client.get_model_version_by_alias(MODEL, contract.CHAMPION)
+    winners = [c for c in children if c.data.tags[contract.VARIANT] == WINNER]
     ranked = sorted(winners, key=lambda run: run.data.metrics[contract.VAL_ACCURACY])
     assert version.run_id == ranked[1].info.run_id  # the median of the winner's 3 seeds
     assert version.tags[contract.SWEEP_ID] == parent.data.tags[contract.SWEEP_ID]
