@@ -235,7 +235,8 @@ def run_context(
         yield run
         run.wait()  # inside the try: a queued call that fails fails the run
     except KeyboardInterrupt:
-        _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        with _signals_held():  # a second SIGTERM (srun forwards SLURM's own) must not cut this short
+            _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
     except store.OutageError:  # nothing can be recorded: the run stays RUNNING, its heartbeat stale
         with contextlib.suppress(Exception):
@@ -257,7 +258,34 @@ def run_context(
 
 def _end(run: Run, status: str, error: str | None = None) -> None:
     """Ends the run; a failure's first line goes to the ``convlab.error`` tag, and a cluster
-    job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``."""
+    job's scheduler output (submitit's stdout/stderr files) goes to ``scheduler/``.
+
+    Cut short, the run is no longer MLflow's active run: MLflow's exit handler would otherwise
+    end it FINISHED. It stays RUNNING with a stale heartbeat instead, which a sweep ends KILLED.
+    """
+    try:
+        _end_now(run, status, error)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _forget_active_run()
+        raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored meanwhile (in the main thread; elsewhere signals are not ours)."""
+    held = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):
+            held[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
+def _end_now(run: Run, status: str, error: str | None) -> None:
     import mlflow
 
     if not run.is_open:  # failed (or was interrupted) before its run was open: open it now

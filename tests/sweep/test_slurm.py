@@ -186,11 +186,6 @@ def test_scancel_of_a_running_job_is_one_line_and_resume_reruns_only_it(slurm, s
     assert victim.data.tags[contract.SEED] in {c.data.tags[contract.SEED] for c in rerun}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug since claims and the SLURM watch were merged (issue 18 note): in 2 of 4 runs the "
-    "timed-out job's run reads FINISHED and the sweep exits 0",
-)
 def test_a_job_past_its_time_limit_ends_killed_and_the_sweep_goes_on(slurm, store, tmp_path):
     args = ["trainer.epochs=1,100000", "seed=0", *TINY, *store.overrides, *CPU_SIZED]
     result = cli("-m", *args, "hydra.launcher.timeout_min=2", cwd=tmp_path, timeout=500)
