@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import composition
-from pipeline.tracking import contract, server
+from pipeline.tracking import contract, privileges, server
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
@@ -147,8 +149,13 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
     database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port = free_port()
     log = folder / "server.log"
+    # started as root, the server serves as postgres (where that user can run this Python, as
+    # .ci/unprivileged-python arranges; else as root, and test_server's not-root test says why),
+    # so its artifacts live outside pytest's 0700 temporary folder
+    artifacts = Path(tempfile.mkdtemp(prefix="convlab-test-artifacts-"))
+    run_as = server.RUN_AS if privileges.cannot_run(server.RUN_AS) is None else "root"
     process = server.launch(
-        database, folder / "artifacts", port, log, auth=auth, admin_password=admin_password
+        database, artifacts, port, log, auth=auth, admin_password=admin_password, run_as=run_as
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -159,6 +166,7 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
     finally:
         server.stop(process)
         server.drop_database(database)
+        shutil.rmtree(artifacts, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

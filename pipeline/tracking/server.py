@@ -50,7 +50,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import contract, store
+from pipeline.tracking import contract, privileges, store
 
 CLUSTER = "main"
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # a role or database name needing no quoting
@@ -212,7 +212,8 @@ def launch(
 
     Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
     ``auth``, MLflow's basic-auth app, its admin's password ``admin_password``. Started as root,
-    it runs as ``run_as`` (default: postgres where that user can run this Python, else root).
+    it runs as ``run_as``; by default as postgres where that user can run this Python and reach
+    ``artifacts`` (not below pytest's 0700 temporary folder), else as root.
     """
     command = [sys.executable, "-m", "pipeline.server", *(["--setup"] if setup else []), "--port", str(port)]
     command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
@@ -221,7 +222,7 @@ def launch(
     if auth:
         command.append("--auth")
     if os.geteuid() == 0:
-        command += ["--run-as", run_as or (RUN_AS if _can_serve(RUN_AS, Path(artifacts)) is None else "root")]
+        command += ["--run-as", run_as or _default_user(Path(artifacts))]
     command += ["--", "--workers", str(workers)]
     env = {**os.environ, DB_PASSWORD: database.password}  # not on the command line
     if admin_password:
@@ -230,6 +231,11 @@ def launch(
         return subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+
+def _default_user(artifacts: Path) -> str:
+    closed = privileges.first_closed(RUN_AS, [str(artifacts.absolute())], [])
+    return RUN_AS if closed is None and privileges.cannot_run(RUN_AS) is None else "root"
 
 
 def wait_until_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
@@ -269,44 +275,6 @@ def _run(command: list[str]) -> str:
         what = "psql" if command[0] == "runuser" else " ".join(command)
         raise ServerError(f"{what}: {message}")
     return done.stdout.strip()
-
-
-def _can_serve(user: str, artifacts: Path) -> str | None:
-    """Why ``user`` could not run this Python's MLflow or write ``artifacts``, else None."""
-    probe = (
-        "import importlib.util, os, sys; "
-        f"sys.exit(0 if importlib.util.find_spec('mlflow') and os.access({str(artifacts.absolute())!r}, "
-        "os.W_OK | os.X_OK) else 1)"
-    )
-    done = subprocess.run(
-        ["runuser", "-u", user, "--", sys.executable, "-c", probe], capture_output=True, cwd="/"
-    )
-    if done.returncode != 0:
-        return f"user {user} cannot run {sys.executable} with MLflow, or write {artifacts.absolute()}"
-    return None
-
-
-def _drop_privileges(user: str, artifacts: Path, owned: Sequence[Path]) -> None:
-    """Becomes ``user`` (started as root): the artifacts and the auth config become theirs."""
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise ServerError(f"--run-as {user}: no such user") from None
-    for folder, _, files in os.walk(artifacts):
-        for path in (folder, *(os.path.join(folder, name) for name in files)):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-    for path in owned:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    reason = _can_serve(user, artifacts)
-    if reason:
-        raise ServerError(f"started as root, the server runs as {user}, but {reason}; use --run-as USER")
-    os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    os.environ.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
-    os.chdir(artifacts)
 
 
 def _auth_config(database: Database, admin_password: str | None, secret_key: str | None) -> Path:
@@ -361,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _serve(args: argparse.Namespace, extra: list[str]) -> None:
     auth = args.auth or not is_loopback(args.host)
+    drop = os.geteuid() == 0 and args.run_as != "root"
+    if drop:  # before anything is set up: that user must be able to run this Python
+        privileges.check(args.run_as)
     if args.no_auth and not is_loopback(args.host):
         raise ServerError(
             f"--host {args.host} --no-auth would let anyone on the network read and delete every run; "
@@ -386,8 +357,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> None:
         admin_password = os.environ.get(ADMIN_PASSWORD) or secret.get(ADMIN_PASSWORD)
         ini = _auth_config(database, admin_password, os.environ.get(SECRET_KEY) or secret.get(SECRET_KEY))
         owned = [ini.parent, ini]
-    if os.geteuid() == 0 and args.run_as != "root":
-        _drop_privileges(args.run_as, artifacts, owned)
+    if drop:
+        privileges.drop(args.run_as, artifacts, owned)
     who = "basic-auth: MLFLOW_TRACKING_USERNAME/PASSWORD" if auth else "no login (loopback)"
     runs = store.redact(database.uri)
     print(f"convlab: MLflow server for http://{args.host}:{args.port} ({who}; runs in {runs})")

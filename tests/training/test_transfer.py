@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli, write_image_folder
+from conftest import Store, cli, write_image_folder
 
 from pipeline import run
 from pipeline.config import composition
@@ -27,12 +27,31 @@ PRETRAINED = [
 LESSON = ["experiment=transfer_learning", *PRETRAINED, "trainer.epochs=2", "trainer.batch_size=4"]
 
 
-@pytest.fixture
-def images(tmp_path):
+def _course_images(folder):
     """The course's layout, two classes, plus a file that is not an image."""
-    root = write_image_folder(tmp_path / "images", classes=("rural", "urban"), per_class=8, size=40)
+    root = write_image_folder(folder / "images", classes=("rural", "urban"), per_class=8, size=40)
     (root / "train" / "rural" / "notes.txt").write_text("not an image")
     return root
+
+
+@pytest.fixture
+def images(tmp_path):
+    return _course_images(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lesson(tracking_uri, tmp_path_factory):
+    """The lesson on an image folder, run once for the tests that read it: the head (with dropout)
+    trained on the frozen backbone's features computed once, 2 epochs, its model logged.
+    Returns ``(result, Store, images)``; its experiment is this run's alone."""
+    folder = tmp_path_factory.mktemp("lesson")
+    lesson_store, images = Store(tracking_uri, "transfer_lesson"), _course_images(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        overrides = [*LESSON, "regularization=dropout", f"dataset.path={images}", *lesson_store.overrides]
+        result = run([*overrides, "trainer.cache_features=true"])
+    return result, lesson_store, images
 
 
 @pytest.fixture
@@ -50,10 +69,10 @@ def logged(store, result):
 
 
 @pytest.mark.slow
-def test_an_image_folder_trains_end_to_end_and_the_logged_model_takes_raw_pixels(store, images):
+def test_an_image_folder_trains_end_to_end_and_the_logged_model_takes_raw_pixels(lesson):
     import mlflow
 
-    result = run([*LESSON, f"dataset.path={images}", *store.overrides])
+    result, store, _ = lesson
     assert result.status == "FINISHED" and len(result.history[contract.LOSS]) == 2
     assert 0.0 <= result.metrics[contract.VAL_ACCURACY] <= 1.0
     data = logged(store, result)
@@ -68,11 +87,12 @@ def test_an_image_folder_trains_end_to_end_and_the_logged_model_takes_raw_pixels
 
 
 @pytest.mark.slow
-def test_the_head_trained_on_cached_features_matches_training_the_whole_model(store, images):
-    overrides = [*LESSON, "trainer.epochs=3", "regularization=dropout", "tracking.log_model=false"]
-    overrides += [f"dataset.path={images}", *store.overrides]
-    cached = run([*overrides, "trainer.cache_features=true"])
-    whole = run([*overrides, "trainer.cache_features=false"])
+def test_the_head_trained_on_cached_features_matches_training_the_whole_model(lesson, tmp_path, monkeypatch):
+    cached, store, images = lesson  # the head with dropout: the same draws on features or on images
+    monkeypatch.chdir(tmp_path)
+    overrides = [*LESSON, "regularization=dropout", "tracking.log_model=false", f"dataset.path={images}"]
+    whole = run([*overrides, *store.overrides, "trainer.cache_features=false"])
+    assert len(whole.history[contract.LOSS]) == 2  # the same epochs, compared one by one
     for key, values in whole.history.items():
         np.testing.assert_allclose(cached.history[key], values, rtol=1e-4, atol=1e-5, err_msg=key)
     assert logged(store, cached).tags[contract.FEATURE_CACHE] == "computed"
