@@ -22,7 +22,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import backlog, contract, plots, scheduler, store, system_metrics
+from pipeline.tracking import backlog, contract, plots, scheduler, signals, store, system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +225,12 @@ def run_context(
     """
     run = Run(uri, experiment_name, run_name, tags, claimed, outage_seconds, system_metrics)
     _opening.append(run)
-    previous = _sigterm_as_interrupt()
+    previous = signals.sigterm_as_interrupt()
     try:
         yield run
         run.wait()  # inside the try: a queued call that fails fails the run
     except KeyboardInterrupt:
-        with _signals_held():  # a second SIGTERM (srun forwards SLURM's own) must not cut this short
+        with signals.held():  # a second SIGTERM (srun forwards SLURM's own) must not cut this short
             _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
     except store.OutageError:  # nothing can be recorded: the run stays RUNNING, its heartbeat stale
@@ -264,20 +264,6 @@ def _end(run: Run, status: str, error: str | None = None) -> None:
         with contextlib.suppress(Exception):
             _forget_active_run()
         raise
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM ignored meanwhile (in the main thread; elsewhere signals are not ours)."""
-    held = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):
-            held[sig] = signal.signal(sig, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
 
 
 def _end_now(run: Run, status: str, error: str | None) -> None:
@@ -317,13 +303,3 @@ def _forget_active_run() -> None:
     stack = fluent._active_run_stack.get()
     if stack:
         stack.pop()
-
-
-def _sigterm_as_interrupt():
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
