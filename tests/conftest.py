@@ -316,3 +316,35 @@ class RegisteredSweep:
         self.store, self.folder, self.stdout, self.stderr = store, folder, stdout, stderr
         self.name, self.uri = REGISTERED, store.uri
         self.model_uri = f"models:/{REGISTERED}@champion"
+
+
+# The suite runs on two workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml): most
+# end-to-end tests wait on other processes (a scheduler's poll, a server, a subprocess's imports),
+# so two at a time roughly halve the wall time on 2 cores. Each test file goes to one worker, so
+# its module and session fixtures are built once; files that share a session sweep or server go
+# together; the longest groups start first, so no long one is left to run alone at the end.
+SHARED = {
+    "test_adaptive.py": "adam_sgd_sweep",
+    "test_sweeps.py": "adam_sgd_sweep",
+    "test_handoff.py": "registered_sweep",
+    "test_ui.py": "registered_sweep",
+    "test_search.py": "team_server",
+    "test_server.py": "team_server",
+}
+LONGEST_FIRST = ["test_slurm.py", "adam_sgd_sweep", "team_server", "test_ray.py", "registered_sweep",
+                 "test_lost_worker.py", "test_outage.py", "test_pipeline.py", "test_claims.py"]  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    def group(item) -> str:
+        name = item.path.name
+        return SHARED.get(name, name if name in LONGEST_FIRST else str(item.path))
+
+    def rank(item) -> int:
+        name = group(item)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=rank)  # stable: a file's tests keep their order

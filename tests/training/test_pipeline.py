@@ -174,7 +174,7 @@ def test_ctrl_c_ends_the_run_killed(store, tmp_path):
         process.kill()
         pytest.fail("no epoch was logged within 120 s: the interrupt would hit start-up, not training")
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=120)  # its ending: metrics, figures, the run closed
     assert process.returncode != 0 and "interrupted" in stderr
     (run,) = store.runs()
     assert run.info.status == "KILLED"
