@@ -318,33 +318,23 @@ class RegisteredSweep:
         self.model_uri = f"models:/{REGISTERED}@champion"
 
 
-# The suite runs on two workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml): most
+# The suite runs on two workers (pytest-xdist, `-n 2 --dist loadfile` in pyproject.toml): most
 # end-to-end tests wait on other processes (a scheduler's poll, a server, a subprocess's imports),
-# so two at a time roughly halve the wall time on 2 cores. Each test file goes to one worker, so
-# its module and session fixtures are built once; files that share a session sweep or server go
-# together; the longest groups start first, so no long one is left to run alone at the end.
-SHARED = {
-    "test_adaptive.py": "adam_sgd_sweep",
-    "test_sweeps.py": "adam_sgd_sweep",
-    "test_handoff.py": "registered_sweep",
-    "test_ui.py": "registered_sweep",
-    "test_search.py": "team_server",
-    "test_server.py": "team_server",
-}
-LONGEST_FIRST = ["test_slurm.py", "adam_sgd_sweep", "team_server", "test_ray.py", "registered_sweep",
-                 "test_lost_worker.py", "test_outage.py", "test_pipeline.py", "test_claims.py"]  # fmt: skip
+# so two at a time use 2 cores far better. Each test file goes to one worker, so its module
+# fixtures are built once (a session fixture that two files share may be built once per worker);
+# the longest files start first, so no long one is left to run alone at the end. (xdist's
+# `loadgroup` would also keep such files together, but its marks do nothing under pytest 9:
+# it renames `item._nodeid`, which pytest 9 no longer reads.)
+LONGEST_FIRST = [
+    "test_slurm.py", "test_sweeps.py", "test_search.py", "test_server.py", "test_ray.py", "test_handoff.py",
+    "test_lost_worker.py", "test_outage.py", "test_adaptive.py", "test_pipeline.py", "test_claims.py",
+]  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    def group(item) -> str:
-        name = item.path.name
-        return SHARED.get(name, name if name in LONGEST_FIRST else str(item.path))
-
     def rank(item) -> int:
-        name = group(item)
+        name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
     items.sort(key=rank)  # stable: a file's tests keep their order
