@@ -316,25 +316,3 @@ class RegisteredSweep:
         self.store, self.folder, self.stdout, self.stderr = store, folder, stdout, stderr
         self.name, self.uri = REGISTERED, store.uri
         self.model_uri = f"models:/{REGISTERED}@champion"
-
-
-# The suite runs on two workers (pytest-xdist, `-n 2 --dist loadfile` in pyproject.toml): most
-# end-to-end tests wait on other processes (a scheduler's poll, a server, a subprocess's imports),
-# so two at a time use 2 cores far better. Each test file goes to one worker, so its module
-# fixtures are built once (a session fixture that two files share may be built once per worker);
-# the longest files start first, so no long one is left to run alone at the end. (xdist's
-# `loadgroup` would also keep such files together, but its marks do nothing under pytest 9:
-# it renames `item._nodeid`, which pytest 9 no longer reads.)
-LONGEST_FIRST = [
-    "test_slurm.py", "test_sweeps.py", "test_search.py", "test_server.py", "test_ray.py", "test_handoff.py",
-    "test_lost_worker.py", "test_outage.py", "test_adaptive.py", "test_pipeline.py", "test_claims.py",
-]  # fmt: skip
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
