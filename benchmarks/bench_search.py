@@ -45,9 +45,9 @@ def pipeline(args: list[str], cwd: Path, uri: str) -> float:
     """Runs ``python -m pipeline -m ARGS`` tracked to ``uri``; returns its wall time (0: already
     done: a sweep of that experiment finished in this store, so a benchmark goes on where it stopped)."""
     experiment = next(a.split("=", 1)[1] for a in args if a.startswith("tracking.experiment_name="))
-    if finished(uri, experiment):
+    if has_sweep(uri, experiment, contract.FINISHED):
         return 0.0
-    resume = ["sweep.resume=last"] if started_before(uri, experiment) else []  # stopped midway
+    resume = ["sweep.resume=last"] if has_sweep(uri, experiment) else []  # stopped midway
     started = time.perf_counter()
     command = [sys.executable, "-m", "pipeline", "-m", *args, *resume, f"tracking.uri={uri}"]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
@@ -56,21 +56,14 @@ def pipeline(args: list[str], cwd: Path, uri: str) -> float:
     return time.perf_counter() - started
 
 
-def finished(uri: str, experiment: str) -> bool:
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}' and attributes.status = 'FINISHED'"
-    return found is not None and bool(client.search_runs([found.experiment_id], query, max_results=1))
-
-
-def started_before(uri: str, experiment: str) -> bool:
+def has_sweep(uri: str, experiment: str, status: str | None = None) -> bool:
+    """Whether ``experiment`` holds a sweep's parent run (in ``status``, when given)."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
+    query += f" and attributes.status = '{status}'" if status else ""
     return found is not None and bool(client.search_runs([found.experiment_id], query, max_results=1))
 
 
