@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -165,6 +166,7 @@ def test_ctrl_c_ends_the_run_killed(store, tmp_path):
             *store.overrides,
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -179,7 +181,12 @@ def test_ctrl_c_ends_the_run_killed(store, tmp_path):
         process.kill()
         pytest.fail("no epoch was logged within 120 s: the interrupt would hit start-up, not training")
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)  # its ending: metrics, figures, the run closed
+    try:
+        _, stderr = process.communicate(timeout=120)  # its ending: metrics, figures, the run closed
+    except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread on SIGABRT
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=60)
+        pytest.fail(f"not ended 120 s after Ctrl-C; its threads:\n{stderr[-8000:]}")
     assert process.returncode != 0 and "interrupted" in stderr
     (run,) = store.runs()
     assert run.info.status == "KILLED"
