@@ -17,6 +17,8 @@ import signal
 import time
 from collections.abc import Callable
 
+from pipeline.tracking import signals
+
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 20  # workers get this long to end their runs before they are killed
@@ -60,8 +62,7 @@ class SweepGuard:
         raise KeyboardInterrupt
 
     def _at_exit(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signals.ignore()  # for good: a second Ctrl-C must not cut the cleanup short
         reap_descendants()
         try:
             self._close("KILLED" if self.interrupted else "FAILED")

@@ -23,13 +23,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.tracking import contract, sweep_runs
+from pipeline.tracking import contract, signals, sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ def collect(
 def cancel(jobs: Sequence[Any]) -> None:
     """Cancels every job not done yet and waits until SLURM has stopped them: none left in
     ``squeue`` (their runs end KILLED on SLURM's SIGTERM); a second Ctrl-C meanwhile is ignored."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with signals.held():
         left = [str(job.job_id) for job in jobs if not _done(job)]
         if not left:
             return
@@ -104,9 +102,6 @@ def cancel(jobs: Sequence[Any]) -> None:
         deadline = time.time() + CANCEL_WAIT_SECONDS
         while _in_queue(left) and time.time() < deadline:
             time.sleep(1)
-    finally:
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGINT, previous)
 
 
 def _in_queue(job_ids: Sequence[str]) -> list[str]:

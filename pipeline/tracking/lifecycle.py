@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
@@ -247,8 +246,7 @@ def run_context(
         _end(run, "FINISHED")
     finally:
         _opening.remove(run)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        signals.restore(previous)
 
 
 def _end(run: Run, status: str, error: str | None = None) -> None:

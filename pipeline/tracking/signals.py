@@ -11,29 +11,42 @@ import signal
 from collections.abc import Iterator
 
 
-def sigterm_as_interrupt():
-    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler it replaced (None
-    outside the main thread, where nothing was replaced)."""
+def sigterm_as_interrupt() -> dict:
+    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler replaced, for
+    ``restore`` (nothing outside the main thread, where nothing was replaced)."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        return signal.signal(signal.SIGTERM, interrupt)
+        return {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}
     except ValueError:  # not the main thread: leave signals alone
-        return None
+        return {}
+
+
+def ignore() -> dict:
+    """SIGINT and SIGTERM ignored from now on (in the main thread); returns the handlers replaced."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """The handlers that ``ignore`` or ``sigterm_as_interrupt`` replaced, back."""
+    for sig, handler in previous.items():
+        if handler is not None:  # None: a handler not set from Python, which cannot be put back
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
     """SIGINT and SIGTERM ignored meanwhile: a second one (srun forwards SLURM's own SIGTERM at a
-    time limit) must not interrupt a run that is ending because of the first."""
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    time limit; a user presses Ctrl-C again) must not cut short what the first one started."""
+    previous = ignore()
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore(previous)
