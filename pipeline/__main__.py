@@ -43,27 +43,37 @@ def main() -> None:
     except KeyboardInterrupt:
         sweep_id = os.environ.get(contract.ENV_SWEEP_ID)
         if sweep_id:  # the sweep's guard ends its runs KILLED as this process exits
-            sys.exit(
-                f"convlab: interrupted; sweep {sweep_id} ends KILLED (continue it: sweep.resume={sweep_id})"
-            )
-        sys.exit("convlab: interrupted")
+            resume = f"continue it: sweep.resume={sweep_id}"
+            _leave(f"convlab: interrupted; sweep {sweep_id} ends KILLED ({resume})")
+        _leave("convlab: interrupted")
+    except SystemExit as done:  # a sweep's outcome, a run's one-line error
+        _leave(done.code)
     finally:
         for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
             os.environ.pop(key, None)
     if "tensorflow" in sys.modules:
-        _exit_without_teardown()
+        _leave(0)
 
 
-def _exit_without_teardown() -> None:
-    """Ends a process that trained, skipping the interpreter's teardown of TensorFlow's, Keras'
-    and MLflow's modules (2 to 3 s of nothing on a laptop CPU, per run). Everything is written
-    and the run ended by now; the atexit handlers still run, and the streams are flushed."""
+def _leave(code: int | str | None) -> None:
+    """``sys.exit(code)``; once TensorFlow is loaded, without the interpreter's teardown.
+
+    Tearing down TensorFlow's, Keras' and MLflow's modules costs 2 to 3 s of nothing on a laptop
+    CPU, per run; after a Ctrl-C, with TensorFlow's own threads cut off mid-step, it can hang.
+    Everything is written and the run ended by now: the atexit handlers still run (a sweep's
+    guard ends its runs there), and the streams are flushed.
+    """
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
     import atexit
 
+    if isinstance(code, str):  # what sys.exit does with a message
+        print(code, file=sys.stderr)
+        code = 1
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(0 if code is None else code if isinstance(code, int) else 1)
 
 
 def _rerun(args: list[str]) -> None:
