@@ -17,7 +17,7 @@ from pipeline.config import checks, composition, overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import jobs
-from pipeline.tracking import contract, registry, store, sweep_runs
+from pipeline.tracking import contract, faults, registry, store, sweep_runs
 from pipeline.training import runner
 from pipeline.training.runner import RunInfo
 
@@ -64,7 +64,7 @@ def task(cfg) -> float:
             raise
         # A sweep goes on: the job is recorded FAILED (here if it failed before its run opened)
         # and named in the sweep's summary.
-        unrecordable = isinstance(err, (store.DiskFullError, store.OutageError))  # the store cannot take it
+        unrecordable = isinstance(err, (faults.DiskFullError, faults.OutageError))  # the store cannot take it
         if claimed is not None and not unrecordable:  # failed before its run opened?
             sweep_runs.end_if_running(job.tracking_uri, claimed, contract.FAILED, f"{err}")
         elif isinstance(err, ConvlabError) and not unrecordable:  # its run is ended

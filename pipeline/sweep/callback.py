@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.sweep import adaptive, handoff, interrupts, jobs, local_jobs, space, workers
-from pipeline.tracking import contract, store, sweep_runs, ui
+from pipeline.tracking import contract, faults, store, sweep_runs, ui
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,14 @@ class SweepCallback(Callback):
         try:
             outcome = finish(state, stopped)
         except Exception as err:
-            if store.unreachable(err):
+            if faults.unreachable(err):
                 raise SystemExit(
                     f"convlab: the tracking server at {store.redact(state['uri'])} does not answer; once it "
                     f"does, continue the sweep: sweep.resume={state['sweep_id']}"
                 ) from None
-            if not (full := store.disk_full_path(err, state["uri"])):
+            if not (full := faults.disk_full_path(err, state["uri"])):
                 raise
-            store.end_run_in_place(
+            faults.end_run_in_place(
                 state["uri"], state["parent"], contract.FAILED, f"no space left on device: {full}"
             )
             raise SystemExit(

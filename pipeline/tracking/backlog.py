@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.tracking import store
+from pipeline.tracking import faults, store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Backlog:
             function(*args, **kwargs)
             return
         except Exception as err:
-            if not store.unreachable(err):
+            if not faults.unreachable(err):
                 raise
         with self._changed:
             self._begin()
@@ -89,7 +89,7 @@ class Backlog:
             try:
                 result = function(*args, **kwargs)
             except Exception as err:
-                if not store.unreachable(err):
+                if not faults.unreachable(err):
                     raise
                 with self._changed:
                     self._begin()
@@ -132,8 +132,8 @@ class Backlog:
             except Exception as err:
                 with self._changed:
                     left = self._left()
-                    if not store.unreachable(err) or left <= 0:
-                        self._error = err if not store.unreachable(err) else self._outage_error()
+                    if not faults.unreachable(err) or left <= 0:
+                        self._error = err if not faults.unreachable(err) else self._outage_error()
                         self._sending = False
                         self._changed.notify_all()
                         return
@@ -169,12 +169,12 @@ class Backlog:
         another error is raised once (it fails the run, which must still be ended)."""
         error = self._error
         if error is not None:
-            if not isinstance(error, store.OutageError):
+            if not isinstance(error, faults.OutageError):
                 self._error = None
             raise error
 
-    def _outage_error(self) -> store.OutageError:
-        return store.OutageError(
+    def _outage_error(self) -> faults.OutageError:
+        return faults.OutageError(
             f"the tracking server at {store.redact(self.uri)} did not answer for "
             f"{self.outage_seconds:g} s (tracking.outage_seconds); run {self.run_id} stays "
             "RUNNING in the store, and sweep.resume reruns it"

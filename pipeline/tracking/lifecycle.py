@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import backlog, contract, plots, scheduler, signals, store, system_metrics
+from pipeline.tracking import backlog, contract, faults, plots, scheduler, signals, store, system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -232,15 +232,15 @@ def run_context(
         with signals.held():  # a second SIGTERM (srun forwards SLURM's own) must not cut this short
             _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
         raise
-    except store.OutageError:  # nothing can be recorded: the run stays RUNNING, its heartbeat stale
+    except faults.OutageError:  # nothing can be recorded: the run stays RUNNING, its heartbeat stale
         with contextlib.suppress(Exception):
             _forget_active_run()
         raise
     except BaseException as err:
-        full = store.disk_full_path(err, uri)
+        full = faults.disk_full_path(err, uri)
         _end(run, "FAILED", f"no space left on device: {full}" if full else f"{type(err).__name__}: {err}")
         if full:  # one line, not SQLAlchemy's traceback
-            raise store.DiskFullError(f"no space left on device: {full} (tracking.uri={uri})") from None
+            raise faults.DiskFullError(f"no space left on device: {full} (tracking.uri={uri})") from None
         raise
     else:
         _end(run, "FINISHED")
@@ -284,12 +284,13 @@ def _end_now(run: Run, status: str, error: str | None) -> None:
         run.stop_system_metrics()
     try:
         run.call(mlflow.end_run, (status,), {})
-    except store.OutageError:
+    except faults.OutageError:
         _forget_active_run()
         raise
     except Exception as err:  # a full disk: ended with a write that needs no new space
         if not (
-            store.disk_full_path(err, run.uri) and store.end_run_in_place(run.uri, run.run_id, status, error)
+            faults.disk_full_path(err, run.uri)
+            and faults.end_run_in_place(run.uri, run.run_id, status, error)
         ):
             raise
 

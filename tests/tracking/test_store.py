@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from pipeline.tracking import store
+from pipeline.tracking import faults, store
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +163,7 @@ def test_check_never_imports_mlflow(tmp_path):
 GONE_AWAY = """
 import socket, sys, time
 import mlflow
-from pipeline.tracking import store
+from pipeline.tracking import faults, store
 with socket.socket() as server:  # a server that answers the check, then goes away
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -254,9 +254,9 @@ SERVER_ANSWERS = [
 def test_a_database_down_behind_the_server_is_an_outage_a_client_error_is_not(code, message, outage):
     from mlflow.exceptions import MlflowException, RestException
 
-    assert store.unreachable(RestException({"error_code": code, "message": message})) is outage
+    assert faults.unreachable(RestException({"error_code": code, "message": message})) is outage
     status = 503 if outage else 400
     raised = MlflowException(
         f"API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error code {status} != 200"
     )
-    assert store.unreachable(raised) is outage
+    assert faults.unreachable(raised) is outage
