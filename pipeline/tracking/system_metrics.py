@@ -1,7 +1,7 @@
 """MLflow's system metrics on a run (CPU, memory, disk, network; GPU with nvidia-ml-py), quietly.
 
 ``mlflow.start_run(log_system_metrics=True)`` starts MLflow's monitor only once the run is the
-active run in the main thread, which a short run reaches near its end (``lifecycle.Run.wait``):
+active run in the main thread, which a short run reaches near its end (``opening.Run.wait``):
 ``start`` starts the same monitor right after the run is created instead.
 
 System metrics are a bonus, never a word: the monitor's own lines, and what the store says when
