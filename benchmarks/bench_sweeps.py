@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.tracking import server
+from pipeline.tracking import postgres, server
 
 LAUNCHERS = {
     "basic": [],
@@ -81,13 +81,15 @@ def sweep_throughput(shrink: list[str], seeds: int) -> None:
 def tracking_cost(shrink: list[str], repeats: int) -> None:
 
     print(f"\nPer-run cost of tracking: one run ({' '.join(shrink)}), n={repeats} interleaved")
-    reason = server.unavailable()
+    reason = postgres.unavailable()
     if reason:
         print(f"skipped: {reason}")
         return
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        database = server.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
+        database = postgres.Database(
+            f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench"
+        )
         port = _free_port()
         process = server.launch(database, folder / "artifacts", port, folder / "server.log")
         try:
@@ -96,7 +98,7 @@ def tracking_cost(shrink: list[str], repeats: int) -> None:
             times = _interleaved(stores, shrink, repeats, folder)
         finally:
             server.stop(process)
-            server.drop_database(database)
+            postgres.drop_database(database)
     base = statistics.median(times["SQLite"])
     print(f"{'store':<22}{'median s':>10}{'min s':>8}{'max s':>8}{'ratio':>8}")
     for name, values in times.items():
@@ -133,14 +135,14 @@ def scale_out(shrink: list[str], seeds: int) -> None:
 def _server_sweeps(sweep: list[str], folder: Path):
     """basic, joblib and SLURM (when there is one), tracked to a team server started here: rows
     as they are measured."""
-    reason = server.unavailable()
+    reason = postgres.unavailable()
     if reason:
         print(f"team server skipped: {reason}")
         return []
     launchers = {"basic": [], "joblib (n_jobs=2)": LAUNCHERS["joblib (n_jobs=2)"]}
     if shutil.which("sinfo"):
         launchers["SLURM (1 node, 1 CPU a job)"] = SLURM
-    database = server.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
+    database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
     port = _free_port()
     process = server.launch(database, folder / "artifacts", port, folder / "server.log")
     try:
@@ -153,7 +155,7 @@ def _server_sweeps(sweep: list[str], folder: Path):
             yield name, "team server", timed(command, folder, env)
     finally:
         server.stop(process)
-        server.drop_database(database)
+        postgres.drop_database(database)
 
 
 def _ray_sweep(sweep: list[str], folder: Path) -> tuple[str, str, float] | None:

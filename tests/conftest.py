@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import composition
-from pipeline.tracking import contract, privileges, server
+from pipeline.tracking import contract, postgres, privileges, server
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
@@ -140,13 +140,13 @@ def free_port() -> int:
 def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | None = None):
     """``python -m pipeline.server --setup`` on 127.0.0.1 as a team would: a fresh database,
     dropped afterwards. Skips where PostgreSQL or root is missing (fails with CONVLAB_REQUIRE_SERVER=1)."""
-    reason = server.unavailable()
+    reason = postgres.unavailable()
     if reason:
         if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
             pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("server")
-    database = server.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    database = postgres.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port = free_port()
     log = folder / "server.log"
     # started as root, the server serves as postgres (where that user can run this Python, as
@@ -165,7 +165,7 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
         pytest.fail(f"{err}; its log: {log.read_text()[-2000:]}")
     finally:
         server.stop(process)
-        server.drop_database(database)
+        postgres.drop_database(database)
         shutil.rmtree(artifacts, ignore_errors=True)
 
 

@@ -35,9 +35,7 @@ import argparse
 import importlib.util
 import ipaddress
 import os
-import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,15 +43,12 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import contract, privileges, store
+from pipeline.tracking import contract, postgres, privileges, store
+from pipeline.tracking.postgres import ServerError
 
-CLUSTER = "main"
-NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # a role or database name needing no quoting
 ADMIN = "admin"
 RUN_AS = "postgres"  # the user a server started as root runs as (it exists wherever PostgreSQL does)
 CREDENTIALS = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "convlab" / "server.env"
@@ -70,85 +65,6 @@ database_uri = {database_uri}
 admin_username = {admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 """
-
-
-class ServerError(ConvlabError):
-    """The server, or the PostgreSQL it needs, cannot be set up or started."""
-
-
-@dataclass(frozen=True)
-class Database:
-    """Where the server keeps its runs: a PostgreSQL database and the role that owns it."""
-
-    name: str = "convlab"
-    user: str = "convlab"
-    password: str = ""
-    host: str = "127.0.0.1"
-    port: int = 5432
-
-    @property
-    def uri(self) -> str:
-        # psycopg2 named: SQLAlchemy 2.1's default driver for postgresql:// is psycopg 3
-        password = quote(self.password, safe="")
-        return f"postgresql+psycopg2://{self.user}:{password}@{self.host}:{self.port}/{self.name}"
-
-
-def postgres_versions() -> list[str]:
-    """The PostgreSQL major versions installed (Debian's /usr/lib/postgresql/N), newest first."""
-    found = [p.name for p in Path("/usr/lib/postgresql").glob("*") if (p / "bin" / "postgres").exists()]
-    return sorted(found, key=lambda v: [int(part) for part in re.findall(r"\d+", v)], reverse=True)
-
-
-def cluster_for(port: int) -> tuple[str, str]:
-    """The (version, name) of the local cluster serving ``port``; else the newest version's ``main``."""
-    listed = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, cwd="/")
-    clusters = [line.split()[:3] for line in listed.stdout.splitlines() if len(line.split()) >= 3]
-    for version, name, cluster_port in clusters:
-        if cluster_port == str(port):
-            return version, name
-    versions = postgres_versions()
-    return (versions[0] if versions else ""), CLUSTER
-
-
-def unavailable(version: str | None = None) -> str | None:
-    """Why ``setup_postgres`` cannot run on this machine (not root, no PostgreSQL), else None."""
-    installed = postgres_versions()
-    if shutil.which("pg_ctlcluster") is None or not installed or (version and version not in installed):
-        return f"PostgreSQL{' ' + version if version else ''} is not installed (apt-get install postgresql)"
-    if os.geteuid() != 0:
-        return "setting up PostgreSQL needs root (pg_ctlcluster, runuser -u postgres)"
-    return None
-
-
-def setup_postgres(database: Database, version: str | None = None) -> None:
-    """Starts the local cluster if it is down; creates the role and database if missing, and
-    sets the role's password to ``database.password``."""
-    found, cluster = cluster_for(database.port)
-    version = version or found
-    reason = unavailable(version)
-    if reason:
-        raise ServerError(reason)
-    for name in (database.name, database.user):
-        if not NAME.match(name):
-            raise ServerError(f"{name!r} is not a plain PostgreSQL name (lowercase letters, digits, _)")
-    if not database.password:
-        raise ServerError("no database password: --setup generates one, or set CONVLAB_DB_PASSWORD")
-    if subprocess.run(["pg_ctlcluster", version, cluster, "status"], capture_output=True).returncode != 0:
-        _run(["pg_ctlcluster", version, cluster, "start"])
-    password = database.password.replace("'", "''")
-    _psql(
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{database.user}') THEN "
-        f"CREATE ROLE {database.user} LOGIN; END IF; END $$; "
-        f"ALTER ROLE {database.user} PASSWORD '{password}';"
-    )
-    if _psql(f"SELECT 1 FROM pg_database WHERE datname = '{database.name}'") != "1":
-        _psql(f"CREATE DATABASE {database.name} OWNER {database.user}")
-
-
-def drop_database(database: Database) -> None:
-    """Drops the database (the tests' own, after a test session); the role stays."""
-    if NAME.match(database.name):
-        _psql(f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
 
 
 def credentials(path: Path = CREDENTIALS, generate: bool = False) -> dict[str, str]:
@@ -183,7 +99,12 @@ def is_loopback(host: str) -> bool:
 
 
 def server_command(
-    database: Database, artifacts: Path, host: str, port: int, extra: Sequence[str] = (), auth: bool = False
+    database: postgres.Database,
+    artifacts: Path,
+    host: str,
+    port: int,
+    extra: Sequence[str] = (),
+    auth: bool = False,
 ) -> list[str]:
     """The ``mlflow server`` command line, run by this environment's Python."""
     return [
@@ -197,7 +118,7 @@ def server_command(
 
 
 def launch(
-    database: Database,
+    database: postgres.Database,
     artifacts: Path,
     port: int,
     log: Path,
@@ -264,20 +185,7 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait()
 
 
-def _psql(sql: str) -> str:
-    return _run(["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
-
-
-def _run(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, cwd="/")
-    if done.returncode != 0:
-        message = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        what = "psql" if command[0] == "runuser" else " ".join(command)
-        raise ServerError(f"{what}: {message}")
-    return done.stdout.strip()
-
-
-def _auth_config(database: Database, admin_password: str | None, secret_key: str | None) -> Path:
+def _auth_config(database: postgres.Database, admin_password: str | None, secret_key: str | None) -> Path:
     """MLflow's basic-auth config (0600, in a private folder): users kept in the same database."""
     if importlib.util.find_spec("flask_wtf") is None:
         raise ServerError("MLflow's basic-auth app needs Flask-WTF: pip install -e '.[server]'")
@@ -340,9 +248,9 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> None:
         )
     secret = credentials(Path(args.credentials), generate=args.setup)
     password = args.password or os.environ.get(DB_PASSWORD) or secret.get(DB_PASSWORD, "")
-    database = Database(args.database, args.user, password, args.db_host, args.db_port)
+    database = postgres.Database(args.database, args.user, password, args.db_host, args.db_port)
     if args.setup:
-        setup_postgres(database)
+        postgres.setup_postgres(database)
         if Path(args.credentials).is_file():
             print(f"convlab: the server's passwords are in {Path(args.credentials).absolute()} (0600)")
     if not database.password:

@@ -18,7 +18,7 @@ import pytest
 from conftest import free_port
 from test_outage import _child_after_first_epoch, _start
 
-from pipeline.tracking import contract, server
+from pipeline.tracking import contract, postgres, server
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
 
@@ -27,12 +27,12 @@ AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
 def own_postgres():
     """``(database, pg_ctl)``: a PostgreSQL cluster of this test's own on 127.0.0.1, with a role and
     a database; ``pg_ctl("stop")`` and ``pg_ctl("start")`` restart it."""
-    reason = server.unavailable()
+    reason = postgres.unavailable()
     if reason:
         if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
             pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
         pytest.skip(reason)
-    binaries = Path("/usr/lib/postgresql") / server.postgres_versions()[0] / "bin"
+    binaries = Path("/usr/lib/postgresql") / postgres.postgres_versions()[0] / "bin"
     folder = Path(tempfile.mkdtemp(prefix="convlab-pg-"))  # pytest's tmp_path is closed to postgres
     shutil.chown(folder, "postgres", "postgres")
     port = free_port()
@@ -56,7 +56,7 @@ def own_postgres():
 
     as_postgres(str(binaries / "initdb"), "-D", f"{folder}/data", "-A", "trust", "--no-sync")
     pg_ctl("start")
-    database = server.Database(
+    database = postgres.Database(
         f"convlab_pg_{secrets.token_hex(4)}", "convlab_test", "convlab_test", port=port
     )
     psql = ["psql", "-h", str(folder), "-p", str(port), "-v", "ON_ERROR_STOP=1", "-qc"]

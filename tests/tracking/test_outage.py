@@ -13,20 +13,20 @@ import time
 import pytest
 from conftest import TINY
 
-from pipeline.tracking import contract, server
+from pipeline.tracking import contract, postgres, server
 
 
 @pytest.fixture
 def restartable_server(tmp_path):
     """``(url, restart)``: a server of our own, on a fixed port, that the test may stop and start."""
-    reason = server.unavailable()
+    reason = postgres.unavailable()
     if reason:
         if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
             pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
         pytest.skip(reason)
     from test_store import _free_port
 
-    database = server.Database(f"convlab_outage_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    database = postgres.Database(f"convlab_outage_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port, url = _free_port(), ""
     url = f"http://127.0.0.1:{port}"
     processes = []
@@ -41,7 +41,7 @@ def restartable_server(tmp_path):
     start()
     yield url, start, stop
     stop()
-    server.drop_database(database)
+    postgres.drop_database(database)
 
 
 def _start(tmp_path, url, *args, epochs=4):

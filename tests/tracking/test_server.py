@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY, cli, free_port
 
-from pipeline.tracking import contract, privileges, server
+from pipeline.tracking import contract, postgres, privileges, server
 
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
 
@@ -220,13 +220,13 @@ def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
 
 
 def test_postgresql_is_found_whatever_its_major_version():
-    versions = server.postgres_versions()
+    versions = postgres.postgres_versions()
     if not versions:
         pytest.skip("PostgreSQL is not installed")
     assert all(Path(f"/usr/lib/postgresql/{v}/bin/postgres").exists() for v in versions)
-    version, _ = server.cluster_for(5432)
+    version, _ = postgres.cluster_for(5432)
     assert version in versions
-    assert server.unavailable("99") == "PostgreSQL 99 is not installed (apt-get install postgresql)"
+    assert postgres.unavailable("99") == "PostgreSQL 99 is not installed (apt-get install postgresql)"
 
 
 @pytest.mark.server
