@@ -6,6 +6,7 @@ every job the parent's run id and the sweep id as plain values: environment vari
 through each job's own config (``hydra.job.env_set``), so a job launched on another machine
 (submitit/SLURM, Ray) nests under the parent as long as it reaches the same tracking server.
 Each job reads the sweep's definition from the parent run itself (``pipeline.tracking.contract``).
+When the multirun ends, ``summary.finish`` ends the parent run and writes the summary and comparison.
 
 Resume (``sweep.resume=<sweep id>`` or ``last``): a job whose resolved config (seed included)
 already has a FINISHED child is skipped; FAILED and KILLED ones run again. A child left RUNNING
@@ -17,7 +18,6 @@ seconds.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,34 +29,10 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, handoff, interrupts, jobs, local_jobs, space, workers
-from pipeline.tracking import contract, faults, store, sweep_runs, ui
+from pipeline.sweep import adaptive, interrupts, jobs, local_jobs, space, summary, workers
+from pipeline.tracking import contract, faults, store, sweep_runs
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepOutcome:
-    """How a sweep (or one resumed pass of it) ended."""
-
-    sweep_id: str
-    parent_run_id: str
-    status: str
-    finished: int
-    failed: list[dict]
-    summary: str
-
-    @property
-    def message(self) -> str | None:
-        """One line for the terminal when the sweep did not succeed, else None."""
-        if self.status in (contract.FINISHED, contract.RUNNING):  # RUNNING: another process ends it
-            return None
-        total = self.finished + len(self.failed)
-        lost = [c for c in self.failed if c["error"].startswith(contract.WORKER_KILLED)]
-        if lost:  # named, with how to rerun them (a worker that runs out of memory may again)
-            names = "; ".join(f"{c['variant']} seed={c['seed']}: {c['error']}" for c in lost)
-            return f"convlab: lost {names}; rerun: sweep.resume={self.sweep_id}"
-        return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
 
 
 class SweepCallback(Callback):
@@ -102,11 +78,16 @@ class SweepCallback(Callback):
             r["status"] in contract.TERMINAL and r["start_time"] >= job.started * 1000 for r in siblings
         )
         elapsed = time.time() - job.started
-        left = f"~{_clock(elapsed / done * (job.total - done))} left" if done and job.total else "estimating"
+        left = (
+            f"~{summary.clock(elapsed / done * (job.total - done))} left"
+            if done and job.total
+            else "estimating"
+        )
         number = int(hydra_cfg.job.num) + 1
         log.info(
             "[sweep] job %d/%s | %s seed=%s | elapsed %s | %s",
-            number, job.total or "?", job.variant(pairs), pairs.get("seed", "?"), _clock(elapsed), left,
+            number, job.total or "?", job.variant(pairs), pairs.get("seed", "?"),
+            summary.clock(elapsed), left,
         )  # fmt: skip
 
     def on_multirun_end(self, config, **kwargs) -> None:
@@ -120,7 +101,7 @@ class SweepCallback(Callback):
         if next_round:  # more seeds to come: the winner is registered after the last pass
             state["register"] = None
         try:
-            outcome = finish(state, stopped)
+            outcome = summary.finish(state, stopped)
         except Exception as err:
             if faults.unreachable(err):
                 raise SystemExit(
@@ -227,67 +208,6 @@ def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: floa
     return sweep_id, parent_id
 
 
-def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
-    """Ends the parent, then puts the comparison where users look: the terminal, the sweep's
-    folder, and the parent run itself (its description, its metrics, ``comparison/``)."""
-
-    uri, parent = state["uri"], state["parent"]
-    latest = _latest_per_job(sweep_runs.children(uri, parent))
-    elsewhere = [c for c in latest if c["status"] == contract.RUNNING and not jobs.is_stale(c, None)]
-    if elsewhere:  # the process that finishes the sweep's last job writes its summary
-        for child in elsewhere:
-            log.info("[sweep] %s seed=%s: %s", child["variant"], child["seed"], jobs.running_elsewhere(child))
-        log.info("sweep %s: %d job(s) still running elsewhere; the process that finishes the last one "
-                 "writes the summary", state["sweep_id"], len(elsewhere))  # fmt: skip
-        return SweepOutcome(state["sweep_id"], parent, contract.RUNNING, len(latest) - len(elsewhere), [], "")
-    failed = [c for c in latest if c["status"] != contract.FINISHED]
-    status = contract.FAILED if failed else contract.FINISHED
-    summary = _summary(state, latest, failed)
-    log.info("\n%s", summary)
-    sweep_runs.log_text_to(uri, parent, summary, "sweep_summary.md")
-    sweep_runs.end_run(uri, parent, status)  # first, so the report says how the sweep ended
-    try:
-        _publish(state, stopped)
-    except Exception as err:  # a comparison problem must not hide the sweep's own outcome
-        log.warning("comparison report skipped: %s", err)
-    finished = len(latest) - len(failed)
-    return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary)
-
-
-def _publish(state: dict, stopped: dict[str, str] | None) -> None:
-    from pipeline.compare import load, report, winner  # pandas, scipy: once a pass ends, not in every job
-
-    uri, parent = state["uri"], state["parent"]
-    runs = load.load_runs(state["experiment_name"], parent, uri)
-    out = os.path.join(state["sweep_dir"], "comparison")
-    result = load.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
-    metric = result.summary.attrs["metric"]
-    means = {
-        f"{metric}/{_metric_key(row['variant'])}": row[f"{metric}_mean"]
-        for _, row in result.summary.iterrows()
-        if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
-    }
-    sweep_runs.log_metrics_to(uri, parent, means)
-    note = report.markdown_summary(result.summary, result.effects)
-    study_note = sweep_runs.run_tags(uri, parent).get(contract.STUDY_NOTE)
-    note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
-    sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
-    experiment_id = store.get_or_create_experiment(uri, state["experiment_name"])
-    print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
-    if state.get("register"):  # sweep.register=NAME: the decided winner's model, registered
-        found = winner.choose(runs, result.summary, state["register_undecided"])
-        baseline = result.summary.attrs["baseline"]
-        handoff.register_winner(uri, state["sweep_id"], state["register"], found, baseline)
-
-
-def _metric_key(variant: str) -> str:
-    """``downsample=stride,regularization=none -> downsample:stride regularization:none``:
-    MLflow's metric keys take letters, digits, ``_-. :/`` only."""
-    import re
-
-    return re.sub(r"[^\w\-. :/]", "_", variant.replace("=", ":").replace(",", " "))
-
-
 def _abort(state: dict, status: str) -> None:
     """The sweep was interrupted or crashed: every child still RUNNING, and the parent, end."""
 
@@ -322,27 +242,3 @@ def _ours(child: dict) -> bool:
     if child["host"] != socket.gethostname():
         return True
     return child["pid"] == str(os.getpid()) or jobs.is_stale(child, None)
-
-
-def _latest_per_job(children: list[dict]) -> list[dict]:
-    """One run per job (config hash): its FINISHED run if it has one, else its latest run."""
-    best: dict[str, dict] = {}
-    for child in children:  # oldest first
-        key = child["config_hash"] or child["run_id"]
-        if best.get(key, {}).get("status") != contract.FINISHED:
-            best[key] = child
-    return list(best.values())
-
-
-def _summary(state: dict, latest: list[dict], failed: list[dict]) -> str:
-    elapsed = _clock(time.time() - state["started"])
-    done = len(latest) - len(failed)
-    lines = [f"# sweep {state['sweep_id']}: {done} of {len(latest)} jobs finished ({elapsed} this pass)", ""]
-    for child in failed:
-        lines.append(f"- {child['status']} {child['variant']} seed={child['seed']}: {child['error']}")
-    return "\n".join(lines)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
