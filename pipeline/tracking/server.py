@@ -32,39 +32,25 @@ server-side jobs (GenAI judges: eight more processes) are off unless
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import contract, postgres, privileges, store
+from pipeline.tracking import basic_auth, contract, postgres, privileges, store
+from pipeline.tracking.basic_auth import ADMIN, ADMIN_PASSWORD, AUTH_CACHE_SECONDS, SECRET_KEY
 from pipeline.tracking.postgres import ServerError
 
-ADMIN = "admin"
 RUN_AS = "postgres"  # the user a server started as root runs as (it exists wherever PostgreSQL does)
 CREDENTIALS = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "convlab" / "server.env"
-DB_PASSWORD, ADMIN_PASSWORD, SECRET_KEY = (
-    "CONVLAB_DB_PASSWORD",
-    "MLFLOW_AUTH_ADMIN_PASSWORD",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY",
-)
-# Team members get EDIT on every experiment (the team shares them); admins manage users
-# (MLflow's /api/2.0/mlflow/users/create, or mlflow.server.get_app_client("basic-auth", uri)).
-AUTH_INI = """[mlflow]
-default_permission = EDIT
-database_uri = {database_uri}
-admin_username = {admin}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-"""
+DB_PASSWORD = "CONVLAB_DB_PASSWORD"
 
 
 def credentials(path: Path = CREDENTIALS, generate: bool = False) -> dict[str, str]:
@@ -127,12 +113,14 @@ def launch(
     admin_password: str | None = None,
     run_as: str | None = None,
     setup: bool = True,
+    auth_cache: int | None = None,
 ) -> subprocess.Popen:
     """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks);
     without ``setup``, on a PostgreSQL already set up at ``database.host``/``port``.
 
     Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
-    ``auth``, MLflow's basic-auth app, its admin's password ``admin_password``. Started as root,
+    ``auth``, MLflow's basic-auth app, its admin's password ``admin_password`` (``auth_cache``:
+    ``--auth-cache``). Started as root,
     it runs as ``run_as``; by default as postgres where that user can run this Python and reach
     ``artifacts`` (not below pytest's 0700 temporary folder), else as root.
     """
@@ -142,6 +130,8 @@ def launch(
     command += ["--credentials", str(Path(log).with_name("server.env"))]
     if auth:
         command.append("--auth")
+    if auth_cache is not None:
+        command += ["--auth-cache", str(auth_cache)]
     if os.geteuid() == 0:
         command += ["--run-as", run_as or _default_user(Path(artifacts))]
     command += ["--", "--workers", str(workers)]
@@ -185,25 +175,6 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait()
 
 
-def _auth_config(database: postgres.Database, admin_password: str | None, secret_key: str | None) -> Path:
-    """MLflow's basic-auth config (0600, in a private folder): users kept in the same database."""
-    if importlib.util.find_spec("flask_wtf") is None:
-        raise ServerError("MLflow's basic-auth app needs Flask-WTF: pip install -e '.[server]'")
-    if not admin_password:
-        raise ServerError(
-            f"no admin password for MLflow's basic-auth: run --setup once, or set {ADMIN_PASSWORD}"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="convlab-auth-"))
-    path = folder / "basic_auth.ini"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(AUTH_INI.format(database_uri=database.uri.replace("%", "%%"), admin=ADMIN))
-    os.environ.update(MLFLOW_AUTH_CONFIG_PATH=str(path), MLFLOW_AUTH_ADMIN_USERNAME=ADMIN)
-    os.environ[ADMIN_PASSWORD] = admin_password
-    os.environ[SECRET_KEY] = secret_key or secrets.token_hex(32)
-    return path
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.server", description=__doc__.split("\n")[0])
     parser.add_argument("--setup", action="store_true", help="as root: start PostgreSQL, create role and db")
@@ -220,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--credentials", default=str(CREDENTIALS), help="the 0600 file of generated secrets")
     parser.add_argument("--auth", action="store_true", help="MLflow's basic-auth on loopback too")
     parser.add_argument("--no-auth", action="store_true", help="loopback only: no login")
+    parser.add_argument(
+        "--auth-cache",
+        type=int,
+        default=AUTH_CACHE_SECONDS,
+        metavar="SECONDS",
+        help="each worker trusts a login it checked for this long (%(default)s; 0: check every request)",
+    )
     parser.add_argument("--run-as", default=RUN_AS, help="started as root, serve as this user (%(default)s)")
     return parser
 
@@ -263,7 +241,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> None:
     owned: list[Path] = []
     if auth:
         admin_password = os.environ.get(ADMIN_PASSWORD) or secret.get(ADMIN_PASSWORD)
-        ini = _auth_config(database, admin_password, os.environ.get(SECRET_KEY) or secret.get(SECRET_KEY))
+        key = os.environ.get(SECRET_KEY) or secret.get(SECRET_KEY)
+        ini = basic_auth.config(database, admin_password, key, args.auth_cache)
         owned = [ini.parent, ini]
     if drop:
         privileges.drop(args.run_as, artifacts, owned)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY, cli, free_port
 
-from pipeline.tracking import contract, postgres, privileges, server
+from pipeline.tracking import basic_auth, contract, postgres, privileges, server
 
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
 
@@ -277,3 +277,22 @@ def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp
         assert run_as or "is closed to it): make it readable to postgres, or pass --run-as USER" in line
     # refused before anything was set up: no secrets generated, no artifacts folder made
     assert not artifacts.exists() and not (tmp_path / "server.env").exists()
+
+
+@pytest.mark.parametrize("seconds", [basic_auth.AUTH_CACHE_SECONDS, 0])
+def test_the_basic_auth_config_sets_mlflows_credential_cache(seconds, monkeypatch):
+    """A password checked once a minute per worker, not on every request (scrypt: tens of ms of CPU
+    each); ``--auth-cache 0`` checks every request. Read back by MLflow's own parser."""
+    pytest.importorskip("flask_wtf")
+    from mlflow.server.auth.config import read_auth_config
+
+    keys = ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", basic_auth.ADMIN_PASSWORD)
+    keys += (basic_auth.SECRET_KEY,)
+    for key in keys:  # config() sets them, for the server's own process: put back after the test
+        monkeypatch.setenv(key, "")
+    database = postgres.Database("convlab_x", "convlab_x", "pw")
+    path = basic_auth.config(database, "admin-password", "secret", cache_seconds=seconds)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    parsed = read_auth_config()
+    assert parsed.auth_cache_ttl_seconds == seconds and parsed.database_uri == database.uri
+    shutil.rmtree(path.parent)
