@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,10 +71,38 @@ def own_postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class Output:
+    """What a process writes to stdout and stderr, read as it comes by two threads."""
+
+    def __init__(self, process):
+        self.lines: list[str] = []
+        self.readers = [
+            threading.Thread(target=lambda s=stream: self.lines.extend(iter(s.readline, "")), daemon=True)
+            for stream in (process.stdout, process.stderr)
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def __str__(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while text not in str(self) and time.time() < deadline:
+            time.sleep(0.5)
+
+    def close(self) -> str:
+        for reader in self.readers:
+            reader.join(timeout=30)
+        return str(self)
+
+
 @pytest.mark.server
 @pytest.mark.slow
-def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, tmp_path):
+def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, tmp_path, monkeypatch):
     import mlflow
+
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # its lines as they come, not at its exit
 
     database, pg_ctl = own_postgres
     port = free_port()
@@ -85,13 +114,16 @@ def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, t
         server.wait_until_ready(url, process, timeout=240)
         client = mlflow.MlflowClient(url)
         run = _start(tmp_path, url, "tracking.experiment_name=database", epochs=5)
+        output = Output(run)
         child = _child_after_first_epoch(client, "database", run)
         pg_ctl("stop")
-        time.sleep(8)  # longer than MLflow's own retries (about 6 s): convlab's backlog rides it out
+        # down until the run says so: past MLflow's own retries (about 6 s), convlab's backlog rides it out
+        output.wait_for("does not answer: retrying", timeout=120)
         pg_ctl("start")
-        stdout, stderr = run.communicate(timeout=300)
-        assert run.returncode == 0, stderr[-3000:]
-        assert "does not answer: retrying" in stdout + stderr and "back after" in stdout + stderr
+        returncode = run.wait(timeout=300)
+        said = output.close()
+        assert returncode == 0, said[-3000:]
+        assert "does not answer: retrying" in said and "back after" in said
         assert client.get_run(child.info.run_id).info.status == contract.FINISHED
         history = client.get_metric_history(child.info.run_id, contract.VAL_ACCURACY)
         assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # every epoch's metrics
