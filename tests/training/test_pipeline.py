@@ -150,11 +150,6 @@ def test_cli_data_error_is_one_line(store, tmp_path):
     assert [r.info.status for r in store.runs()] == ["FAILED"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: in 2 of 4 whole-suite runs this stop the process had not exited 120 s after "
-    "Ctrl-C (no line on stderr); passes alone; cause not found yet (issue 19 note)",
-)
 def test_ctrl_c_ends_the_run_killed(store, tmp_path):
     process = subprocess.Popen(
         [
