@@ -12,17 +12,15 @@ pixel) is left to the loaders in ``data``.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.config import folders
 from pipeline.config.errors import DataError
 
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL's one-channel modes (LA: gray + alpha)
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
 KAGGLE_LAYOUT = "expected Kaggle's digit-recognizer CSV: label,pixel0,...,pixel783"
 
 
@@ -56,25 +54,19 @@ def check_data(
         _check_csv(Path(path), labelled=False)
     elif task == "predict":
         if path is not None:
-            _check_predict_folder(Path(path))
+            folders.check_predict_folder(Path(path))
     elif name == "digit_recognizer":
         counts = _check_csv(Path(path), labelled=True)
         _check_split(Path(path), "rows", sum(counts.values()), len(counts), validation_split, max_samples)
         if test_path is not None:
             _check_csv(Path(test_path), labelled=False)
     elif name == "image_folder":
-        return _check_image_folder(Path(path), validation_split, max_samples).describe(validation_split)
+        layout = folders.check_image_folder(Path(path))
+        if layout.val is None:  # validation split from train/
+            images, classes = layout.train_images(), len(layout.classes)
+            _check_split(layout.train, "images", images, classes, validation_split, max_samples)
+        return layout.describe(validation_split)
     return None
-
-
-def why_not_image(file: Path) -> str | None:
-    """None for a JPEG, PNG, GIF or BMP file (judged by its first bytes, as browsers do), else why not."""
-    try:
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-    except OSError as err:
-        return f"cannot be read ({err.strerror or err})"
-    return None if head.startswith(IMAGE_MAGIC) else "not a JPEG, PNG, GIF or BMP image"
 
 
 # --- Kaggle CSV ---------------------------------------------------------------------------------
@@ -200,113 +192,6 @@ def _check_split(
     )
 
 
-# --- image folders ------------------------------------------------------------------------------
-VAL_NAMES = ("val", "valid", "validation")  # synonyms, as data sets name their validation folder
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderLayout:
-    """How an image folder is laid out, as ``image_folder_layout`` found it.
-
-    ``train``'s sub-folders are the classes. ``val`` is None when validation is split from
-    ``train`` (``trainer.validation_split``); ``test`` is a held-out test set, labelled
-    (``test/<class>/``) or not (images directly in ``test/``).
-    """
-
-    root: Path
-    train: Path
-    classes: list[str]
-    val: Path | None = None
-    test: Path | None = None
-    test_labelled: bool = False
-
-    def describe(self, validation_split: float) -> str:
-        """One line for the run's log: which folders train, validate and test."""
-        where = "root/<class>/" if self.train == self.root else f"{self.train.name}/<class>/"
-        parts = [f"image folder {self.root}: {len(self.classes)} classes in {where}"]
-        if self.val is not None:
-            parts.append(f"validation from {self.val.name}/")
-        else:
-            parts.append(f"validation split {validation_split} (stratified, seeded)")
-        if self.test is not None:
-            kind = "held-out test set, labelled" if self.test_labelled else "unlabelled images to predict"
-            parts.append(f"{self.test.name}/ = {kind}")
-        return "; ".join(parts)
-
-
-def image_folder_layout(root: Path) -> FolderLayout:
-    """The layout of ``root``: ``root/train/<class>/`` (with ``val/`` or ``valid/`` or
-    ``validation/``, and ``test/``), or ``root/<class>/`` (Keras' ``image_dataset_from_directory``)."""
-    _check_folder(root)
-    train = root / "train"
-    if not train.is_dir():
-        subfolders = [root / name for name in _class_folders(root)]
-        flat = subfolders and all(any(why_not_image(f) is None for f in _files(d)) for d in subfolders)
-        if not flat:
-            raise DataError(
-                f"{root}: expected {root}/<class>/ image folders, or {root}/train/<class>/ "
-                "(and optionally val/ and test/)"
-            )
-        return FolderLayout(root, root, _class_folders(root))
-    val = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)
-    test = root / "test" if (root / "test").is_dir() else None
-    labelled = test is not None and bool(_class_folders(test))
-    return FolderLayout(root, train, _class_folders(train), val, test, labelled)
-
-
-def _check_image_folder(root: Path, validation_split: float, max_samples: int | None) -> FolderLayout:
-    layout = image_folder_layout(root)
-    train, classes, val = layout.train, layout.classes, layout.val
-    if not classes:
-        raise DataError(f"{train}: no class folders (expected train/<class>/*.jpg)")
-    if len(classes) == 1:
-        raise DataError(f"{train}: one class folder ({classes[0]}); a classifier needs at least 2 classes")
-    labelled = [folder for folder in (val, layout.test if layout.test_labelled else None) if folder]
-    for other in labelled:
-        other_classes = _class_folders(other)
-        if not other_classes:
-            raise DataError(f"{other}: no class folders (expected {other.name}/<class>/*.jpg, as in train/)")
-        for name in other_classes:
-            if name not in classes:
-                raise DataError(f"{other / name}: class {name!r} is not in train/ ({_names(classes)})")
-    folders = [train / c for c in classes] + [other / c for other in labelled for c in _class_folders(other)]
-    for folder in folders:
-        if not any(why_not_image(file) is None for file in _files(folder)):
-            raise DataError(f"{folder}: empty class folder, no JPEG, PNG, GIF or BMP images in it")
-    loose = layout.test is not None and not layout.test_labelled
-    if loose and not any(why_not_image(file) is None for file in _files(layout.test)):
-        raise DataError(f"{layout.test}: no JPEG, PNG, GIF or BMP images and no class folders in it")
-    if val is None:
-        images = sum(len(_files(train / c)) for c in classes)
-        _check_split(train, "images", images, len(classes), validation_split, max_samples)
-    return layout
-
-
-def _check_predict_folder(root: Path) -> None:
-    _check_folder(root)
-    if not any(why_not_image(file) is None for file in root.rglob("*") if file.is_file()):
-        raise DataError(f"{root}: no JPEG, PNG, GIF or BMP images in it or its sub-folders")
-
-
-def _check_folder(root: Path) -> None:
-    if root.is_file():
-        raise DataError(f"{root}: is a file; expected a folder of images")
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-
-
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(entry for entry in folder.iterdir() if entry.is_file())
-
-
-def _names(classes: list[str]) -> str:
-    return "train/ has " + ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
-
-
 def check_scoring_data(name: str, path: str, shape: tuple[int, int, int]) -> None:
     """Refuses data of the wrong shape for a model that takes ``shape`` (height, width, channels)
     images: a CSV with another number of pixel columns, or a folder of colour images for a
@@ -326,11 +211,13 @@ def check_scoring_data(name: str, path: str, shape: tuple[int, int, int]) -> Non
     from PIL import Image
 
     images = (
-        file for file in sorted(Path(path).rglob("*")) if file.is_file() and why_not_image(file) is None
+        file
+        for file in sorted(Path(path).rglob("*"))
+        if file.is_file() and folders.why_not_image(file) is None
     )
     for file, _ in zip(images, range(100)):  # the first 100: a folder is usually of one kind
         with Image.open(file) as image:
-            found = 1 if image.mode in GRAYSCALE_MODES else 3
+            found = 1 if image.mode in folders.GRAYSCALE_MODES else 3
         if found != channels:
             raise DataError(
                 f"{path}: {file.relative_to(path)} is a {'grayscale' if found == 1 else 'colour'} image, "

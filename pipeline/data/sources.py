@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import checks
+from pipeline.config import folders
 from pipeline.config.errors import DataError
 from pipeline.data.decode import decode_files, decode_image  # noqa: F401  (part of this module's API)
 
@@ -148,9 +148,9 @@ def _kaggle_csv(path: Path):
 
 
 def _image_folder(root, image_size, color_mode, validation_split, split_seed, max_samples) -> ImageData:
-    """An image folder laid out as ``checks.image_folder_layout`` finds it: ``root/<class>/``, or
+    """An image folder laid out as ``folders.image_folder_layout`` finds it: ``root/<class>/``, or
     ``root/train/<class>/`` with ``val/`` (or ``valid/``, ``validation/``) and ``test/``."""
-    layout = checks.image_folder_layout(root)
+    layout = folders.image_folder_layout(root)
     classes = layout.classes
     x, y, skipped = _list_images(layout.train, classes)
     x, y = _subsample(x, y, max_samples, split_seed)
@@ -196,7 +196,7 @@ def find_images(root: Path) -> tuple[list[str], int]:
 
 def _is_image(file: Path) -> bool:
     """Judged by the first bytes, as browsers do; a file that is not an image is skipped, with a warning."""
-    reason = checks.why_not_image(file)
+    reason = folders.why_not_image(file)
     if reason is not None:
         log.warning("skipping %s: %s", file, reason)
     return reason is None

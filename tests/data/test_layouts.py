@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import cli
 
-from pipeline.config import checks
+from pipeline.config import checks, folders
 from pipeline.config.errors import DataError
 from pipeline.tracking import contract
 
@@ -48,12 +48,12 @@ def layout_sweep(tracking_uri, tmp_path_factory):
     import mlflow
 
     root = tmp_path_factory.mktemp("layouts")
-    folders = write_layouts(root)
+    paths = write_layouts(root)
     experiment = "image-folder-layouts"
     result = cli(
         "-m", "dataset=image_folder", "dataset.image_size=[12,12]", "trainer.epochs=1",
         "trainer.batch_size=8",
-        f"dataset.path={','.join(str(p) for p in folders.values())}",
+        f"dataset.path={','.join(str(p) for p in paths.values())}",
         f"tracking.uri={tracking_uri}", f"tracking.experiment_name={experiment}",
         cwd=root, timeout=600,
     )  # fmt: skip
@@ -61,7 +61,7 @@ def layout_sweep(tracking_uri, tmp_path_factory):
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
     by_path = {r.data.params.get("dataset.path"): r for r in runs if contract.PARENT in r.data.tags}
-    return {name: by_path.get(str(path)) for name, path in folders.items()}, result, client, root
+    return {name: by_path.get(str(path)) for name, path in paths.items()}, result, client, root
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_validation_folder_synonyms(name, tmp_path):
     for index, label in enumerate(CLASSES):
         _images(tmp_path / "train" / label, 2, 100 * index, rng)
         _images(tmp_path / name / label, 1, 100 * index, rng)
-    layout = checks.image_folder_layout(tmp_path)
+    layout = folders.image_folder_layout(tmp_path)
     assert layout.val == tmp_path / name and layout.test is None
 
 
