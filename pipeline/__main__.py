@@ -5,7 +5,6 @@ Returns the objective (final val_accuracy) so Hydra sweepers can optimise it.
 """
 
 import os
-import signal
 import sys
 
 import hydra
@@ -13,8 +12,8 @@ import hydra
 from pipeline.config import composition, help
 from pipeline.config.errors import ConvlabError
 from pipeline.quiet import quiet_stderr
-from pipeline.sweep import adaptive, interrupts
-from pipeline.tracking import contract
+from pipeline.sweep import adaptive
+from pipeline.tracking import contract, signals
 
 
 @hydra.main(version_base="1.3", config_path=str(composition.CONF_DIR), config_name="config")
@@ -33,7 +32,7 @@ def main() -> None:
         composition.check_overrides(lines)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
-    signal.signal(signal.SIGTERM, interrupts.as_interrupt)  # a scheduler's SIGTERM is a Ctrl-C
+    signals.sigterm_as_interrupt()  # a scheduler's SIGTERM is a Ctrl-C
     try:
         with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
             _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
@@ -67,13 +66,15 @@ def _leave(code: int | str | None) -> None:
         sys.exit(code)
     import atexit
 
-    if isinstance(code, str):  # what sys.exit does with a message
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # what sys.exit does with a message: print it, exit 1
         print(code, file=sys.stderr)
         code = 1
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0 if code is None else code if isinstance(code, int) else 1)
+    os._exit(code)
 
 
 def _rerun(args: list[str]) -> None:

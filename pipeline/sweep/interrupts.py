@@ -24,11 +24,6 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 20  # workers get this long to end their runs before they are killed
 
 
-def as_interrupt(signum, frame) -> None:
-    """A signal handler: SIGTERM (a scheduler cancelling) behaves like Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 class SweepGuard:
     """While a sweep is open in this process: signals end it KILLED, a crash ends it FAILED.
 
@@ -42,18 +37,15 @@ class SweepGuard:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> SweepGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: the embedding app's business
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._previous = signals.handle(self._on_signal)  # outside the main thread: left alone
         atexit.register(self._at_exit)
         return self
 
     def release(self) -> None:
         """The sweep ended normally: signals back to what they were, nothing to close at exit."""
         atexit.unregister(self._at_exit)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        signals.restore(self._previous)
+        self._previous = {}
 
     def _on_signal(self, signum, frame) -> None:
         if not self.interrupted:

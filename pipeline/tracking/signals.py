@@ -10,31 +10,36 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-
-def sigterm_as_interrupt() -> dict:
-    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler replaced, for
-    ``restore`` (nothing outside the main thread, where nothing was replaced)."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}
-    except ValueError:  # not the main thread: leave signals alone
-        return {}
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
-def ignore() -> dict:
-    """SIGINT and SIGTERM ignored from now on (in the main thread); returns the handlers replaced."""
+def as_interrupt(signum, frame) -> None:
+    """A signal handler: SIGTERM (a scheduler cancelling) behaves like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def handle(handler, signums=INTERRUPTS) -> dict:
+    """``handler`` for ``signums`` from now on; returns the handlers replaced, for ``restore``
+    (nothing outside the main thread, where nothing was replaced)."""
     previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for signum in signums:
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+            previous[signum] = signal.signal(signum, handler)
     return previous
 
 
+def sigterm_as_interrupt() -> dict:
+    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler replaced."""
+    return handle(as_interrupt, (signal.SIGTERM,))
+
+
+def ignore() -> dict:
+    """SIGINT and SIGTERM ignored from now on; returns the handlers replaced."""
+    return handle(signal.SIG_IGN)
+
+
 def restore(previous: dict) -> None:
-    """The handlers that ``ignore`` or ``sigterm_as_interrupt`` replaced, back."""
+    """The handlers that ``handle`` (``ignore``, ``sigterm_as_interrupt``) replaced, back."""
     for sig, handler in previous.items():
         if handler is not None:  # None: a handler not set from Python, which cannot be put back
             with contextlib.suppress(ValueError):
