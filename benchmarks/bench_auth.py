@@ -22,32 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench_sweeps import _free_port, timed
+from bench_sweeps import team_server, timed
 
 from pipeline.tracking import postgres, server
 
 SHRINK = ["trainer.epochs=2", "dataset.max_samples=300", "tracking.log_model=false"]
-
-
-@contextmanager
-def auth_server(folder: Path, cache_seconds: int, password: str):
-    """A basic-auth server on a fresh database; yields its URL."""
-    database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
-    port = _free_port()
-    folder.mkdir()
-    process = server.launch(
-        database, folder / "artifacts", port, folder / "server.log",
-        auth=True, admin_password=password, auth_cache=cache_seconds,
-    )  # fmt: skip
-    try:
-        server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop(process)
-        postgres.drop_database(database)
 
 
 def requests_per_second(url: str, count: int) -> float:
@@ -77,7 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
         urls = {
-            name: stack.enter_context(auth_server(folder / f"server{i}", seconds, password))
+            name: stack.enter_context(
+                team_server(folder / f"server{i}", auth=True, admin_password=password, auth_cache=seconds)
+            )
             for i, (name, seconds) in enumerate(caches.items())
         }
         print(f"1. log_metric calls in a row, {args.requests} per server")

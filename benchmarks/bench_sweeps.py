@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.tracking import postgres, server
@@ -52,6 +53,22 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+@contextmanager
+def team_server(folder: Path, **options):
+    """``pipeline.server`` on 127.0.0.1 with a fresh PostgreSQL database, its artifacts and log in
+    ``folder``; yields its URL; stopped and the database dropped after. ``options``: ``server.launch``'s."""
+    database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
+    port = _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    process = server.launch(database, folder / "artifacts", port, folder / "server.log", **options)
+    try:
+        server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(process)
+        postgres.drop_database(database)
 
 
 def new_store(folder: Path) -> str:
@@ -85,20 +102,9 @@ def tracking_cost(shrink: list[str], repeats: int) -> None:
     if reason:
         print(f"skipped: {reason}")
         return
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        database = postgres.Database(
-            f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench"
-        )
-        port = _free_port()
-        process = server.launch(database, folder / "artifacts", port, folder / "server.log")
-        try:
-            server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
-            stores = {"SQLite": new_store(folder), "server (PostgreSQL)": f"http://127.0.0.1:{port}"}
-            times = _interleaved(stores, shrink, repeats, folder)
-        finally:
-            server.stop(process)
-            postgres.drop_database(database)
+    with tempfile.TemporaryDirectory() as folder, team_server(Path(folder)) as uri:
+        stores = {"SQLite": new_store(Path(folder)), "server (PostgreSQL)": uri}
+        times = _interleaved(stores, shrink, repeats, Path(folder))
     base = statistics.median(times["SQLite"])
     print(f"{'store':<22}{'median s':>10}{'min s':>8}{'max s':>8}{'ratio':>8}")
     for name, values in times.items():
@@ -142,20 +148,12 @@ def _server_sweeps(sweep: list[str], folder: Path):
     launchers = {"basic": [], "joblib (n_jobs=2)": LAUNCHERS["joblib (n_jobs=2)"]}
     if shutil.which("sinfo"):
         launchers["SLURM (1 node, 1 CPU a job)"] = SLURM
-    database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
-    port = _free_port()
-    process = server.launch(database, folder / "artifacts", port, folder / "server.log")
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        server.wait_until_ready(uri, process, timeout=300)
+    with team_server(folder) as uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         for name, launcher in launchers.items():
             experiment = f"tracking.experiment_name=bench_{name.split()[0].lower()}"
             command = [sys.executable, "-m", "pipeline", *sweep, *launcher, experiment]
             yield name, "team server", timed(command, folder, env)
-    finally:
-        server.stop(process)
-        postgres.drop_database(database)
 
 
 def _ray_sweep(sweep: list[str], folder: Path) -> tuple[str, str, float] | None:
