@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench_sweeps import team_server, timed
 
-from pipeline.tracking import postgres, server
+from pipeline.server import basic_auth, postgres
 
 SHRINK = ["trainer.epochs=2", "dataset.max_samples=300", "tracking.log_model=false"]
 
@@ -53,9 +53,10 @@ def main() -> None:
     if reason:
         sys.exit(f"needs PostgreSQL: {reason}")
     password = secrets.token_urlsafe(16)
-    login = {"MLFLOW_TRACKING_USERNAME": server.ADMIN, "MLFLOW_TRACKING_PASSWORD": password}
+    login = {"MLFLOW_TRACKING_USERNAME": basic_auth.ADMIN, "MLFLOW_TRACKING_PASSWORD": password}
     os.environ.update(login)
-    caches = {"every request (--auth-cache 0)": 0, f"cached (--auth-cache {server.AUTH_CACHE_SECONDS})": None}
+    cached = f"cached (--auth-cache {basic_auth.AUTH_CACHE_SECONDS})"
+    caches = {"every request (--auth-cache 0)": 0, cached: None}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
         urls = {

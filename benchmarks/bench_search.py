@@ -27,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_sweeps import teamserver  # tests/teamserver.py
+
 from pipeline.compare import load, stats
 from pipeline.tracking import contract
-from pipeline.tracking import server as server_module
 
 GRID = {
     "optimizer.learning_rate": "0.0003,0.001,0.003",
@@ -191,7 +192,7 @@ def screenshot(folder: Path, png: Path) -> None:
     server = subprocess.Popen(command, cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        server_module.wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=300)
+        teamserver.wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=300)
         url = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
         profile = Path(tempfile.mkdtemp(prefix="chromium-"))
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
@@ -203,7 +204,7 @@ def screenshot(folder: Path, png: Path) -> None:
         shutil.rmtree(profile, ignore_errors=True)
         print(f"{png}: {url}")
     finally:
-        server_module.stop(server)
+        teamserver.stop(server)
 
 
 if __name__ == "__main__":

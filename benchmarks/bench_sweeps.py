@@ -34,7 +34,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.tracking import postgres, server
+from pipeline.server import postgres
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/teamserver.py, not installed
+import teamserver  # noqa: E402 (a team server on this machine, shared with the tests)
 
 LAUNCHERS = {
     "basic": [],
@@ -58,16 +61,18 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
 @contextmanager
 def team_server(folder: Path, **options):
     """``pipeline.server`` on 127.0.0.1 with a fresh PostgreSQL database, its artifacts and log in
-    ``folder``; yields its URL; stopped and the database dropped after. ``options``: ``server.launch``'s."""
+    ``folder``; yields its URL; stopped and the database dropped after.
+
+    ``options``: ``teamserver.launch``'s."""
     database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
     port = _free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    process = server.launch(database, folder / "artifacts", port, folder / "server.log", **options)
+    process = teamserver.launch(database, folder / "artifacts", port, folder / "server.log", **options)
     try:
-        server.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
+        teamserver.wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=300)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop(process)
+        teamserver.stop(process)
         postgres.drop_database(database)
 
 

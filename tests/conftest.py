@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import teamserver
 
 from pipeline.config import composition
-from pipeline.tracking import contract, postgres, privileges, server
+from pipeline.server import postgres, privileges, serve
+from pipeline.tracking import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DEFAULTS = ("mlruns", "mlflow.db")  # where MLflow writes, relative to the cwd, by default
@@ -153,18 +155,18 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
     # .ci/unprivileged-python arranges; else as root, and test_server's not-root test says why),
     # so its artifacts live outside pytest's 0700 temporary folder
     artifacts = Path(tempfile.mkdtemp(prefix="convlab-test-artifacts-"))
-    run_as = server.RUN_AS if privileges.cannot_run(server.RUN_AS) is None else "root"
-    process = server.launch(
+    run_as = serve.RUN_AS if privileges.cannot_run(serve.RUN_AS) is None else "root"
+    process = teamserver.launch(
         database, artifacts, port, log, auth=auth, admin_password=admin_password, run_as=run_as
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        server.wait_until_ready(url, process, timeout=240)
+        teamserver.wait_until_ready(url, process, timeout=240)
         yield url, database
-    except server.ServerError as err:
+    except postgres.ServerError as err:
         pytest.fail(f"{err}; its log: {log.read_text()[-2000:]}")
     finally:
-        server.stop(process)
+        teamserver.stop(process)
         postgres.drop_database(database)
         shutil.rmtree(artifacts, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """``hydra/launcher=slurm``: submitit's SLURM launcher, watching every job of the sweep at once.
 
-See ``pipeline.sweep.slurm``: a job that ends without a result (scancel, time limit, lost node)
+See ``pipeline.sweep.launch.slurm``: a job that ends without a result (scancel, time limit, lost node)
 is one line and the sweep goes on; a job silent for ``sweep.stale_after`` is given up; Ctrl-C
 cancels every job.
 """
@@ -33,7 +33,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         # Hydra imports every plugin module at start-up (--help, --cfg job): the sweep floor loads here
-        from pipeline.sweep import slurm
+        from pipeline.sweep.launch import slurm
         from pipeline.tracking import contract
 
         jobs, labels, sweep_dir = submit(self, job_overrides, initial_job_idx)

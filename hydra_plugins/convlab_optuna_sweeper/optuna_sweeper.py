@@ -15,7 +15,8 @@ from hydra.plugins.sweeper import Sweeper
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **options: Any) -> None:
-        from pipeline.sweep.search import StudySweeper  # Hydra imports this module on every run: pandas waits
+        # Hydra imports this module on every run: pandas waits
+        from pipeline.sweep.search.study import StudySweeper
 
         self.sweeper = StudySweeper(**options)
 

@@ -29,7 +29,9 @@ from hydra.experimental.callback import Callback
 
 from pipeline.config import overrides
 from pipeline.config.errors import ConfigError, ConvlabError
-from pipeline.sweep import adaptive, interrupts, jobs, local_jobs, space, summary, workers
+from pipeline.sweep import adaptive, interrupts, jobs, summary
+from pipeline.sweep.launch import local_jobs, workers
+from pipeline.sweep.search import space
 from pipeline.tracking import contract, faults, store, sweep_runs
 
 log = logging.getLogger(__name__)

@@ -227,7 +227,7 @@ def test_every_sampler_is_optunas_own(sampler):
 def test_the_search_space_syntax_is_hydras():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from pipeline.sweep import space
+    from pipeline.sweep.search import space
 
     found = space.parse([
         "optimizer.learning_rate=tag(log, interval(1e-4, 1e-1))", "backbone.conv_layers=int(interval(1, 3))",

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import teamserver
 from conftest import free_port
 from test_outage import _child_after_first_epoch, _start
 
-from pipeline.tracking import contract, postgres, server
+from pipeline.server import postgres
+from pipeline.tracking import contract
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
 
@@ -107,11 +109,11 @@ def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, t
     database, pg_ctl = own_postgres
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = server.launch(
+    process = teamserver.launch(
         database, tmp_path / "artifacts", port, tmp_path / "server.log", workers=1, setup=False
     )
     try:
-        server.wait_until_ready(url, process, timeout=240)
+        teamserver.wait_until_ready(url, process, timeout=240)
         client = mlflow.MlflowClient(url)
         run = _start(tmp_path, url, "tracking.experiment_name=database", epochs=5)
         output = Output(run)
@@ -128,4 +130,4 @@ def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, t
         history = client.get_metric_history(child.info.run_id, contract.VAL_ACCURACY)
         assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # every epoch's metrics
     finally:
-        server.stop(process)
+        teamserver.stop(process)

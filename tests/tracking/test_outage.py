@@ -11,9 +11,11 @@ import sys
 import time
 
 import pytest
+import teamserver
 from conftest import TINY
 
-from pipeline.tracking import contract, postgres, server
+from pipeline.server import postgres
+from pipeline.tracking import contract
 
 
 @pytest.fixture
@@ -32,11 +34,11 @@ def restartable_server(tmp_path):
     processes = []
 
     def start():
-        processes.append(server.launch(database, tmp_path / "artifacts", port, tmp_path / "server.log"))
-        server.wait_until_ready(url, processes[-1], timeout=240)
+        processes.append(teamserver.launch(database, tmp_path / "artifacts", port, tmp_path / "server.log"))
+        teamserver.wait_until_ready(url, processes[-1], timeout=240)
 
     def stop():
-        server.stop(processes[-1])
+        teamserver.stop(processes[-1])
 
     start()
     yield url, start, stop

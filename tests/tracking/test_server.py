@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY, cli, free_port
 
-from pipeline.tracking import basic_auth, contract, postgres, privileges, server
+from pipeline.server import basic_auth, postgres, privileges, serve
+from pipeline.tracking import contract
 
 SHRUNK = ["seed=0", "trainer.epochs=1", "dataset.max_samples=200"]
 
@@ -165,7 +166,7 @@ def test_a_sweep_with_the_teams_credentials_tracks_to_the_server(auth_server, tm
     import mlflow
 
     url, password = auth_server
-    env = _login_env(url, server.ADMIN, password)
+    env = _login_env(url, serve.ADMIN, password)
     experiment = "auth_sweep"
     lines = [
         "-m",
@@ -210,13 +211,13 @@ def test_no_login_on_the_network_is_refused_in_one_line(tmp_path):
 
 def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
     path = tmp_path / "convlab" / "server.env"
-    first = server.credentials(path, generate=True)
+    first = serve.credentials(path, generate=True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len({first[server.DB_PASSWORD], first[server.ADMIN_PASSWORD], first[server.SECRET_KEY]}) == 3
-    assert all(len(first[key]) >= 20 for key in (server.DB_PASSWORD, server.ADMIN_PASSWORD))
-    assert server.credentials(path, generate=True) == first  # kept: the role already has that password
-    assert server.credentials(tmp_path / "other.env", generate=True) != first  # no fixed password
-    assert server.credentials(tmp_path / "none.env") == {}
+    assert len({first[serve.DB_PASSWORD], first[serve.ADMIN_PASSWORD], first[serve.SECRET_KEY]}) == 3
+    assert all(len(first[key]) >= 20 for key in (serve.DB_PASSWORD, serve.ADMIN_PASSWORD))
+    assert serve.credentials(path, generate=True) == first  # kept: the role already has that password
+    assert serve.credentials(tmp_path / "other.env", generate=True) != first  # no fixed password
+    assert serve.credentials(tmp_path / "none.env") == {}
 
 
 def test_postgresql_is_found_whatever_its_major_version():
@@ -239,7 +240,7 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
 
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    reason = privileges.cannot_run(server.RUN_AS)
+    reason = privileges.cannot_run(serve.RUN_AS)
     if reason:
         if os.environ.get("CI") == "true" or os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
             pytest.fail(f"{reason} (run .ci/unprivileged-python)")
@@ -249,7 +250,7 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
     assert listening, f"nothing listens on port {port}"
     serving = {psutil.Process(pid) for pid in listening}
     serving |= {child for process in serving for child in process.children(recursive=True)}
-    assert {process.username() for process in serving} == {server.RUN_AS}
+    assert {process.username() for process in serving} == {serve.RUN_AS}
     assert all(process.uids().real != 0 and process.uids().effective != 0 for process in serving)
 
 

@@ -21,9 +21,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from teamserver import wait_until_ready
 
+from pipeline.server.postgres import ServerError
 from pipeline.tracking import contract, store, ui
-from pipeline.tracking.server import ServerError, wait_until_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 # val_accuracy of the stride_vs_pool sweep in the README, per variant and seed (3 seeds)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.sweep import workers
+from pipeline.sweep.launch import workers
 from pipeline.tracking import contract, sweep_runs
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import math
 import os
 from pathlib import Path
 
-from pipeline.sweep import local_jobs, workers
+from pipeline.sweep.launch import local_jobs, workers
 from pipeline.tracking import contract, sweep_runs
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ with its trial's overrides and reports val_accuracy per epoch to the study's sto
 (``pipeline.run.pruning``), where the pruner may stop it; the job's return value is told back.
 The sweep's callback (``pipeline.sweep.callback``) owns the parent run; trials are its
 children, with the usual names, tags, interrupts and resume. After ``n_trials``, the top
-configurations run again over seeds (``pipeline.sweep.confirm``) and the parent gets the
-verdict, the winner's values (params ``best.<key>``) and figures (``pipeline.sweep.study_report``).
+configurations run again over seeds (``pipeline.sweep.search.confirm``) and the parent gets the
+verdict, the winner's values (params ``best.<key>``) and figures (``pipeline.sweep.search.report``).
 
 Resume (``sweep.resume``): the study is reopened by name from the parent run. A trial whose job
 finished is told its result; one whose process died runs again with the same values (its slot);
@@ -24,8 +24,9 @@ import os
 from typing import Any
 
 from pipeline.config.errors import ConfigError
-from pipeline.sweep import confirm, study_report
-from pipeline.sweep import space as search_space
+from pipeline.sweep.search import confirm
+from pipeline.sweep.search import report as study_report
+from pipeline.sweep.search import space as search_space
 from pipeline.tracking import contract, store, studies, sweep_runs
 
 log = logging.getLogger(__name__)

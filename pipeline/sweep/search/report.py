@@ -12,7 +12,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from pipeline.sweep.confirm import Verdict
+from pipeline.sweep.search.confirm import Verdict
 from pipeline.tracking import contract, studies, sweep_runs
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from pipeline.tracking import postgres
-from pipeline.tracking.postgres import ServerError
+from pipeline.server import postgres
+from pipeline.server.postgres import ServerError
 
 ADMIN = "admin"
 ADMIN_PASSWORD, SECRET_KEY = "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"

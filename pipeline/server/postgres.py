@@ -1,7 +1,7 @@
 """The PostgreSQL a team server keeps its runs in: the local cluster started, the role and
 database created, on Debian's ``postgresql`` package (whatever its major version).
 
-    from pipeline.tracking import postgres
+    from pipeline.server import postgres
     database = postgres.Database("convlab", "convlab", password)
     postgres.unavailable()                    # why it cannot be set up here (not root, none installed)
     postgres.setup_postgres(database)         # as root: cluster up, role and database, the password

@@ -1,0 +1,93 @@
+"""A team server on this machine, for the tests and the benchmarks: ``python -m pipeline.server`` started
+in the background on 127.0.0.1, waited for, and stopped with its workers.
+
+Not part of convlab: a user starts the server with ``python -m pipeline.server`` (README, Team server).
+The benchmarks import it too (``benchmarks/bench_sweeps.py`` puts ``tests/`` on their path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from pipeline.server import postgres, privileges
+from pipeline.server.basic_auth import ADMIN_PASSWORD
+from pipeline.server.postgres import ServerError
+from pipeline.server.serve import DB_PASSWORD, RUN_AS
+
+
+def launch(
+    database: postgres.Database,
+    artifacts: Path,
+    port: int,
+    log: Path,
+    workers: int = 2,
+    auth: bool = False,
+    admin_password: str | None = None,
+    run_as: str | None = None,
+    setup: bool = True,
+    auth_cache: int | None = None,
+) -> subprocess.Popen:
+    """Runs ``python -m pipeline.server --setup`` on 127.0.0.1 in the background (tests, benchmarks);
+    without ``setup``, on a PostgreSQL already set up at ``database.host``/``port``.
+
+    Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
+    ``auth``, MLflow's basic-auth app, its admin's password ``admin_password`` (``auth_cache``:
+    ``--auth-cache``). Started as root,
+    it runs as ``run_as``; by default as postgres where that user can run this Python and reach
+    ``artifacts`` (not below pytest's 0700 temporary folder), else as root.
+    """
+    command = [sys.executable, "-m", "pipeline.server", *(["--setup"] if setup else []), "--port", str(port)]
+    command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
+    command += ["--db-host", database.host, "--db-port", str(database.port)]
+    command += ["--credentials", str(Path(log).with_name("server.env"))]
+    if auth:
+        command.append("--auth")
+    if auth_cache is not None:
+        command += ["--auth-cache", str(auth_cache)]
+    if os.geteuid() == 0:
+        command += ["--run-as", run_as or _default_user(Path(artifacts))]
+    command += ["--", "--workers", str(workers)]
+    env = {**os.environ, DB_PASSWORD: database.password}  # not on the command line
+    if admin_password:
+        env[ADMIN_PASSWORD] = admin_password
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def _default_user(artifacts: Path) -> str:
+    closed = privileges.first_closed(RUN_AS, [str(artifacts.absolute())], [])
+    return RUN_AS if closed is None and privileges.cannot_run(RUN_AS) is None else "root"
+
+
+def wait_until_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Polls the server's ``/health`` until it answers; fails early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"the MLflow server exited with code {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise ServerError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stops a server started with ``start_new_session=True``, its workers included."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
