@@ -18,6 +18,7 @@ seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ class SweepCallback(Callback):
     """Hydra callback: parent run, job identity, progress lines, summary and comparison."""
 
     def __init__(self) -> None:
-        self._state: dict | None = None
+        self._state: summary.SweepPass | None = None
         self._guard = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
@@ -101,35 +102,35 @@ class SweepCallback(Callback):
             self._guard.release()
         next_round, stopped = _next_round(state, config) if config.sweep.max_seeds else ([], None)
         if next_round:  # more seeds to come: the winner is registered after the last pass
-            state["register"] = None
+            state = dataclasses.replace(state, register=None)
         try:
             outcome = summary.finish(state, stopped)
         except Exception as err:
             if faults.unreachable(err):
                 raise SystemExit(
-                    f"convlab: the tracking server at {store.redact(state['uri'])} does not answer; once it "
-                    f"does, continue the sweep: sweep.resume={state['sweep_id']}"
+                    f"convlab: the tracking server at {store.redact(state.tracking_uri)} does not answer; "
+                    f"once it does, continue the sweep: sweep.resume={state.sweep_id}"
                 ) from None
-            if not (full := faults.disk_full_path(err, state["uri"])):
+            if not (full := faults.disk_full_path(err, state.tracking_uri)):
                 raise
             faults.end_run_in_place(
-                state["uri"], state["parent"], contract.FAILED, f"no space left on device: {full}"
+                state.tracking_uri, state.parent_run_id, contract.FAILED, f"no space left on device: {full}"
             )
             raise SystemExit(
-                f"convlab: no space left on device: {full}; free some, then sweep.resume={state['sweep_id']}"
+                f"convlab: no space left on device: {full}; free some, then sweep.resume={state.sweep_id}"
             ) from None
         adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
             raise SystemExit(outcome.message)
 
 
-def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | None]:
+def _next_round(state: summary.SweepPass, config) -> tuple[list[list[str]], dict[str, str] | None]:
     """Adaptive seeding: the passes that add seeds to undecided variants (``pipeline.sweep.adaptive``)."""
 
     try:
         from pipeline.compare import load  # pandas and scipy load once a pass ends, not in every job
 
-        runs = load.load_runs(state["experiment_name"], state["parent"], state["uri"])
+        runs = load.load_runs(state.experiment_name, state.parent_run_id, state.tracking_uri)
         wanted, stopped = adaptive.plan(runs, load.summary_table(runs), config.sweep.max_seeds)
     except Exception as err:  # e.g. a single variant: nothing to decide
         log.warning("sweep.max_seeds: no seeds added: %s", err)
@@ -142,10 +143,10 @@ def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | 
         *config.hydra.overrides.task,
         *(line for line in config.hydra.overrides.hydra if not any(key in line for key in identity)),
     ]
-    return adaptive.passes(wanted, lines, state["sweep_id"]), stopped
+    return adaptive.passes(wanted, lines, state.sweep_id), stopped
 
 
-def _open(config) -> dict:
+def _open(config) -> summary.SweepPass:
     """Creates (or reopens) the parent run and hands its identity to every job."""
     from omegaconf import OmegaConf, open_dict
 
@@ -187,9 +188,16 @@ def _open(config) -> dict:
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{key}={value}")
     log.info("sweep %s: %s jobs, parent run %s, output in %s", sweep_id, len(grid) if grid else "?", parent,
              config.hydra.sweep.dir)  # fmt: skip
-    return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
-            "sweep_dir": str(config.hydra.sweep.dir), "started": now,
-            "register": options.register, "register_undecided": options.register_undecided}  # fmt: skip
+    return summary.SweepPass(
+        sweep_id=sweep_id,
+        parent_run_id=parent,
+        tracking_uri=uri,
+        experiment_name=name,
+        sweep_dir=str(config.hydra.sweep.dir),
+        started=now,
+        register=options.register,
+        register_undecided=options.register_undecided,
+    )
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
@@ -210,10 +218,10 @@ def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: floa
     return sweep_id, parent_id
 
 
-def _abort(state: dict, status: str) -> None:
+def _abort(state: summary.SweepPass, status: str) -> None:
     """The sweep was interrupted or crashed: every child still RUNNING, and the parent, end."""
 
-    uri, parent = state["uri"], state["parent"]
+    uri, parent = state.tracking_uri, state.parent_run_id
     reason = "interrupted (Ctrl-C or SIGTERM)" if status == contract.KILLED else "the sweep crashed"
     for child in sweep_runs.children(uri, parent):
         if child["status"] == contract.RUNNING and _ours(child):
@@ -223,18 +231,19 @@ def _abort(state: dict, status: str) -> None:
         os.environ.pop(key, None)
 
 
-def _lost(state: dict, pid: int | None, signal_name: str) -> None:
+def _lost(state: summary.SweepPass, pid: int | None, signal_name: str) -> None:
     """A worker (joblib's, or a local job's process) died: its job's run ends FAILED (lost), the
     runs its death took along KILLED."""
-    for child in sweep_runs.children(state["uri"], state["parent"]):
+    uri = state.tracking_uri
+    for child in sweep_runs.children(uri, state.parent_run_id):
         if child["status"] != contract.RUNNING or not _ours(child) or child["pid"] == str(os.getpid()):
             continue
         if child["pid"] == str(pid):
             error = f"{contract.WORKER_KILLED} {signal_name} (out of memory?)"
-            sweep_runs.end_run(state["uri"], child["run_id"], contract.FAILED, error)
+            sweep_runs.end_run(uri, child["run_id"], contract.FAILED, error)
             log.error("[sweep] %s seed=%s lost: %s", child["variant"], child["seed"], error)
         elif jobs.is_stale(child, None):
-            sweep_runs.end_run(state["uri"], child["run_id"], contract.KILLED, "stopped: another worker died")
+            sweep_runs.end_run(uri, child["run_id"], contract.KILLED, "stopped: another worker died")
 
 
 def _ours(child: dict) -> bool:

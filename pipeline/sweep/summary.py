@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepPass:
+    """One pass of a sweep (its first run, or a resume), as its callback opened it."""
+
+    sweep_id: str
+    parent_run_id: str
+    tracking_uri: str
+    experiment_name: str  # the MLflow experiment
+    sweep_dir: str  # Hydra's folder for this pass: the comparison is written to its comparison/
+    started: float  # time.time() when the pass started
+    register: str | None  # sweep.register: the model name the decided winner is registered as
+    register_undecided: bool  # sweep.register_undecided
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepOutcome:
     """How a sweep (or one resumed pass of it) ended."""
 
@@ -47,19 +61,19 @@ class SweepOutcome:
         return f"convlab: {len(self.failed)} of {total} sweep jobs failed (see the summary above)"
 
 
-def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
+def finish(state: SweepPass, stopped: dict[str, str] | None = None) -> SweepOutcome:
     """Ends the parent, then puts the comparison where users look: the terminal, the sweep's
     folder, and the parent run itself (its description, its metrics, ``comparison/``)."""
 
-    uri, parent = state["uri"], state["parent"]
+    uri, parent = state.tracking_uri, state.parent_run_id
     latest = _latest_per_job(sweep_runs.children(uri, parent))
     elsewhere = [c for c in latest if c["status"] == contract.RUNNING and not jobs.is_stale(c, None)]
     if elsewhere:  # the process that finishes the sweep's last job writes its summary
         for child in elsewhere:
             log.info("[sweep] %s seed=%s: %s", child["variant"], child["seed"], jobs.running_elsewhere(child))
         log.info("sweep %s: %d job(s) still running elsewhere; the process that finishes the last one "
-                 "writes the summary", state["sweep_id"], len(elsewhere))  # fmt: skip
-        return SweepOutcome(state["sweep_id"], parent, contract.RUNNING, len(latest) - len(elsewhere), [], "")
+                 "writes the summary", state.sweep_id, len(elsewhere))  # fmt: skip
+        return SweepOutcome(state.sweep_id, parent, contract.RUNNING, len(latest) - len(elsewhere), [], "")
     failed = [c for c in latest if c["status"] != contract.FINISHED]
     status = contract.FAILED if failed else contract.FINISHED
     summary = _summary(state, latest, failed)
@@ -71,15 +85,15 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
         log.warning("comparison report skipped: %s", err)
     finished = len(latest) - len(failed)
-    return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary)
+    return SweepOutcome(state.sweep_id, parent, status, finished, failed, summary)
 
 
-def _publish(state: dict, stopped: dict[str, str] | None) -> None:
+def _publish(state: SweepPass, stopped: dict[str, str] | None) -> None:
     from pipeline.compare import load, report, winner  # pandas, scipy: once a pass ends, not in every job
 
-    uri, parent = state["uri"], state["parent"]
-    runs = load.load_runs(state["experiment_name"], parent, uri)
-    out = os.path.join(state["sweep_dir"], "comparison")
+    uri, parent = state.tracking_uri, state.parent_run_id
+    runs = load.load_runs(state.experiment_name, parent, uri)
+    out = os.path.join(state.sweep_dir, "comparison")
     result = load.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
     metric = result.summary.attrs["metric"]
     means = {
@@ -92,12 +106,12 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
     study_note = sweep_runs.run_tags(uri, parent).get(contract.STUDY_NOTE)
     note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
-    experiment_id = store.get_or_create_experiment(uri, state["experiment_name"])
+    experiment_id = store.get_or_create_experiment(uri, state.experiment_name)
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
-    if state.get("register"):  # sweep.register=NAME: the decided winner's model, registered
-        found = winner.choose(runs, result.summary, state["register_undecided"])
+    if state.register:  # sweep.register=NAME: the decided winner's model, registered
+        found = winner.choose(runs, result.summary, state.register_undecided)
         baseline = result.summary.attrs["baseline"]
-        handoff.register_winner(uri, state["sweep_id"], state["register"], found, baseline)
+        handoff.register_winner(uri, state.sweep_id, state.register, found, baseline)
 
 
 def _metric_key(variant: str) -> str:
@@ -118,10 +132,10 @@ def _latest_per_job(children: list[dict]) -> list[dict]:
     return list(best.values())
 
 
-def _summary(state: dict, latest: list[dict], failed: list[dict]) -> str:
-    elapsed = clock(time.time() - state["started"])
+def _summary(state: SweepPass, latest: list[dict], failed: list[dict]) -> str:
+    elapsed = clock(time.time() - state.started)
     done = len(latest) - len(failed)
-    lines = [f"# sweep {state['sweep_id']}: {done} of {len(latest)} jobs finished ({elapsed} this pass)", ""]
+    lines = [f"# sweep {state.sweep_id}: {done} of {len(latest)} jobs finished ({elapsed} this pass)", ""]
     for child in failed:
         lines.append(f"- {child['status']} {child['variant']} seed={child['seed']}: {child['error']}")
     return "\n".join(lines)
