@@ -29,7 +29,7 @@ from pipeline.compare import report, tables
 from pipeline.compare.stats import ALPHA, POWER
 from pipeline.config import errors, overrides
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import contract, store, sweep_runs
+from pipeline.tracking import contract, store, sweep_lookup, sweep_runs
 
 undecided = tables.undecided  # the sweep asks: which variants could more seeds still decide?
 
@@ -52,14 +52,14 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
     tracking_uri.
     """
     uri = resolve_uri(tracking_uri)
-    client = sweep_runs.client(uri)
-    parent = sweep_runs.find_sweep(client, experiment, sweep)
+    client = sweep_lookup.client(uri)
+    parent = sweep_lookup.find_sweep(client, experiment, sweep)
     parent_id = parent.info.run_id
-    factors = sweep_runs.json_tag(parent, contract.FACTORS, [])
+    factors = sweep_lookup.json_tag(parent, contract.FACTORS, [])
     query = f"tags.`{contract.PARENT}` = '{parent_id}' and tags.`{contract.ROLE}` = '{contract.ROLE_JOB}'"
     children = client.search_runs([parent.info.experiment_id], query, max_results=50_000)  # store's cap
     children = [c for c in children if contract.PRUNED_AT_EPOCH not in c.data.tags]  # pruned: never counts
-    confirmed = sweep_runs.json_tag(parent, contract.CONFIRMED, None)
+    confirmed = sweep_lookup.json_tag(parent, contract.CONFIRMED, None)
     if confirmed is not None:  # a study: the configurations its confirm stage ran
         children = [c for c in children if c.data.tags.get(contract.VARIANT) in confirmed]
     if not children:
@@ -73,7 +73,7 @@ def load_runs(experiment: str, sweep: str | None = None, tracking_uri: str | Non
         sweep_id=parent.data.tags.get(contract.SWEEP_ID, parent_id),
         parent_status=parent.info.status,
         factors=factors,
-        sweep_params=sweep_runs.json_tag(parent, contract.SWEEP_PARAMS, {}),
+        sweep_params=sweep_lookup.json_tag(parent, contract.SWEEP_PARAMS, {}),
         tracking_uri=uri,
         baseline=parent.data.tags.get(contract.BASELINE),
         study=confirmed is not None,  # configurations, not a factorial design: no main effects
@@ -271,6 +271,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_row(client, run, factors: list[str]) -> dict:
     finished = run.info.status == contract.FINISHED
-    history = sweep_runs.metric_history
+    history = sweep_lookup.metric_history
     curves = {key: history(client, run.info.run_id, key) for key in tables.CURVES} if finished else {}
     return tables.run_row(run.info, run.data.tags, run.data.metrics, factors, curves)

@@ -33,7 +33,7 @@ from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.sweep import adaptive, interrupts, jobs, summary
 from pipeline.sweep.launch import local_jobs, workers
 from pipeline.sweep.search import space
-from pipeline.tracking import contract, faults, store, sweep_runs
+from pipeline.tracking import contract, faults, store, sweep_lookup, sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _open(config) -> summary.SweepPass:
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:
     """The parent run of the sweep to resume, reopened, its stale children marked KILLED."""
 
-    parent = sweep_runs.find_parent(uri, name, None if resume == "last" else resume, experiment)
+    parent = sweep_lookup.find_parent(uri, name, None if resume == "last" else resume, experiment)
     if parent is None:
         which = f"of experiment={experiment or '(none)'} " if resume == "last" else f"{resume!r} "
         raise ConfigError(f"sweep.resume={resume}: no sweep {which}in MLflow experiment {name!r} at {uri}")

@@ -3,17 +3,16 @@
 ``record`` writes the run a process is training (MLflow's active run); this module
 writes and reads runs that are not active: a sweep's parent, which stays open while its jobs
 open their own runs in the same process, and the children that resume and the summary look at.
-The two are convlab's only MLflow writers (``ui`` adds the saved view's tag).
+The two are convlab's only MLflow writers (``ui`` adds the saved view's tag). Finding a sweep
+again by its id, and reading it back for the comparison, is ``sweep_lookup``'s.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config import errors
 from pipeline.tracking import contract, store
 
 
@@ -120,34 +119,6 @@ def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mappi
     return run.info.run_id
 
 
-def find_parent(
-    uri: str, experiment_name: str, sweep_id: str | None, experiment: str
-) -> tuple[str, str] | None:
-    """``(sweep id, parent run id)`` of sweep ``sweep_id``, or of the latest sweep of preset
-    ``experiment`` when ``sweep_id`` is None; None when there is no such sweep."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment_name)
-    if found is None:
-        return None
-    query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
-    if sweep_id is not None:
-        query += f" and tags.`{contract.SWEEP_ID}` = '{sweep_id}'"
-    else:
-        query += f" and tags.`{contract.EXPERIMENT}` = '{experiment}'"
-    runs = client.search_runs(
-        [found.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not runs and sweep_id is not None:  # a parent run id works too
-        runs = [
-            r
-            for r in client.search_runs([found.experiment_id], query.split(" and ")[0])
-            if r.info.run_id == sweep_id
-        ]
-    return (runs[0].data.tags[contract.SWEEP_ID], runs[0].info.run_id) if runs else None
-
-
 def children(uri: str, parent_run_id: str) -> list[dict]:
     """Each child run of a sweep, oldest first: what resume and the summary need to know."""
     import mlflow
@@ -180,55 +151,3 @@ def _child(run) -> dict:
         "scheduler_job": tags.get(contract.SCHEDULER_JOB, ""),
         "overrides": tags.get(contract.OVERRIDES, ""),
     }
-
-
-# --- reading a sweep's runs for the comparison (``pipeline.compare``) ------------------------
-def client(uri: str):
-    """A client on ``uri``; a SQLite store that does not exist is an error, not created."""
-    path = store.sqlite_path(uri)
-    if path is not None and not path.exists():  # don't create an empty store by asking
-        raise errors.CompareError(
-            f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-        )
-    import mlflow
-
-    return mlflow.MlflowClient(uri)
-
-
-def find_sweep(client, experiment: str, sweep: str | None):
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
-        raise errors.CompareError(f"unknown experiment {experiment!r}; experiments in the store: {names}")
-    if sweep is None:
-        query = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}'"
-        latest = client.search_runs([found.experiment_id], query, max_results=1, order_by=["start_time DESC"])
-        if not latest:
-            raise errors.CompareError(f"experiment {experiment!r} has no sweep (python -m pipeline -m ...)")
-        return latest[0]
-    by_id = f"tags.`{contract.ROLE}` = '{contract.ROLE_SWEEP}' and tags.`{contract.SWEEP_ID}` = '{sweep}'"
-    found_by_id = client.search_runs([found.experiment_id], by_id, max_results=1)
-    try:  # a sweep id, or its parent run's id
-        parent = found_by_id[0] if found_by_id else client.get_run(sweep)
-    except MlflowException:
-        raise errors.CompareError(f"no sweep or run with id {sweep!r}") from None
-    role = parent.data.tags.get(contract.ROLE)
-    if parent.info.experiment_id != found.experiment_id or role != contract.ROLE_SWEEP:
-        raise errors.CompareError(f"run {sweep} is not a sweep of experiment {experiment!r}")
-    return parent
-
-
-def json_tag(run, key: str, default):
-    try:
-        return json.loads(run.data.tags.get(key, json.dumps(default)))
-    except json.JSONDecodeError:
-        raise errors.CompareError(
-            f"run {run.info.run_id}: tag {key} is not JSON: {run.data.tags[key]!r}"
-        ) from None
-
-
-def metric_history(client, run_id: str, key: str) -> dict[int, float]:
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    return {m.step: m.value for m in points}  # a step logged twice keeps its latest value
