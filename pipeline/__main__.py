@@ -35,10 +35,11 @@ def main() -> None:
     signals.sigterm_as_interrupt()  # a scheduler's SIGTERM is a Ctrl-C
     try:
         with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
-            _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback
-            while passes := adaptive.take():  # sweep.max_seeds: more seeds, as resumes of the sweep
+            passes = _run()  # a sweep's outcome arrives as SystemExit from its callback
+            while passes:  # sweep.max_seeds: more seeds, as resumes of the sweep
                 for lines in passes:
-                    _rerun(["-m", *lines])
+                    next_round = _run(["-m", *lines])
+                passes = next_round  # the round's last pass saw every run: its plan holds
     except KeyboardInterrupt:
         sweep_id = os.environ.get(contract.ENV_SWEEP_ID)
         if sweep_id:  # the sweep's guard ends its runs KILLED as this process exits
@@ -77,13 +78,19 @@ def _leave(code: int | str | None) -> None:
     os._exit(code)
 
 
-def _rerun(args: list[str]) -> None:
-    """Runs the Hydra app again in this process (TensorFlow and MLflow stay loaded)."""
-    from hydra.core.global_hydra import GlobalHydra
+def _run(args: list[str] | None = None) -> list[list[str]]:
+    """Runs the Hydra app (again, with ``args``, in this process: TensorFlow and MLflow stay
+    loaded); returns the next round's passes when a sweep's callback asks for one (``NextRound``)."""
+    if args is not None:
+        from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-    sys.argv = [sys.argv[0], *args]
-    _hydra_main()
+        GlobalHydra.instance().clear()
+        sys.argv = [sys.argv[0], *args]
+    try:
+        _hydra_main()
+    except adaptive.NextRound as more:
+        return more.passes
+    return []
 
 
 if __name__ == "__main__":

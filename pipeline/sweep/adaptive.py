@@ -8,19 +8,24 @@ once it is decided or has N seeds. Each round is a resume of the same sweep
 again. The report says per variant why it stopped.
 
 The sweep's callback computes the next round when a pass ends and hands it to the command
-line (``pipeline.__main__``), which runs it through Hydra like the first pass; Hydra gives a
-callback no other way to start jobs.
+line (``pipeline.__main__``) as the value of a ``NextRound`` raised at the pass's end (the way a
+sweep's outcome already reaches it, as ``SystemExit``); the command line runs it through Hydra
+like the first pass. Hydra gives a callback no other way to start jobs, nor to return a value.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 from pipeline.config import overrides
 from pipeline.tracking import contract
 
-ENV_NEXT_ROUND = "CONVLAB_NEXT_ROUND"  # JSON: the override lists of the next round's passes
+
+class NextRound(SystemExit):
+    """A pass ended and the sweep wants more seeds: ``passes``, each the overrides of one Hydra
+    command line (``passes()``), run as resumes of the sweep. Exits 0 if nothing catches it."""
+
+    def __init__(self, passes: list[list[str]]) -> None:
+        super().__init__(0)
+        self.passes = passes
 
 
 def plan(runs, summary, max_seeds: int) -> tuple[list[dict[str, str]], dict[str, str]]:
@@ -86,16 +91,3 @@ def passes(jobs: list[dict[str, str]], lines: list[str], sweep_id: str) -> list[
     if size == len(jobs):
         return [[*kept, *(f"{k}={','.join(v)}" for k, v in grid.items())]]
     return [[*kept, *(f"{k}={v}" for k, v in job.items())] for job in jobs]
-
-
-def hand_over(round_lines: list[list[str]]) -> None:
-    """Leaves the next round for the command line (``take``)."""
-    if round_lines:
-        os.environ[ENV_NEXT_ROUND] = json.dumps(round_lines)
-    else:
-        os.environ.pop(ENV_NEXT_ROUND, None)
-
-
-def take() -> list[list[str]]:
-    """The next round's passes, if the last pass left one; clears it."""
-    return json.loads(os.environ.pop(ENV_NEXT_ROUND, "[]"))

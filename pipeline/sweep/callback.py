@@ -119,9 +119,10 @@ class SweepCallback(Callback):
             raise SystemExit(
                 f"convlab: no space left on device: {full}; free some, then sweep.resume={state.sweep_id}"
             ) from None
-        adaptive.hand_over(next_round if outcome.status == contract.FINISHED else [])
         if outcome.message:
             raise SystemExit(outcome.message)
+        if next_round and outcome.status == contract.FINISHED:
+            raise adaptive.NextRound(next_round)  # to the command line, which runs it
 
 
 def _next_round(state: summary.SweepPass, config) -> tuple[list[list[str]], dict[str, str] | None]:
