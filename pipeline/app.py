@@ -25,45 +25,71 @@ log = logging.getLogger(__name__)
 
 
 def task(cfg) -> float:
-    """The Hydra task: validate, train, return final val_accuracy (NaN for a failed sweep job)."""
+    """The Hydra task: one run, or one job of a sweep; returns its final val_accuracy."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job = jobs.current_job(cfg.tracking.uri) if multirun else None
+    if job is not None:
+        return _sweep_job(cfg, hydra_cfg, job)
+    return _single_run(cfg, hydra_cfg, hydra_cfg.sweep.dir if multirun else None)
+
+
+def _single_run(cfg, hydra_cfg, sweep_dir: str | None) -> float:
+    """One run: validate, train. The user's own mistake is one line, no traceback.
+
+    ``sweep_dir``: a multirun's folder, when Hydra runs this job without a sweep's parent run.
+    """
+    from omegaconf import OmegaConf
+
+    lines = list(hydra_cfg.overrides.task)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        run = _validate(cfg)
+        if sweep_dir is not None:
+            run = _with_sweep_feature_cache(run, sweep_dir)
+        variant = overrides.variant(overrides.values(lines))
+        info = _run_info(
+            hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, {}
+        )
+        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
+    except ConvlabError as err:
+        sys.exit(f"convlab: {err}")
+
+
+def _sweep_job(cfg, hydra_cfg, job: jobs.SweepJob) -> float:
+    """One job of a sweep: skipped when it need not run (``jobs.skip_reason``), claimed so that
+    it trains once however many processes run the sweep (``jobs.claim``), then trained. A job
+    that fails is recorded FAILED and the sweep goes on: NaN, as for a skipped job."""
+    from omegaconf import OmegaConf
+
     lines = list(hydra_cfg.overrides.task)
     pairs = overrides.values(lines)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    job = jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None
     digest = jobs.config_hash(resolved)
-    variant = job.variant(pairs) if job else overrides.variant(pairs)
+    variant = job.variant(pairs)
     claimed = None
     try:
         run = _validate(cfg)
-        if job is not None and (reason := jobs.skip_reason(job, digest, run.sweep.fail_fast)):
+        if reason := jobs.skip_reason(job, digest, run.sweep.fail_fast):
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            run = _with_sweep_feature_cache(run, hydra_cfg.sweep.dir)
-        tags = job.tags(pairs, digest) if job else {}
+        run = _with_sweep_feature_cache(run, hydra_cfg.sweep.dir)
         info = _run_info(
-            hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
-        )
-        if job is not None:  # each job is trained once, however many processes run the sweep
-            name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
-            claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
-            if claimed is None:
-                log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
-                return math.nan
-            info = dataclasses.replace(info, claimed_run_id=claimed)
+            hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant,
+            job.tags(pairs, digest),
+        )  # fmt: skip
+        name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
+        claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
+        if claimed is None:
+            log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
+            return math.nan
+        info = dataclasses.replace(info, claimed_run_id=claimed)
         return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
     except Exception as err:
-        if job is None:
-            if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback
-                sys.exit(f"convlab: {err}")
-            raise
-        # A sweep goes on: the job is recorded FAILED (here if it failed before its run opened)
-        # and named in the sweep's summary.
+        # recorded FAILED here if it failed before its run opened, and named in the sweep's summary
         unrecordable = isinstance(err, (faults.DiskFullError, faults.OutageError))  # the store cannot take it
         if claimed is not None and not unrecordable:  # failed before its run opened?
             sweep_runs.end_if_running(job.tracking_uri, claimed, contract.FAILED, f"{err}")
