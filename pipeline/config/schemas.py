@@ -1,4 +1,4 @@
-"""The schema of every config group option, and ``RunConfig``: a validated run.
+"""``RunConfig``, a validated run: one option of each config group plus the run-level settings.
 
 Pydantic models, strict (unknown keys are errors) and frozen. ``pipeline.config.validate``
 builds a ``RunConfig`` from the composed Hydra config. Imports neither TensorFlow nor MLflow.
@@ -7,173 +7,53 @@ Defaults have one source: the YAML files in ``conf/``. Hydra needs every key the
 can only change a key the composed config has), so the schemas declare types and constraints
 only, never a default value, and the builders below the config take required arguments.
 
-Each group is a union discriminated on ``name``: ``RunConfig.head`` is a ``DenseSoftmaxConfig``
-or a ``SoftmaxConfig``, so ``run.head.units`` exists exactly where it means something.
+The groups' option schemas are in ``groups`` (re-exported here). Each group is a union
+discriminated on ``name``: ``RunConfig.head`` is a ``DenseSoftmaxConfig`` or a ``SoftmaxConfig``,
+so ``run.head.units`` exists exactly where it means something.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-Size = tuple[PositiveInt, PositiveInt]
-Activation = Literal["relu", "elu", "gelu", "selu", "swish", "tanh", "sigmoid"]
-WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".keras")
-
-
-class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- dataset -------------------------------------------------------------------------------
-class DatasetConfig(Schema):
-    image_size: Size
-    max_samples: PositiveInt | None
-    mirror_invariant: bool  # a mirrored image keeps its label (photos: yes; digits: no)
-
-
-class DigitsConfig(DatasetConfig):
-    name: Literal["digits"]
-
-
-class KerasDatasetConfig(DatasetConfig):
-    name: Literal["mnist", "fashion_mnist"]
-
-
-class CsvDatasetConfig(DatasetConfig):
-    name: Literal["digit_recognizer"]
-    path: str
-    test_path: str | None
-
-
-class ImageFolderConfig(DatasetConfig):
-    name: Literal["image_folder"]
-    path: str
-    color_mode: Literal["rgb", "grayscale"]
-    cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
-
-
-# --- model ---------------------------------------------------------------------------------
-def _square(value: object) -> object:
-    """``kernel_size: 3`` means ``[3, 3]``."""
-    return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-class ScratchCnnConfig(Schema):
-    name: Literal["scratch_cnn"]
-    conv_layers: PositiveInt
-    filters: PositiveInt | list[PositiveInt]
-    kernel_size: Annotated[Size, pydantic.BeforeValidator(_square)]
-    activation: Activation
-
-    @pydantic.model_validator(mode="after")
-    def _one_filter_count_per_layer(self) -> ScratchCnnConfig:
-        if isinstance(self.filters, list) and len(self.filters) != self.conv_layers:
-            raise ValueError(f"filters lists {len(self.filters)} values but conv_layers={self.conv_layers}")
-        return self
-
-
-def _weights(value: object) -> object:
-    """``imagenet``, None (random) or a weights file, made an absolute path here, once."""
-    if value is None or value == "imagenet":
-        return value
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise ValueError("no such file (expected imagenet, null, or a weights file)")
-    if not path.name.endswith(WEIGHTS_SUFFIXES):
-        raise ValueError("Keras loads weights from .weights.h5, Keras 2 .h5 or .keras files")
-    return path.resolve()
-
-
-class PretrainedConfig(Schema):
-    """A ``keras.applications`` backbone without its ImageNet top (see ``pipeline.model.backbones``)."""
-
-    name: Literal["resnet50", "vgg16", "efficientnet_b0"]
-    weights: Annotated[Literal["imagenet"] | Path | None, pydantic.BeforeValidator(_weights)]
-    trainable: NonNegativeInt  # 0: frozen; N: fine-tune the last N layers
-    input_size: Size | None  # None: dataset.image_size
-
-
-class MobileNetConfig(PretrainedConfig):
-    name: Literal["mobilenet", "mobilenet_v2"]  # type: ignore[assignment]
-    alpha: float = Field(gt=0.0)  # width multiplier
-
-
-class DenseSoftmaxConfig(Schema):
-    name: Literal["dense_softmax"]
-    units: PositiveInt
-    activation: Activation
-
-
-class SoftmaxConfig(Schema):
-    name: Literal["softmax"]
-
-
-class NoDownsampleConfig(Schema):
-    name: Literal["none"]
-
-
-class StrideConfig(Schema):
-    name: Literal["stride"]
-    strides: int = Field(ge=2)
-
-
-class MaxPoolConfig(Schema):
-    name: Literal["maxpool"]
-    pool_size: int = Field(ge=2)
-
-
-class NoRegularizationConfig(Schema):
-    name: Literal["none"]
-
-
-class DropoutConfig(Schema):
-    name: Literal["dropout"]
-    rate: Fraction
-
-
-class AugmentationConfig(Schema):
-    name: Literal["none", "flip_shift", "flip_shift_rotate", "shift_rotate"]
-    horizontal_flip: bool
-    width_shift: Fraction
-    height_shift: Fraction
-    rotation: float = Field(ge=0.0, le=180.0)  # degrees
-
-    @property
-    def enabled(self) -> bool:
-        return self.horizontal_flip or any((self.width_shift, self.height_shift, self.rotation))
-
-
-# --- training ------------------------------------------------------------------------------
-class AdamConfig(Schema):
-    name: Literal["adam"]
-    learning_rate: float = Field(gt=0.0)
-    beta_1: Fraction
-    beta_2: Fraction
-    epsilon: float = Field(gt=0.0)
-
-
-class SgdConfig(Schema):
-    name: Literal["sgd"]
-    learning_rate: float = Field(gt=0.0)
-    momentum: Fraction
-    nesterov: bool
-
-
-class AcceleratorConfig(Schema):
-    name: Literal["auto", "cpu", "gpu"]
-    mixed_precision: bool
-    jit_compile: bool
-
-
-class MultiGpuConfig(AcceleratorConfig):
-    name: Literal["multi_gpu"]  # type: ignore[assignment]
-    devices: list[str] | None  # None: every visible GPU
-    logical_cpus: NonNegativeInt  # split the CPU first (testing distribution without GPUs)
+from pipeline.config.groups import (  # noqa: F401 (re-exported: schemas.X stays the way to name a schema)
+    GROUPS,
+    WEIGHTS_SUFFIXES,
+    Accelerator,
+    AcceleratorConfig,
+    Activation,
+    AdamConfig,
+    AugmentationConfig,
+    Backbone,
+    CsvDatasetConfig,
+    Dataset,
+    DatasetConfig,
+    DenseSoftmaxConfig,
+    DigitsConfig,
+    Downsample,
+    DropoutConfig,
+    Fraction,
+    Head,
+    ImageFolderConfig,
+    KerasDatasetConfig,
+    MaxPoolConfig,
+    MobileNetConfig,
+    MultiGpuConfig,
+    NoDownsampleConfig,
+    NoRegularizationConfig,
+    Optimizer,
+    PretrainedConfig,
+    Regularization,
+    Schema,
+    ScratchCnnConfig,
+    SgdConfig,
+    Size,
+    SoftmaxConfig,
+    StrideConfig,
+    option_names,
+)
 
 
 class TrainerConfig(Schema):
@@ -214,37 +94,6 @@ class TrackingConfig(Schema):
     log_model: bool
     system_metrics: bool  # MLflow's system metrics (CPU, memory, disk, network, GPU) on the run
     outage_seconds: float = Field(ge=0)  # a server that stops answering mid-run: how long to wait
-
-
-Dataset = Annotated[
-    DigitsConfig | KerasDatasetConfig | CsvDatasetConfig | ImageFolderConfig, Field(discriminator="name")
-]
-Backbone = Annotated[ScratchCnnConfig | PretrainedConfig | MobileNetConfig, Field(discriminator="name")]
-Head = Annotated[DenseSoftmaxConfig | SoftmaxConfig, Field(discriminator="name")]
-Downsample = Annotated[NoDownsampleConfig | StrideConfig | MaxPoolConfig, Field(discriminator="name")]
-Regularization = Annotated[NoRegularizationConfig | DropoutConfig, Field(discriminator="name")]
-Optimizer = Annotated[AdamConfig | SgdConfig, Field(discriminator="name")]
-Accelerator = Annotated[AcceleratorConfig | MultiGpuConfig, Field(discriminator="name")]
-
-# Every group and its options' schemas, in the order errors are reported.
-GROUPS: dict[str, tuple[type[Schema], ...]] = {
-    "dataset": (DigitsConfig, KerasDatasetConfig, CsvDatasetConfig, ImageFolderConfig),
-    "backbone": (ScratchCnnConfig, PretrainedConfig, MobileNetConfig),
-    "head": (DenseSoftmaxConfig, SoftmaxConfig),
-    "downsample": (NoDownsampleConfig, StrideConfig, MaxPoolConfig),
-    "regularization": (NoRegularizationConfig, DropoutConfig),
-    "augmentation": (AugmentationConfig,),
-    "optimizer": (AdamConfig, SgdConfig),
-    "accelerator": (AcceleratorConfig, MultiGpuConfig),
-}
-
-
-def option_names(group: str) -> list[str]:
-    """The ``name`` values a group's schemas accept, e.g. ``["adam", "sgd"]``."""
-    names: list[str] = []
-    for schema in GROUPS[group]:
-        names += list(schema.model_fields["name"].annotation.__args__)
-    return names
 
 
 class RunConfig(Schema):
