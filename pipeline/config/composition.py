@@ -2,19 +2,29 @@
 
 Each config group option has a schema (``schemas``); ``validate`` turns the composed config into a
 ``RunConfig`` or raises ``ConfigError`` with one line naming the key, the value received and
-what is allowed. This module imports neither TensorFlow nor MLflow.
+what is allowed. ``check_overrides`` refuses, before Hydra runs, an override that names an
+option or a key ``conf/`` does not offer (``catalog``). This module imports neither TensorFlow
+nor MLflow.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from pathlib import Path
 from typing import Any
 
 import pydantic
 
 from pipeline.config import overrides
+from pipeline.config.catalog import (  # CONF_DIR, group_options...: composition.X still names them
+    CONF_DIR,  # noqa: F401
+    EXPERIMENTS_DIR,
+    PACKAGE_DIR,  # noqa: F401
+    chosen_options,
+    default_options,  # noqa: F401
+    group_options,
+    known_keys,
+    option_keys,
+)
 from pipeline.config.errors import ConfigError
 from pipeline.config.schemas import (
     GROUPS,
@@ -27,11 +37,6 @@ from pipeline.config.schemas import (
 from pipeline.config.sizes import SPECS, scratch_output_size
 
 log = logging.getLogger(__name__)
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pipeline/: conf/ sits in it (a wheel) or beside it
-# A wheel carries conf/ and experiments/ inside the package; a source checkout has them beside it.
-CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
-EXPERIMENTS_DIR = CONF_DIR.parent / "experiments"
 
 
 def validate(cfg: Any) -> RunConfig:
@@ -169,13 +174,6 @@ def _to_plain_dict(cfg: Any) -> dict:
         raise ConfigError(f"{key} is required: pass {key}=...") from None
 
 
-def group_options(group: str) -> list[str]:
-    """The option names of a config group, as ``python -m pipeline --help`` lists them."""
-    if group == "experiment":
-        return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
 def register_experiments() -> None:
     """Makes every ``experiments/NAME.yaml`` selectable as ``experiment=NAME``.
 
@@ -200,93 +198,6 @@ def check_overrides(lines: list[str]) -> None:
 
     groups = {group: group_options(group) for group in (*GROUPS, "experiment")}
     overrides.check(lines, groups, known_keys(), option_keys(), chosen_options(lines))
-
-
-def chosen_options(lines: list[str]) -> dict[str, set[str]]:
-    """The options each group may take with these overrides: the default, an experiment
-    preset's (its ``override /group: x`` and its sweep's ``group: a,b``), or the command line's."""
-    chosen = {group: {option} for group, option in default_options().items()}
-    parsed = [o for o in overrides.parse(lines) if not o.is_delete]
-    for o in parsed:
-        if o.key == "experiment":
-            for name in o.values:
-                for group, options in _preset_options(name).items():
-                    chosen[group] = chosen.get(group, set()) | options
-    for o in parsed:
-        if o.key in GROUPS:
-            chosen[o.key] = set(o.values)
-    return chosen
-
-
-@functools.cache
-def option_keys() -> dict[str, dict[str, set[str]]]:
-    """Each group's options and their keys: ``{"downsample": {"stride": {"downsample.strides", ...}}}``."""
-    return {
-        group: {p.stem: set(_dotted(_load(p), group)) for p in sorted((CONF_DIR / group).glob("*.yaml"))}
-        for group in GROUPS
-    }
-
-
-@functools.cache
-def default_options() -> dict[str, str]:
-    """Each group's default option, from ``conf/config.yaml``'s defaults list."""
-    from omegaconf import OmegaConf
-
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]
-    return {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items() if k in GROUPS}
-
-
-@functools.cache
-def _preset_options(name: str) -> dict[str, set[str]]:
-    from omegaconf import OmegaConf
-
-    path = EXPERIMENTS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    node = OmegaConf.to_container(OmegaConf.load(path))
-    options: dict[str, set[str]] = {}
-    for entry in node.get("defaults", []):
-        for key, value in entry.items() if isinstance(entry, dict) else ():
-            group = key.removeprefix("override ").strip().lstrip("/")
-            if group in GROUPS:
-                options.setdefault(group, set()).add(str(value))
-    params = node.get("hydra", {}).get("sweeper", {}).get("params", {}) or {}
-    for group, value in params.items():
-        if group in GROUPS:
-            options.setdefault(group, set()).update(v.strip() for v in str(value).split(","))
-    return options
-
-
-@functools.cache
-def known_keys() -> dict[str, set[str]]:
-    """Every top-level node's dotted keys, from ``conf/`` (a group's keys: all its options')."""
-    from omegaconf import OmegaConf
-
-    root = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
-    keys = {
-        name: set(_dotted(node, name)) for name, node in root.items() if name not in ("defaults", "hydra")
-    }
-    for group, options in option_keys().items():
-        keys[group] = set().union(*options.values())
-    keys["experiment"] = set()
-    return keys
-
-
-def _load(path: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.to_container(OmegaConf.load(path))
-    return {k: v for k, v in node.items() if k != "defaults"}
-
-
-def _dotted(node: Any, prefix: str) -> list[str]:
-    if not isinstance(node, dict):
-        return []
-    keys = []
-    for key, value in node.items():
-        keys.append(f"{prefix}.{key}")
-        keys.extend(_dotted(value, f"{prefix}.{key}"))
-    return keys
 
 
 def register_resolvers() -> None:
