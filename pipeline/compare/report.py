@@ -1,20 +1,18 @@
 """Renders a sweep comparison (``pipeline.compare``'s frames) as CSV, figures, Markdown, HTML and text.
 
 The report is built once as a list of blocks (headings, paragraphs, tables, images) and then
-written twice: as Markdown next to its PNGs, and as one self-contained HTML file with the
-figures embedded as base64 PNG. Nothing here reads MLflow or imports TensorFlow.
+written twice (``render``): as Markdown next to its PNGs, and as one self-contained HTML file
+with the figures embedded as base64 PNG. Nothing here reads MLflow or imports TensorFlow.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.compare import figures, stats, tables
+from pipeline.compare import figures, render, stats, tables
 from pipeline.tracking import contract
 
 ESTIMATE = ["mean ± std", "95% CI"]
@@ -24,10 +22,6 @@ METHOD = (
     "difference from the baseline by a paired t-test on the per-seed differences where two seeds or "
     "more pair (the seeds both ran), else Welch's t-test; p-values Holm-adjusted across the comparisons"
 )
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
-th{background:#f3f3f3}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
-code{background:#f3f3f3;padding:0 .2em}"""
 
 
 def write(out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame) -> list[Path]:
@@ -47,8 +41,10 @@ def write(out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.Data
     for name, data in pngs.items():
         (out / name).write_bytes(data)
     blocks = _blocks(runs, summary, effects)
-    (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, pngs, summary.attrs["experiment"]), encoding="utf-8")
+    (out / "report.md").write_text(render.to_markdown(blocks), encoding="utf-8")
+    (out / "report.html").write_text(
+        render.to_html(blocks, pngs, summary.attrs["experiment"]), encoding="utf-8"
+    )
     return [*files, *(out / name for name in pngs), out / "report.md", out / "report.html"]
 
 
@@ -87,7 +83,7 @@ def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
     if len(effects):
         rows = [[r["factor"], r["level"], str(r["n_runs"]), *_brief(r)] for _, r in effects.iterrows()]
         blocks += [("p", "Main effects:"), ("table", ["factor", "level", "runs", *BRIEF], rows)]
-    return to_markdown(blocks)
+    return render.to_markdown(blocks)
 
 
 def _brief(row: pd.Series) -> list[str]:
@@ -99,49 +95,6 @@ def _brief(row: pd.Series) -> list[str]:
     extra = [f"~{seeds:,.0f} seeds would detect it"] if 0 < seeds < math.inf else []
     extra += [row["stopped"]] if row.get("stopped") else []
     return [difference, _p(row["p_adjusted"]), row["verdict"] + (f" ({'; '.join(extra)})" if extra else "")]
-
-
-def to_markdown(blocks: list[tuple]) -> str:
-    parts = []
-    for kind, *content in blocks:
-        if kind == "table":
-            headers, rows = content
-            lines = [headers, ["---"] * len(headers), *rows]
-            parts.append("\n".join("| " + " | ".join(_md_cell(c) for c in line) + " |" for line in lines))
-        elif kind == "list":
-            parts.append("\n".join(f"- {item}" for item in content[0]))
-        elif kind == "image":
-            parts.append(f"![{content[1]}]({content[0]})")
-        else:
-            parts.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + content[0])
-    return "\n\n".join(parts) + "\n"
-
-
-def to_html(blocks: list[tuple], pngs: dict[str, bytes], title: str) -> str:
-    """One self-contained page: inline CSS, figures as ``data:image/png;base64``, no scripts."""
-    body = []
-    for kind, *content in blocks:
-        if kind == "table":
-            headers, rows = content
-            head = "".join(f"<th>{_inline(h)}</th>" for h in headers)
-            cells = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in content[0]) + "</ul>")
-        elif kind == "image":
-            data = base64.b64encode(pngs[content[0]]).decode("ascii")
-            body.append(
-                f'<figure><img alt="{html.escape(content[1])}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(content[1])}</figcaption></figure>"
-            )
-        else:
-            body.append(f"<{kind}>{_inline(content[0])}</{kind}>")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}: comparison</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
 
 
 def _blocks(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame) -> list[tuple]:
@@ -287,15 +240,3 @@ def _number(value: float, spec: str = ".4f") -> str:
 
 def _interval(low: float, high: float) -> str:
     return "–" if math.isnan(low) else f"[{_number(low)}, {_number(high)}]"
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _inline(text: str) -> str:
-    """HTML-escapes text, turning Markdown's paired `code` spans into tags."""
-    parts = html.escape(str(text)).split("`")
-    if len(parts) % 2 == 0:  # an unpaired backtick: leave it as it is
-        return html.escape(str(text))
-    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
