@@ -99,29 +99,6 @@ def _sweep_job(cfg, hydra_cfg, job: jobs.SweepJob) -> float:
         return math.nan
 
 
-def _with_sweep_feature_cache(run, sweep_dir: str):
-    """``run`` keeping frozen-backbone features in the sweep's own folder, unless it names one.
-
-    A sweep's jobs may each be a process of their own (joblib, submitit): a folder they all see
-    lets one job compute the features and the others read them. Set on the typed run after
-    ``config_hash``, not in the composed config: a resumed sweep has another folder, and its
-    jobs must keep the hash that identifies them.
-    """
-
-    if run.trainer.feature_cache_dir is not None:  # the user's own folder wins
-        return run
-    folder = str(Path(sweep_dir).absolute() / features.SWEEP_FOLDER)
-    return run.model_copy(update={"trainer": run.trainer.model_copy(update={"feature_cache_dir": folder})})
-
-
-def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
-
-    tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
-    if "seed" in pairs:
-        tags[contract.SEED] = pairs["seed"]
-    sweep_runs.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
-
-
 def run_overrides(lines: list[str], config_name: str = "config"):
     """The Python API behind ``pipeline.run``: compose as the CLI does, then train."""
     from hydra import compose, initialize_config_dir
@@ -172,7 +149,30 @@ def _validate(cfg):
     return run
 
 
+def _with_sweep_feature_cache(run, sweep_dir: str):
+    """``run`` keeping frozen-backbone features in the sweep's own folder, unless it names one.
+
+    A sweep's jobs may each be a process of their own (joblib, submitit): a folder they all see
+    lets one job compute the features and the others read them. Set on the typed run after
+    ``config_hash``, not in the composed config: a resumed sweep has another folder, and its
+    jobs must keep the hash that identifies them.
+    """
+
+    if run.trainer.feature_cache_dir is not None:  # the user's own folder wins
+        return run
+    folder = str(Path(sweep_dir).absolute() / features.SWEEP_FOLDER)
+    return run.model_copy(update={"trainer": run.trainer.model_copy(update={"feature_cache_dir": folder})})
+
+
 def _run_info(choices, lines, output_dir, params, variant, sweep_tags):
 
     groups = {group: str(option) for group, option in choices.items() if group in composition.GROUPS}
     return RunInfo(groups, lines, output_dir, params, variant, sweep_tags)
+
+
+def _record_failure(job, cfg, pairs: dict, digest: str, variant: str, err: Exception) -> None:
+
+    tags = job.tags(pairs, digest) | {contract.VARIANT: variant, contract.ERROR: f"{err}"[:500]}
+    if "seed" in pairs:
+        tags[contract.SEED] = pairs["seed"]
+    sweep_runs.record_failed_run(job.tracking_uri, cfg.tracking.experiment_name, variant, tags)
