@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from conftest import cli
+from conftest import POSTGRESQL, cli, require
 
 from pipeline.config import composition
 from pipeline.config.errors import ConfigError
@@ -96,7 +96,7 @@ def _postgres_listening() -> bool:
 )
 def test_wrong_database_credentials_are_one_line_before_training(tmp_path, uri, reason):
     if not _postgres_listening():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+        require(POSTGRESQL, "no PostgreSQL on 127.0.0.1:5432")
     started = time.monotonic()
     result = cli(f"tracking.uri={uri}", "trainer.epochs=1", cwd=tmp_path, timeout=60)
     assert time.monotonic() - started < 30

@@ -8,6 +8,7 @@ The servers are session fixtures in ``conftest.py`` (``server_uri``, ``auth_serv
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, cli, free_port
+from conftest import POSTGRESQL, ROOT, TINY, cli, free_port, require, require_root
 
 from pipeline.server import basic_auth, postgres, privileges, serve
 from pipeline.tracking import contract
@@ -225,8 +226,7 @@ def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
 
 def test_postgresql_is_found_whatever_its_major_version():
     versions = postgres.postgres_versions()
-    if not versions:
-        pytest.skip("PostgreSQL is not installed")
+    require(POSTGRESQL, None if versions else "PostgreSQL is not installed")
     assert all(Path(f"/usr/lib/postgresql/{v}/bin/postgres").exists() for v in versions)
     version, _ = postgres.cluster_for(5432)
     assert version in versions
@@ -241,13 +241,9 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
     and skips elsewhere: the fixture's server then had to run as root."""
     import psutil
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     reason = privileges.cannot_run(serve.RUN_AS)
-    if reason:
-        if os.environ.get("CI") == "true" or os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"{reason} (run .ci/unprivileged-python)")
-        pytest.skip(reason)
+    require(f"a Python that {serve.RUN_AS} can run (.ci/unprivileged-python)", reason)
     port = int(team_server[0].rsplit(":", 1)[1])
     listening = [c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.pid]
     assert listening, f"nothing listens on port {port}"
@@ -260,8 +256,8 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
 def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp_path):
     """As root, with a Python that postgres cannot reach (a venv in pytest's 0700 temporary
     folder): one line naming the closed folder and the way out, before any setup."""
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("needs root")
+    require_root()
+    require("runuser (util-linux)", None if shutil.which("runuser") else "runuser not found")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     python = tmp_path / "venv" / "bin" / "python"
     paths = os.pathsep.join([str(ROOT), sysconfig.get_path("purelib")])  # convlab, from that venv
@@ -287,7 +283,8 @@ def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp
 def test_the_basic_auth_config_sets_mlflows_credential_cache(seconds, monkeypatch):
     """A password checked once a minute per worker, not on every request (scrypt: tens of ms of CPU
     each); ``--auth-cache 0`` checks every request. Read back by MLflow's own parser."""
-    pytest.importorskip("flask_wtf")
+    found = importlib.util.find_spec("flask_wtf")
+    require("Flask-WTF (pip install -e '.[server]')", None if found else "flask_wtf is not installed")
     from mlflow.server.auth.config import read_auth_config
 
     keys = ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", basic_auth.ADMIN_PASSWORD)
