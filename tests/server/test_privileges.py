@@ -66,6 +66,7 @@ def test_the_server_becomes_its_user_who_owns_the_artifacts_and_the_auth_config(
     secret.chmod(0o600)
 
     def work():
+        os.setgroups([0])  # root's own group among its supplementary ones, as after a login
         privileges.drop(USER, artifacts, [ini.parent, ini])
         (Path.cwd() / "written-as-user").write_text("ok")  # the artifacts folder, now its own
         try:
