@@ -62,11 +62,11 @@ def test_the_watch_submits_with_the_presets_resources_as_the_plugin_does(tmp_pat
     from hydra_plugins.convlab_launchers import slurm_launcher
 
     params = {"submitit_folder": str(tmp_path / "%j"), "partition": "gpu", "gpus_per_node": 1}
-    params |= {"timeout_min": 120, "max_num_timeout": 3, "mem_gb": 3, "tasks_per_node": 1}
+    params |= {"timeout_min": 120, "max_num_timeout": 5, "mem_gb": 3, "tasks_per_node": 1}
     executor = slurm_launcher._executor(slurm_launcher.SlurmLauncher(**params))
     assert executor.cluster == "slurm"
     slurm = executor._executor  # submitit's own executor (checked on submitit 1.5.4): what sbatch gets
-    assert slurm.max_num_timeout == 3
+    assert slurm.max_num_timeout == 5  # submitit's default is 3
     assert {
         "partition": "gpu",
         "gpus_per_node": 1,
