@@ -228,9 +228,22 @@ def test_postgresql_is_found_whatever_its_major_version():
     versions = postgres.postgres_versions()
     require(POSTGRESQL, None if versions else "PostgreSQL is not installed")
     assert all(Path(f"/usr/lib/postgresql/{v}/bin/postgres").exists() for v in versions)
-    version, _ = postgres.cluster_for(5432)
-    assert version in versions
     assert postgres.unavailable("99") == "PostgreSQL 99 is not installed (apt-get install postgresql)"
+
+
+def test_the_cluster_serving_a_port_is_the_one_pg_lsclusters_names(tmp_path, monkeypatch):
+    """Two clusters of different versions: each port finds its own (not the newest, not ``main``);
+    a port none serves falls back to the newest installed version's ``main``. Debian's
+    ``pg_lsclusters`` is stood in for by a script printing two clusters, so this runs anywhere."""
+    listing = "13 other 5499 online postgres /x/13/other log\n15 main 5432 online postgres /x/15/main log\n"
+    script = tmp_path / "pg_lsclusters"
+    script.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert postgres.cluster_for(5499) == ("13", "other")
+    assert postgres.cluster_for(5432) == ("15", "main")
+    newest = (postgres.postgres_versions() or [""])[0]
+    assert postgres.cluster_for(6543) == (newest, "main")
 
 
 @pytest.mark.server
