@@ -7,7 +7,7 @@ and only the team let in.
     export MLFLOW_TRACKING_URI=http://THAT_MACHINE:5000
     export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=...
 
-This is ``mlflow server --backend-store-uri postgresql+psycopg2://USER:PW@HOST/DB
+This is ``mlflow server --backend-store-uri postgresql://USER:PW@HOST/DB
 --artifacts-destination DIR --host H --port P``: clients log artifacts and models through the
 server (no shared filesystem, no cloud credentials on the workers).
 

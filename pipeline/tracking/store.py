@@ -214,7 +214,7 @@ def _check_login(uri: str, scheme: str) -> None:
             uri, poolclass=sqlalchemy.pool.NullPool, connect_args=LOGIN_TIMEOUT.get(scheme, {})
         )
     except ImportError as err:
-        hint = " (pip install -e '.[server]', then postgresql+psycopg2://...)"
+        hint = " (pip install -e '.[server]': psycopg 3, the driver of postgresql://)"
         hint = hint if scheme == "postgresql" else ""
         missing = f"its database driver {err.name} is not installed"
         raise StoreError(f"tracking.uri={shown}: {missing}{hint}") from None

@@ -87,11 +87,19 @@ def _postgres_listening() -> bool:
 @pytest.mark.parametrize(
     ("uri", "reason"),
     [
+        # the URL as MLflow's docs write it: psycopg 3 ([server], [dev]) drives it
         (
-            "postgresql+psycopg2://nobody:wrong@127.0.0.1:5432/nosuch",
+            "postgresql://nobody:wrong@127.0.0.1:5432/nosuch",
             'password authentication failed for user "nobody"',
         ),
-        ("postgresql://nobody:wrong@127.0.0.1:5432/nosuch", "its database driver psycopg is not installed"),
+        (
+            "postgresql+psycopg://nobody:wrong@127.0.0.1:5432/nosuch",
+            "password authentication failed for user",
+        ),
+        (
+            "postgresql+pg8000://nobody:wrong@127.0.0.1:5432/nosuch",
+            "its database driver pg8000 is not installed",
+        ),
     ],
 )
 def test_wrong_database_credentials_are_one_line_before_training(tmp_path, uri, reason):

@@ -237,6 +237,12 @@ def _assert_one_line_and_untouched(done, started: float, expected: str, path, be
 SERVER_ANSWERS = [
     ("TEMPORARILY_UNAVAILABLE", "(psycopg2.OperationalError) connection to server failed", True),
     ("BAD_REQUEST", "(psycopg2.InterfaceError) connection already closed", True),
+    ("BAD_REQUEST", "(psycopg.OperationalError) the connection is closed", True),
+    (
+        "BAD_REQUEST",
+        "(psycopg.OperationalError) consuming input failed: server closed the connection unexpectedly",
+        True,
+    ),
     ("INTERNAL_ERROR", "the database system is shutting down", True),
     ("RESOURCE_DOES_NOT_EXIST", "Run 'abc' not found", False),
     ("INVALID_PARAMETER_VALUE", "Changing param values is not allowed", False),
