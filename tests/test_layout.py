@@ -84,3 +84,13 @@ def test_the_public_api_survives_loading_every_floor():
     # a subpackage named like the API (pipeline/run/) would have replaced the function
     assert callable(pipeline.run) and pipeline.run.__module__ == "pipeline"
     assert issubclass(pipeline.ConfigError, pipeline.ConvlabError)
+
+
+def test_every_code_fence_of_the_readme_is_closed():
+    """An unclosed fence renders the rest of the README as code (it once swallowed a section)."""
+    lines = (PACKAGE.parent / "README.md").read_text().splitlines()
+    fences = [number for number, line in enumerate(lines, start=1) if line.startswith("```")]
+    assert len(fences) % 2 == 0, f"the fence opened at README.md line {fences[-1]} is never closed"
+    blocks = zip(fences[::2], fences[1::2])
+    inside = [lines[number] for opened, closed in blocks for number in range(opened, closed - 1)]
+    assert [line for line in inside if line.startswith("## ")] == []  # no section is swallowed
