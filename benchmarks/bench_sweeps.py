@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +64,7 @@ def team_server(folder: Path, **options):
 
     ``options``: ``teamserver.launch``'s."""
     database = postgres.Database(f"convlab_bench_{secrets.token_hex(4)}", "convlab_bench", "convlab_bench")
-    port = _free_port()
+    port = teamserver.free_port()
     folder.mkdir(parents=True, exist_ok=True)
     process = teamserver.launch(database, folder / "artifacts", port, folder / "server.log", **options)
     try:
@@ -182,12 +181,6 @@ def _ray_sweep(sweep: list[str], folder: Path) -> tuple[str, str, float] | None:
         subprocess.run([*inside, str(ray), "stop", "--force"], capture_output=True)
         namespace.kill()
         namespace.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:

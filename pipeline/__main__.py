@@ -72,6 +72,8 @@ def _leave(code: int | str | None) -> None:
     elif not isinstance(code, int):  # what sys.exit does with a message: print it, exit 1
         print(code, file=sys.stderr)
         code = 1
+    # private: no public call runs the atexit handlers without the teardown this skips (sys.exit
+    # joins threads and tears down modules first); CPython 3.10-3.13 (tests/test_private_apis.py)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

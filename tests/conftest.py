@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import teamserver
+from teamserver import free_port  # noqa: F401 (the tests' one free port: from conftest import free_port)
 
 from pipeline.config import composition
 from pipeline.server import postgres, privileges, serve
@@ -133,20 +133,55 @@ def adam_sgd_sweep(tracking_uri, tmp_path_factory):
     return cli(*args, cwd=folder, timeout=900), sweep_store
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# What a machine may lack, and the variable that makes .ci/run require it (CI=true requires them all)
+POSTGRESQL, SLURM, RAY = "PostgreSQL", "SLURM", "Ray"
+REQUIRED_BY = {
+    POSTGRESQL: "CONVLAB_REQUIRE_SERVER",
+    SLURM: "CONVLAB_REQUIRE_CLUSTER",
+    RAY: "CONVLAB_REQUIRE_CLUSTER",
+}
+
+
+def require(capability: str, reason: str | None) -> None:
+    """Nothing when ``reason`` is None; else ``capability`` is missing here, and the test skips with
+    ``reason``, or fails, naming the capability, under ``CI=true`` or its ``REQUIRED_BY`` variable."""
+    if reason is None:
+        return
+    variable = REQUIRED_BY.get(capability)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true needs {capability} here, but {reason}")
+    if variable and os.environ.get(variable) == "1":
+        pytest.fail(f"{variable}=1 needs {capability} here, but {reason}")
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    require("root", None if os.geteuid() == 0 else "needs root")
+
+
+def wait_for(condition, timeout: float = 300, every: float = 0.3, what: str = "the condition"):
+    """Polls ``condition()`` until it returns something true, and returns that; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+    return found
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Waits for a server this test started (``mlflow server``, ``mlflow models serve``) to answer
+    ``/health``; fails with the tail of its ``log`` if it exits or does not answer in time."""
+    try:
+        teamserver.wait_until_ready(url, process, timeout)
+    except postgres.ServerError as err:
+        pytest.fail(f"{err}:\n{log.read_text()[-2000:]}")
 
 
 def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | None = None):
     """``python -m pipeline.server --setup`` on 127.0.0.1 as a team would: a fresh database,
-    dropped afterwards. Skips where PostgreSQL or root is missing (fails with CONVLAB_REQUIRE_SERVER=1)."""
-    reason = postgres.unavailable()
-    if reason:
-        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
-        pytest.skip(reason)
+    dropped afterwards. Skips where PostgreSQL or root is missing (fails in CI, ``require``)."""
+    require(POSTGRESQL, postgres.unavailable())
     folder = tmp_path_factory.mktemp("server")
     database = postgres.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port = free_port()

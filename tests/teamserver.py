@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,13 @@ from pipeline.server import postgres, privileges
 from pipeline.server.basic_auth import ADMIN_PASSWORD
 from pipeline.server.postgres import ServerError
 from pipeline.server.serve import DB_PASSWORD, RUN_AS
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def launch(

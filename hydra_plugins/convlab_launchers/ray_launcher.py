@@ -1,4 +1,4 @@
-"""``hydra/launcher=ray``: hydra-ray-launcher's launcher, on an existing Ray cluster, interruptible.
+"""``hydra/launcher=ray_cluster``: hydra-ray-launcher's launcher, on an existing Ray cluster, interruptible.
 
 The plugin's own launcher waits on each job in turn and, on Ctrl-C, leaves the cluster's workers
 training. This one (``pipeline.sweep.launch.ray_cluster``) gives every job the sweep's folder as an absolute
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 try:
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _PluginRayLauncher
-except ImportError:  # hydra/launcher=ray then says the class cannot be found
+except ImportError:  # hydra/launcher=ray_cluster then says the class cannot be found
     _PluginRayLauncher = None
 
 if _PluginRayLauncher is not None:

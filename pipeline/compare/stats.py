@@ -20,10 +20,6 @@ CONFIDENCE = 0.95
 MAX_SEEDS = 1_000_000  # seeds_needed gives inf beyond this
 PAIRED = "paired t"
 WELCH = "Welch t"
-TESTS = {
-    PAIRED: "paired t-test on the per-seed differences (two-sided)",
-    WELCH: "Welch's two-sample t-test (unequal variances, two-sided)",
-}
 BETTER, WORSE, NO_EVIDENCE, TOO_FEW = "better", "worse", "no evidence of a difference", "too few seeds"
 LOGIT = "logit"  # accuracies: a t interval on the logit scale, mapped back into (0, 1)
 T = "t"  # anything else: the plain t interval

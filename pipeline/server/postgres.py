@@ -42,9 +42,9 @@ class Database:
 
     @property
     def uri(self) -> str:
-        # psycopg2 named: SQLAlchemy 2.1's default driver for postgresql:// is psycopg 3
+        # plain postgresql://, as MLflow's docs write it: SQLAlchemy 2.1 drives it with psycopg 3
         password = quote(self.password, safe="")
-        return f"postgresql+psycopg2://{self.user}:{password}@{self.host}:{self.port}/{self.name}"
+        return f"postgresql://{self.user}:{password}@{self.host}:{self.port}/{self.name}"
 
 
 def postgres_versions() -> list[str]:

@@ -7,7 +7,7 @@ and only the team let in.
     export MLFLOW_TRACKING_URI=http://THAT_MACHINE:5000
     export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=...
 
-This is ``mlflow server --backend-store-uri postgresql+psycopg2://USER:PW@HOST/DB
+This is ``mlflow server --backend-store-uri postgresql://USER:PW@HOST/DB
 --artifacts-destination DIR --host H --port P``: clients log artifacts and models through the
 server (no shared filesystem, no cloud credentials on the workers).
 
@@ -141,14 +141,14 @@ def main(argv: list[str] | None = None) -> None:
 def _serve(args: argparse.Namespace, extra: list[str]) -> None:
     auth = args.auth or not is_loopback(args.host)
     drop = os.geteuid() == 0 and args.run_as != "root"
-    if drop:  # before anything is set up: that user must be able to run this Python
-        privileges.check(args.run_as)
-    if args.no_auth and not is_loopback(args.host):
+    if args.no_auth and not is_loopback(args.host):  # the arguments first: a mistake in them is said first
         raise ServerError(
             f"--host {args.host} --no-auth would let anyone on the network read and delete every run; "
             "drop --no-auth (MLflow's basic-auth), or bind 127.0.0.1 behind a reverse proxy that "
             "authenticates"
         )
+    if drop:  # before anything is set up: that user must be able to run this Python
+        privileges.check(args.run_as)
     secret = credentials(Path(args.credentials), generate=args.setup)
     password = args.password or os.environ.get(DB_PASSWORD) or secret.get(DB_PASSWORD, "")
     database = postgres.Database(args.database, args.user, password, args.db_host, args.db_port)

@@ -58,7 +58,6 @@ class Backlog:
         self._sending = False  # a thread is sending the queue
         self._started: float | None = None  # when the server stopped answering (monotonic)
         self._error: BaseException | None = None  # why the sending thread gave up
-        self.sent_late = 0  # batches sent after the server came back
 
     def submit(self, batch: Batch, function: Callable, args: tuple, kwargs: dict) -> None:
         """Makes a call whose answer is not needed; if the server does not answer, ``batch`` is
@@ -143,7 +142,6 @@ class Backlog:
             with self._changed:
                 if self._queue and self._queue[0] is batch:
                     self._queue.popleft()
-                    self.sent_late += 1
 
     def _begin(self) -> None:
         if self._started is None:

@@ -53,7 +53,6 @@ SWEEP_PARAMS = "convlab.sweep_params"
 OVERRIDES = "convlab.overrides"
 VARIANT = "convlab.variant"
 SEED = "convlab.seed"
-JOB = "convlab.job"
 CONFIG_HASH = "convlab.config_hash"
 ERROR = "convlab.error"
 TOTAL_JOBS = "convlab.total_jobs"  # on a sweep's parent: how many jobs this pass launches

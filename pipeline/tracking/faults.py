@@ -39,6 +39,7 @@ DATABASE_DOWN = (  # what the server answers while its database restarts (503, o
     "TEMPORARILY_UNAVAILABLE", "server closed the connection unexpectedly", "connection already closed",
     "could not connect to server", "the database system is shutting down",
     "the database system is starting up", "terminating connection due to administrator command",
+    "the connection is closed",  # psycopg 3's word for psycopg2's "connection already closed"
 )  # fmt: skip
 UNAVAILABLE_STATUS = (502, 503, 504)  # a proxy without its server, a server without its database
 

@@ -214,7 +214,7 @@ def _check_login(uri: str, scheme: str) -> None:
             uri, poolclass=sqlalchemy.pool.NullPool, connect_args=LOGIN_TIMEOUT.get(scheme, {})
         )
     except ImportError as err:
-        hint = " (pip install -e '.[server]', then postgresql+psycopg2://...)"
+        hint = " (pip install -e '.[server]': psycopg 3, the driver of postgresql://)"
         hint = hint if scheme == "postgresql" else ""
         missing = f"its database driver {err.name} is not installed"
         raise StoreError(f"tracking.uri={shown}: {missing}{hint}") from None
@@ -254,9 +254,10 @@ def get_or_create_experiment(uri: str, name: str) -> str:
         found = client.get_experiment_by_name(name)
         if found is not None:
             if contract.EXPERIMENT_KIND not in found.tags:  # created before convlab set the kind
-                client.set_experiment_tag(
-                    found.experiment_id, contract.EXPERIMENT_KIND, contract.MODEL_TRAINING_KIND
-                )
+                with contextlib.suppress(MlflowException):  # another job set it first
+                    client.set_experiment_tag(
+                        found.experiment_id, contract.EXPERIMENT_KIND, contract.MODEL_TRAINING_KIND
+                    )
             return found.experiment_id
         with contextlib.suppress(MlflowException):  # another job created it first
             return client.create_experiment(

@@ -43,7 +43,7 @@ def storage_for(tracking_uri: str, storage: str | None) -> str:
         return os.environ[contract.ENV_STUDY_STORAGE]
     raise ConfigError(
         f"hydra.sweeper.storage: a study tracked at {store.redact(tracking_uri)} needs a storage every job "
-        f"can reach: export {contract.ENV_STUDY_STORAGE}=postgresql+psycopg2://USER:PW@HOST/DB "
+        f"can reach: export {contract.ENV_STUDY_STORAGE}=postgresql://USER:PW@HOST/DB "
         "(python -m pipeline.server prints it) or set hydra.sweeper.storage"
     )
 

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from conftest import cli
+from conftest import POSTGRESQL, cli, require
 
 from pipeline.config import composition
 from pipeline.config.errors import ConfigError
@@ -87,16 +87,24 @@ def _postgres_listening() -> bool:
 @pytest.mark.parametrize(
     ("uri", "reason"),
     [
+        # the URL as MLflow's docs write it: psycopg 3 ([server], [dev]) drives it
         (
-            "postgresql+psycopg2://nobody:wrong@127.0.0.1:5432/nosuch",
+            "postgresql://nobody:wrong@127.0.0.1:5432/nosuch",
             'password authentication failed for user "nobody"',
         ),
-        ("postgresql://nobody:wrong@127.0.0.1:5432/nosuch", "its database driver psycopg is not installed"),
+        (
+            "postgresql+psycopg://nobody:wrong@127.0.0.1:5432/nosuch",
+            "password authentication failed for user",
+        ),
+        (
+            "postgresql+pg8000://nobody:wrong@127.0.0.1:5432/nosuch",
+            "its database driver pg8000 is not installed",
+        ),
     ],
 )
 def test_wrong_database_credentials_are_one_line_before_training(tmp_path, uri, reason):
     if not _postgres_listening():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+        require(POSTGRESQL, "no PostgreSQL on 127.0.0.1:5432")
     started = time.monotonic()
     result = cli(f"tracking.uri={uri}", "trainer.epochs=1", cwd=tmp_path, timeout=60)
     assert time.monotonic() - started < 30

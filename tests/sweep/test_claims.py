@@ -6,9 +6,9 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import wait_for
 
 from pipeline.tracking import contract
 
@@ -21,13 +21,6 @@ def _start(cwd, *args):
     return subprocess.Popen(command, cwd=cwd, start_new_session=True, **pipes)
 
 
-def _wait_for(condition, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.3)
-
-
 @pytest.mark.slow
 def test_a_resume_racing_the_original_and_another_resume_trains_each_job_once(store, tmp_path):
     args = ["seed=0,1,2,3", *SHRUNK, *store.overrides]
@@ -36,7 +29,7 @@ def test_a_resume_racing_the_original_and_another_resume_trains_each_job_once(st
     def children():
         return [r for r in store.runs() if contract.PARENT in r.data.tags]
 
-    _wait_for(lambda: any(r.info.status == contract.FINISHED for r in children()))
+    wait_for(lambda: any(r.info.status == contract.FINISHED for r in children()))
     resumes = [_start(tmp_path, *args, "sweep.resume=last") for _ in range(2)]  # together
     outputs = [process.communicate(timeout=600) for process in (original, *resumes)]
 

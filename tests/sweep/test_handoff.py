@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli, write_digit_csv, write_image_folder
+from conftest import cli, free_port, wait_until_serving, write_digit_csv, write_image_folder
 
 from pipeline.tracking import contract
 
@@ -69,14 +67,8 @@ def test_system_metrics_appear_on_every_run(registered_sweep):
         assert child.data.metrics["system/system_memory_usage_megabytes"] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_served_model_answers_over_http(registered_sweep, tmp_path):
-    port = _free_port()
+    port = free_port()
     command = ["mlflow", "models", "serve", "-m", registered_sweep.model_uri, "--env-manager", "local"]
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
@@ -87,7 +79,7 @@ def test_the_served_model_answers_over_http(registered_sweep, tmp_path):
         start_new_session=True,  # its uvicorn worker too is stopped with the group
     )
     try:
-        _wait_for_ping(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
+        wait_until_serving(f"http://127.0.0.1:{port}", server, tmp_path / "serve.log")
         images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 1))  # raw 0-255 pixels
         body = json.dumps({"inputs": images.tolist()}).encode()  # the README's format
         request = urllib.request.Request(
@@ -102,19 +94,6 @@ def test_the_served_model_answers_over_http(registered_sweep, tmp_path):
     expected = np.asarray(_pyfunc(registered_sweep).predict(images.astype("float32")))
     assert served.shape == (3, 10)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
-
-
-def _wait_for_ping(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow models serve exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"mlflow models serve did not answer in {timeout} s: {log.read_text()[-2000:]}")
 
 
 def _grayscale_folder(root: Path, count: int = 5) -> Path:

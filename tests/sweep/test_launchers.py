@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 from conftest import cli
@@ -33,7 +36,59 @@ def test_slurm_launcher_is_the_plugins_own_with_a_watch():
     # SlurmLauncher extends need not be the object that a fresh import finds.
     bases = [f"{c.__module__}.{c.__qualname__}" for c in SlurmLauncher.__mro__]
     assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in bases
-    assert "launch" in vars(SlurmLauncher) and "__call__" in vars(SlurmLauncher)  # the watch, the job
+
+
+def test_a_slurm_job_ignores_slurms_warning_signal(tmp_path):
+    """The job itself (``__call__`` on its node) ignores SIGUSR2, which submitit would turn into an
+    error before the time limit: the run trains on until SLURM's SIGTERM ends it KILLED. In a
+    process of its own: the job's start resets Hydra's state, which this one shares with other tests."""
+    job = (
+        "import signal\n"
+        "from hydra_plugins.convlab_launchers.slurm_launcher import SlurmLauncher\n"
+        f"launcher = SlurmLauncher(submitit_folder={str(tmp_path)!r})\n"
+        "try:\n"
+        "    launcher([], 'hydra.sweep.dir', 0, 'job_id_for_0', {})  # no sweep config: fails once started\n"
+        "except Exception:\n"
+        "    pass\n"
+        "print(signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def test_the_watch_submits_with_the_presets_resources_as_the_plugin_does(tmp_path):
+    """``launch`` (the watch) builds submitit's executor itself, as the plugin's own ``launch``
+    does (hydra-submitit-launcher 1.2.0): every key of the preset reaches SLURM's parameters."""
+    from hydra_plugins.convlab_launchers import slurm_launcher
+
+    params = {"submitit_folder": str(tmp_path / "%j"), "partition": "gpu", "gpus_per_node": 1}
+    params |= {"timeout_min": 120, "max_num_timeout": 5, "mem_gb": 3, "tasks_per_node": 1}
+    executor = slurm_launcher._executor(slurm_launcher.SlurmLauncher(**params))
+    assert executor.cluster == "slurm"
+    slurm = executor._executor  # submitit's own executor (checked on submitit 1.5.4): what sbatch gets
+    assert slurm.max_num_timeout == 5  # submitit's default is 3
+    assert {
+        "partition": "gpu",
+        "gpus_per_node": 1,
+        "time": 120,
+        "mem": "3GB",
+        "ntasks_per_node": 1,
+    }.items() <= (slurm.parameters.items())
+
+
+def test_a_job_that_ended_without_a_result_counts_as_failed(tmp_path):
+    """A job scancel'd, past its time limit or on a lost node has no result: the sweep gets a failed
+    job (NaN) in its place, so the summary counts it, and the other jobs' results are kept."""
+    import math
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.convlab_launchers import slurm_launcher
+
+    finished = JobReturn(overrides=["seed=0"], status=JobStatus.COMPLETED, _return_value=0.9)
+    results = slurm_launcher.with_failed([finished, None], [["seed=0"], ["seed=1"]], tmp_path)
+    assert results[0] is finished
+    assert results[1].overrides == ["seed=1"] and math.isnan(results[1].return_value)
 
 
 def test_ray_preset_joins_an_existing_cluster(tmp_path):

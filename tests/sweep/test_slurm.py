@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, write_image_folder
+from conftest import SLURM, cli, require, wait_for, write_image_folder
+from watch import sweep_runs, training
 
 from pipeline.tracking import contract
 
@@ -37,15 +38,6 @@ CPU_SIZED = [
 TINY = ["dataset.max_samples=200", "trainer.batch_size=64", "tracking.log_model=false"]
 
 
-def require_cluster(what: str, reason: str | None) -> None:
-    """Skips locally when ``reason`` says the cluster is missing; fails in CI."""
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true" or os.environ.get("CONVLAB_REQUIRE_CLUSTER") == "1":
-        pytest.fail(f"{what} is required here (CI or CONVLAB_REQUIRE_CLUSTER=1) but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def slurm():
     """The single-node SLURM cluster of ``.ci/slurm-setup``, its node idle or busy, not down."""
@@ -57,7 +49,7 @@ def slurm():
         states = shown.stdout.split()
         if shown.returncode != 0 or not {"idle", "mixed", "allocated"} & set(states):
             reason = f"SLURM has no usable node (sinfo: {(shown.stdout + shown.stderr).strip()[:200]})"
-    require_cluster("SLURM", reason)
+    require(SLURM, reason)
 
 
 def queued(job_ids) -> list[str]:
@@ -66,39 +58,12 @@ def queued(job_ids) -> list[str]:
     return [line for line in shown.stdout.split() if line.split("_")[0] in {j.split("_")[0] for j in job_ids}]
 
 
-def sweep_runs(uri: str, experiment: str):
-    """(parent, children) of the single sweep of ``experiment``."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    runs = [] if found is None else client.search_runs([found.experiment_id], max_results=100)
-    parents = [r for r in runs if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP]
-    children = [r for r in runs if parents and r.data.tags.get(contract.PARENT) == parents[0].info.run_id]
-    return (parents[0] if parents else None), children
-
-
 def start(cwd: Path, *args: str) -> subprocess.Popen:
     """``python -m pipeline -m ARGS`` in its own process group, as typed in a shell."""
     command = [sys.executable, "-m", "pipeline", "-m", *args]
     return subprocess.Popen(
         command, cwd=cwd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_for(condition, timeout: float = 300, every: float = 1.0):
-    deadline = time.time() + timeout
-    while not (found := condition()):
-        assert time.time() < deadline, "timed out"
-        time.sleep(every)
-    return found
-
-
-def training(uri: str, experiment: str, count: int = 1):
-    """The children that are RUNNING and have logged an epoch, once there are ``count`` of them."""
-    _, children = sweep_runs(uri, experiment)
-    busy = [c for c in children if c.info.status == contract.RUNNING and "loss" in c.data.metrics]
-    return busy if len(busy) >= count else None
 
 
 # --- a 4-job sweep against the team server: shared by the tests that read it -------------------
@@ -158,7 +123,7 @@ def test_scancel_of_a_running_job_is_one_line_and_resume_reruns_only_it(slurm, s
     args = ["seed=0,1", "trainer.epochs=40", *TINY, *store.overrides, *CPU_SIZED]
     process = start(tmp_path, *args)
     # the first job to train (on a loaded machine the other may not have started, or be done already)
-    (victim, *_) = wait_for(lambda: training(store.uri, store.experiment), timeout=300)
+    (victim, *_) = wait_for(lambda: training(store.uri, store.experiment), timeout=300, every=1)
     job = victim.data.tags[contract.SCHEDULER_JOB]
     cancelled_at = time.time()
     subprocess.run(["scancel", job], check=True, timeout=30)
@@ -207,7 +172,7 @@ def test_a_job_that_goes_silent_is_given_up_after_stale_after(slurm, store, tmp_
 
     args = ["seed=0", "trainer.epochs=100000", *TINY, *store.overrides, *CPU_SIZED, "sweep.stale_after=45"]
     process = start(tmp_path, *args)
-    (run,) = wait_for(lambda: training(store.uri, store.experiment), timeout=300)
+    (run,) = wait_for(lambda: training(store.uri, store.experiment), timeout=300, every=1)
     job = run.data.tags[contract.SCHEDULER_JOB]
     frozen = psutil.Process(int(run.data.tags[contract.PID]))  # its node is lost: no heartbeat, no result
     frozen.suspend()
@@ -228,7 +193,7 @@ def test_a_job_that_goes_silent_is_given_up_after_stale_after(slurm, store, tmp_
 
 def test_ctrl_c_cancels_every_job_and_leaves_nothing_running(slurm, store, tmp_path):
     process = start(tmp_path, "seed=0,1,2", "trainer.epochs=100000", *TINY, *store.overrides, *CPU_SIZED)
-    busy = wait_for(lambda: training(store.uri, store.experiment, 2), timeout=300)
+    busy = wait_for(lambda: training(store.uri, store.experiment, 2), timeout=300, every=1)
     jobs = [run.data.tags[contract.SCHEDULER_JOB] for run in busy]
     assert queued(jobs)  # two running, one queued behind them (2 CPUs)
     os.killpg(process.pid, signal.SIGINT)

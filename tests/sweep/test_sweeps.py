@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, compose
+from conftest import cli, compose, wait_for
 
 from pipeline.config import composition
 from pipeline.tracking import contract
@@ -179,7 +179,7 @@ def test_ctrl_c_during_a_sweep_ends_job_and_parent_killed(store, tmp_path):
     process = _start_sweep(
         tmp_path, "seed=0,1", "trainer.epochs=500", "tracking.log_model=false", *store.overrides
     )
-    _wait_for(lambda: any("loss" in r.data.metrics for r in store.runs()))  # the first job is training
+    wait_for(lambda: any("loss" in r.data.metrics for r in store.runs()))  # the first job is training
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
@@ -191,13 +191,6 @@ def _start_sweep(cwd, *args):
     command = [sys.executable, "-m", "pipeline", "-m", *args]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     return subprocess.Popen(command, cwd=cwd, start_new_session=True, **pipes)  # its own group, as in a shell
-
-
-def _wait_for(condition, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.3)
 
 
 def _by_role(store):
@@ -243,7 +236,7 @@ def test_interrupting_a_parallel_sweep_ends_every_process_and_run(store, tmp_pat
         tmp_path, *launcher, "seed=0,1", "trainer.epochs=500", "dataset.max_samples=200",
         "tracking.log_model=false", *store.overrides,
     )  # fmt: skip
-    _wait_for(lambda: sum("loss" in r.data.metrics for r in store.runs()) >= 2)  # both workers training
+    wait_for(lambda: sum("loss" in r.data.metrics for r in store.runs()) >= 2)  # both workers training
     workers = psutil.Process(process.pid).children(recursive=True)
     started = time.time()
     if how == "ctrl-c-to-the-group":
@@ -251,7 +244,7 @@ def test_interrupting_a_parallel_sweep_ends_every_process_and_run(store, tmp_pat
     else:
         process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    _wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), 60)
+    wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), 60)
     assert time.time() - started < 60 and process.returncode != 0
     lines = [line for line in stderr.splitlines() if line.startswith("convlab:")]
     assert len(lines) == 1 and lines[0].startswith("convlab: interrupted; sweep "), stderr[-3000:]
@@ -271,7 +264,7 @@ def test_a_killed_sweep_resumes_without_duplicates(store, tmp_path):
         statuses = [r.info.status for r in _by_role(store)[1].get(_parent_id(store), [])]
         return contract.FINISHED in statuses and contract.RUNNING in statuses
 
-    _wait_for(one_finished_one_running)
+    wait_for(one_finished_one_running)
     os.killpg(process.pid, signal.SIGKILL)  # a lost node: nothing gets to clean up
     process.communicate(timeout=30)
     first = {r.info.run_id for r in store.runs() if r.info.status == contract.FINISHED}

@@ -6,7 +6,6 @@ machine's own cluster serves other tests and people, and is never restarted."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import teamserver
-from conftest import free_port
-from test_outage import _child_after_first_epoch, _start
+from conftest import POSTGRESQL, free_port, require
+from watch import child_after_first_epoch, start_tiny_sweep
 
 from pipeline.server import postgres
 from pipeline.tracking import contract
@@ -30,11 +29,7 @@ AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
 def own_postgres():
     """``(database, pg_ctl)``: a PostgreSQL cluster of this test's own on 127.0.0.1, with a role and
     a database; ``pg_ctl("stop")`` and ``pg_ctl("start")`` restart it."""
-    reason = postgres.unavailable()
-    if reason:
-        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
-        pytest.skip(reason)
+    require(POSTGRESQL, postgres.unavailable())
     binaries = Path("/usr/lib/postgresql") / postgres.postgres_versions()[0] / "bin"
     folder = Path(tempfile.mkdtemp(prefix="convlab-pg-"))  # pytest's tmp_path is closed to postgres
     shutil.chown(folder, "postgres", "postgres")
@@ -115,9 +110,9 @@ def test_postgresql_restarted_under_a_live_server_loses_no_epoch(own_postgres, t
     try:
         teamserver.wait_until_ready(url, process, timeout=240)
         client = mlflow.MlflowClient(url)
-        run = _start(tmp_path, url, "tracking.experiment_name=database", epochs=5)
+        run = start_tiny_sweep(tmp_path, url, "tracking.experiment_name=database", epochs=5)
         output = Output(run)
-        child = _child_after_first_epoch(client, "database", run)
+        child = child_after_first_epoch(client, "database", run)
         pg_ctl("stop")
         # down until the run says so: past MLflow's own retries (about 6 s), convlab's backlog rides it out
         output.wait_for("does not answer: retrying", timeout=120)

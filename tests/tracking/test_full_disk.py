@@ -6,13 +6,12 @@ A real full disk: a small tmpfs (this needs root, as CI has), filled with a file
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY, cli
+from conftest import TINY, cli, require, require_root
 
 from pipeline.tracking import contract
 
@@ -39,8 +38,8 @@ def _fill(folder: Path, leave_kb: int) -> Path:
 @pytest.fixture
 def small_disk(tmp_path):
     disk = tmp_path / "disk"
-    if os.geteuid() != 0 or not _mount(disk):
-        pytest.skip("mounting a tmpfs needs root")
+    require_root()
+    require("a tmpfs mount", None if _mount(disk) else f"mount -t tmpfs on {disk} failed")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
 

@@ -4,15 +4,13 @@ record stays RUNNING, and a resume reruns it. Needs PostgreSQL, as the team-serv
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 
 import pytest
 import teamserver
-from conftest import TINY
+from conftest import POSTGRESQL, free_port, require
+from watch import child_after_first_epoch, start_tiny_sweep
 
 from pipeline.server import postgres
 from pipeline.tracking import contract
@@ -21,15 +19,9 @@ from pipeline.tracking import contract
 @pytest.fixture
 def restartable_server(tmp_path):
     """``(url, restart)``: a server of our own, on a fixed port, that the test may stop and start."""
-    reason = postgres.unavailable()
-    if reason:
-        if os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
-        pytest.skip(reason)
-    from test_store import _free_port
-
+    require(POSTGRESQL, postgres.unavailable())
     database = postgres.Database(f"convlab_outage_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
-    port, url = _free_port(), ""
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     processes = []
 
@@ -46,33 +38,6 @@ def restartable_server(tmp_path):
     postgres.drop_database(database)
 
 
-def _start(tmp_path, url, *args, epochs=4):
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "-m",
-        *TINY,
-        f"trainer.epochs={epochs}",
-        "tracking.log_model=false",
-    ]
-    command += [f"tracking.uri={url}", *args]
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    return subprocess.Popen(command, cwd=tmp_path, start_new_session=True, **pipes)
-
-
-def _child_after_first_epoch(client, experiment: str, process):
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        found = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([found.experiment_id]) if found else []
-        child = next((r for r in runs if contract.PARENT in r.data.tags and "loss" in r.data.metrics), None)
-        if child is not None:
-            return child
-        time.sleep(0.3)
-    pytest.fail("the run never finished an epoch")
-
-
 @pytest.mark.server
 @pytest.mark.slow
 def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(restartable_server, tmp_path):
@@ -82,8 +47,8 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(
     client = mlflow.MlflowClient(url)
 
     # 1. killed after the first epoch, back a few seconds later: training goes on, nothing is lost
-    ridden = _start(tmp_path, url, "seed=0", "tracking.experiment_name=blip", epochs=8)
-    child = _child_after_first_epoch(client, "blip", ridden)
+    ridden = start_tiny_sweep(tmp_path, url, "seed=0", "tracking.experiment_name=blip", epochs=8)
+    child = child_after_first_epoch(client, "blip", ridden)
     stop()
     down = time.time()
     time.sleep(3)
@@ -105,8 +70,8 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(
 
     # 2. down for longer than tracking.outage_seconds: one line, the record stays RUNNING, a resume reruns it
     args = ["seed=1", "tracking.experiment_name=outage", "tracking.outage_seconds=2"]
-    lost = _start(tmp_path, url, *args)
-    child = _child_after_first_epoch(client, "outage", lost)
+    lost = start_tiny_sweep(tmp_path, url, *args)
+    child = child_after_first_epoch(client, "outage", lost)
     stop()
     stdout, stderr = lost.communicate(timeout=300)
     start()
@@ -116,7 +81,7 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(
     assert "did not answer for 2 s" in stdout + stderr
     assert client.get_run(child.info.run_id).info.status == contract.RUNNING  # its process is gone: stale
 
-    resumed = _start(tmp_path, url, *args, "tracking.outage_seconds=300", "sweep.resume=last")
+    resumed = start_tiny_sweep(tmp_path, url, *args, "tracking.outage_seconds=300", "sweep.resume=last")
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
     assert client.get_run(child.info.run_id).info.status == contract.KILLED  # stale, marked by the resume

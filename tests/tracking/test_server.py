@@ -8,6 +8,7 @@ The servers are session fixtures in ``conftest.py`` (``server_uri``, ``auth_serv
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, cli, free_port
+from conftest import POSTGRESQL, ROOT, TINY, cli, free_port, require, require_root
 
 from pipeline.server import basic_auth, postgres, privileges, serve
 from pipeline.tracking import contract
@@ -118,6 +119,9 @@ def _read_back_resume_and_compare(server_uri, folder, sweep, tmp_path):
 def test_server_without_its_database_says_so_in_one_line(tmp_path):
     port = str(free_port())
     command = [sys.executable, "-m", "pipeline.server", "--db-port", port, "--password", "secret"]
+    # as root, the server would first check that postgres can run this Python (not so for a Python
+    # under /root): its own test is below; this one is about the database
+    command += ["--run-as", "root"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "nothing answers" in done.stderr
@@ -222,12 +226,24 @@ def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
 
 def test_postgresql_is_found_whatever_its_major_version():
     versions = postgres.postgres_versions()
-    if not versions:
-        pytest.skip("PostgreSQL is not installed")
+    require(POSTGRESQL, None if versions else "PostgreSQL is not installed")
     assert all(Path(f"/usr/lib/postgresql/{v}/bin/postgres").exists() for v in versions)
-    version, _ = postgres.cluster_for(5432)
-    assert version in versions
     assert postgres.unavailable("99") == "PostgreSQL 99 is not installed (apt-get install postgresql)"
+
+
+def test_the_cluster_serving_a_port_is_the_one_pg_lsclusters_names(tmp_path, monkeypatch):
+    """Two clusters of different versions: each port finds its own (not the newest, not ``main``);
+    a port none serves falls back to the newest installed version's ``main``. Debian's
+    ``pg_lsclusters`` is stood in for by a script printing two clusters, so this runs anywhere."""
+    listing = "13 other 5499 online postgres /x/13/other log\n15 main 5432 online postgres /x/15/main log\n"
+    script = tmp_path / "pg_lsclusters"
+    script.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert postgres.cluster_for(5499) == ("13", "other")
+    assert postgres.cluster_for(5432) == ("15", "main")
+    newest = (postgres.postgres_versions() or [""])[0]
+    assert postgres.cluster_for(6543) == (newest, "main")
 
 
 @pytest.mark.server
@@ -238,13 +254,9 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
     and skips elsewhere: the fixture's server then had to run as root."""
     import psutil
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     reason = privileges.cannot_run(serve.RUN_AS)
-    if reason:
-        if os.environ.get("CI") == "true" or os.environ.get("CONVLAB_REQUIRE_SERVER") == "1":
-            pytest.fail(f"{reason} (run .ci/unprivileged-python)")
-        pytest.skip(reason)
+    require(f"a Python that {serve.RUN_AS} can run (.ci/unprivileged-python)", reason)
     port = int(team_server[0].rsplit(":", 1)[1])
     listening = [c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.pid]
     assert listening, f"nothing listens on port {port}"
@@ -257,8 +269,8 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
 def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp_path):
     """As root, with a Python that postgres cannot reach (a venv in pytest's 0700 temporary
     folder): one line naming the closed folder and the way out, before any setup."""
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("needs root")
+    require_root()
+    require("runuser (util-linux)", None if shutil.which("runuser") else "runuser not found")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     python = tmp_path / "venv" / "bin" / "python"
     paths = os.pathsep.join([str(ROOT), sysconfig.get_path("purelib")])  # convlab, from that venv
@@ -284,7 +296,8 @@ def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp
 def test_the_basic_auth_config_sets_mlflows_credential_cache(seconds, monkeypatch):
     """A password checked once a minute per worker, not on every request (scrypt: tens of ms of CPU
     each); ``--auth-cache 0`` checks every request. Read back by MLflow's own parser."""
-    pytest.importorskip("flask_wtf")
+    found = importlib.util.find_spec("flask_wtf")
+    require("Flask-WTF (pip install -e '.[server]')", None if found else "flask_wtf is not installed")
     from mlflow.server.auth.config import read_auth_config
 
     keys = ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", basic_auth.ADMIN_PASSWORD)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, free_port
 
 from pipeline.tracking import faults, store
 
@@ -22,12 +22,6 @@ def _restore_http_settings(monkeypatch):
         monkeypatch.setenv(key, os.environ.get(key, ""))
         if not os.environ[key]:
             monkeypatch.delenv(key)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def garbage_db(tmp: Path) -> tuple[str, Path]:
@@ -69,11 +63,11 @@ def unknown_scheme(tmp: Path) -> tuple[str, Path]:
 
 
 def server_not_listening(tmp: Path) -> tuple[str, Path]:
-    return f"http://127.0.0.1:{_free_port()}", tmp / "mlflow.db"
+    return f"http://127.0.0.1:{free_port()}", tmp / "mlflow.db"
 
 
 def database_not_listening(tmp: Path) -> tuple[str, Path]:
-    return f"postgresql://convlab:secret@127.0.0.1:{_free_port()}/convlab", tmp / "mlflow.db"
+    return f"postgresql://convlab:secret@127.0.0.1:{free_port()}/convlab", tmp / "mlflow.db"
 
 
 UNUSABLE = {  # case -> (what the message must say, how to make the store)
@@ -243,6 +237,12 @@ def _assert_one_line_and_untouched(done, started: float, expected: str, path, be
 SERVER_ANSWERS = [
     ("TEMPORARILY_UNAVAILABLE", "(psycopg2.OperationalError) connection to server failed", True),
     ("BAD_REQUEST", "(psycopg2.InterfaceError) connection already closed", True),
+    ("BAD_REQUEST", "(psycopg.OperationalError) the connection is closed", True),
+    (
+        "BAD_REQUEST",
+        "(psycopg.OperationalError) consuming input failed: server closed the connection unexpectedly",
+        True,
+    ),
     ("INTERNAL_ERROR", "the database system is shutting down", True),
     ("RESOURCE_DOES_NOT_EXIST", "Run 'abc' not found", False),
     ("INVALID_PARAMETER_VALUE", "Changing param values is not allowed", False),

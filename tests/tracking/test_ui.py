@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,9 +20,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from teamserver import wait_until_ready
+from conftest import free_port, require, wait_until_serving
 
-from pipeline.server.postgres import ServerError
 from pipeline.tracking import contract, store, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +33,11 @@ SWEEP = {
     "downsample=maxpool,regularization=dropout": [0.8722, 0.8778, 0.8806],
 }
 EPOCHS = 5
+
+
+def require_chromium() -> None:
+    missing = f"{CHROMIUM} is missing: apt-get install chromium (the browser tests need it)"
+    require("Chromium", None if CHROMIUM.exists() else missing)
 
 
 @dataclass
@@ -88,35 +91,17 @@ def _write_sweep(uri: str) -> tuple[str, str, str]:
     return experiment_id, parent.info.run_id, parent_name
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-
-    try:
-        wait_until_ready(url, server, timeout)
-    except ServerError as err:
-        pytest.fail(f"{err}:\n{log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def served_sweep(tmp_path_factory) -> ServedSweep:
     """A real ``mlflow server`` on a free port over a SQLite store holding one sweep.
 
     It runs in a process group of its own (it starts a uvicorn worker), ended by that group's id.
     """
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: apt-get install chromium (the browser tests need it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_chromium()
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     experiment_id, parent_id, parent_name = _write_sweep(uri)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1", "--artifacts-destination", str(root / "artifacts")]
     log = root / "server.log"
@@ -127,7 +112,7 @@ def served_sweep(tmp_path_factory) -> ServedSweep:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url, server, log)
+        wait_until_serving(url, server, log)
         names = [
             _child_name(variant, seed) for variant, finals in SWEEP.items() for seed in range(len(finals))
         ]
@@ -257,10 +242,9 @@ def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tm
     """The version a sweep registered (``sweep.register``), as MLflow's UI shows it: alias,
     description with the verdict, the source run. ``CONVLAB_REGISTRY_SCREENSHOT=path.png``
     also saves the page (the README's figure)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (the browser tests need it)")
+    require_chromium()
     version = registered_sweep.store.client().get_model_version_by_alias(registered_sweep.name, "champion")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registered_sweep.uri]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = tmp_path / "server.log"
@@ -271,7 +255,7 @@ def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tm
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url, server, log)
+        wait_until_serving(url, server, log)
         page = f"{url}/#/models/{registered_sweep.name}/versions/{version.version}"
         strings = page_text(page, tmp_path / "chromium")
         text = " ".join(strings)

@@ -259,6 +259,8 @@ def recover(study, context: Context) -> None:
         elif status == contract.FINISHED and run["value"] is not None:
             study.tell(trial.number, run["value"])
         else:
+            # private: no public way sets an attribute of another process's RUNNING trial (a Study has
+            # none, a FrozenTrial hides its id); checked on Optuna 4.0-5.1 (tests/test_private_apis.py)
             study._storage.set_trial_user_attr(trial._trial_id, LOST_ATTR, True)
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params)  # its slot runs again, with the same values
