@@ -13,7 +13,7 @@ from pipeline.config import composition, help
 from pipeline.config.errors import ConvlabError
 from pipeline.quiet import quiet_stderr
 from pipeline.sweep import adaptive
-from pipeline.tracking import contract, signals
+from pipeline.tracking import contract, redaction, signals
 
 
 @hydra.main(version_base="1.3", config_path=str(composition.CONF_DIR), config_name="config")
@@ -33,6 +33,7 @@ def main() -> None:
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
     signals.sigterm_as_interrupt()  # a scheduler's SIGTERM is a Ctrl-C
+    redaction.redact_logs()  # Hydra's "#0 : tracking.uri=..." lines included
     try:
         with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
             _hydra_main()  # a sweep's outcome arrives as SystemExit from its callback

@@ -148,7 +148,10 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
             pytest.fail(f"CONVLAB_REQUIRE_SERVER=1 but {reason}")
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("server")
-    database = postgres.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    # a role of its own per session (two sessions at once must not reset each other's password),
+    # its password one no other value contains: the tests grep the store for it
+    name = f"convlab_test_{secrets.token_hex(4)}"
+    database = postgres.Database(name, name, f"pw-{secrets.token_urlsafe(12)}")
     port = free_port()
     log = folder / "server.log"
     # started as root, the server serves as postgres (where that user can run this Python, as
@@ -167,7 +170,7 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
         pytest.fail(f"{err}; its log: {log.read_text()[-2000:]}")
     finally:
         teamserver.stop(process)
-        postgres.drop_database(database)
+        postgres.drop_database(database, with_role=True)
         shutil.rmtree(artifacts, ignore_errors=True)
 
 

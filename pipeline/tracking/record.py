@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pipeline.tracking import backlog, contract, lifecycle
+from pipeline.tracking.redaction import redact, redact_values
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,17 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-@_queueable(lambda params: backlog.Batch(params={k: str(v) for k, v in params.items()}))
+@_queueable(lambda params: backlog.Batch(params=redact_values(params)))
 def log_params(params: Mapping[str, str]) -> None:
-    """Logs any number of params: MLflow batches them (100 a request) and truncates long values."""
+    """Logs any number of params, redacted: MLflow batches them (100 a request) and truncates long values."""
     import mlflow
 
-    mlflow.log_params(dict(params), synchronous=True)
+    mlflow.log_params(redact_values(params), synchronous=True)
 
 
 def _short(tags: Mapping[str, str]) -> dict[str, str]:
-    return {k[: contract.MAX_KEY]: str(v)[: contract.MAX_VALUE] for k, v in tags.items()}
+    """Tags redacted, then cut to MLflow's lengths."""
+    return {k[: contract.MAX_KEY]: v[: contract.MAX_VALUE] for k, v in redact_values(tags).items()}
 
 
 @_queueable(lambda tags: backlog.Batch(tags=_short(tags)))
@@ -136,7 +138,7 @@ def log_table(frame, artifact_file: str) -> None:
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text(redact(text), artifact_file)
 
 
 def log_keras_model(model, input_example, probabilities, step: int, class_names=None) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import errors
 from pipeline.tracking import contract, store
+from pipeline.tracking.redaction import redact, redact_values
 
 
 def log_artifacts_to(uri: str, run_id: str, folder: str | Path, artifact_path: str) -> None:
@@ -28,7 +29,8 @@ def start_parent_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     import mlflow
 
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(experiment_id, run_name=redact(run_name), tags=redact_values(tags))
     return run.info.run_id
 
 
@@ -38,7 +40,7 @@ def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> Non
 
     client = mlflow.MlflowClient(uri)
     if error:
-        client.set_tag(run_id, contract.ERROR, error[: contract.MAX_VALUE])
+        client.set_tag(run_id, contract.ERROR, redact(error)[: contract.MAX_VALUE])
     client.set_terminated(run_id, status)
 
 
@@ -67,7 +69,7 @@ def set_run_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     import mlflow
     from mlflow.entities import RunTag
 
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    items = [RunTag(k, v) for k, v in redact_values(tags).items()]
     mlflow.MlflowClient(uri).log_batch(run_id, tags=items, synchronous=True)
 
 
@@ -84,14 +86,14 @@ def log_params_to(uri: str, run_id: str, params: Mapping[str, str]) -> None:
     import mlflow
     from mlflow.entities import Param
 
-    items = [Param(k[: contract.MAX_KEY], str(v)[: contract.MAX_VALUE]) for k, v in params.items()]
+    items = [Param(k[: contract.MAX_KEY], v[: contract.MAX_VALUE]) for k, v in redact_values(params).items()]
     mlflow.MlflowClient(uri).log_batch(run_id, params=items, synchronous=True)
 
 
 def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.MlflowClient(uri).log_text(run_id, text, artifact_file)
+    mlflow.MlflowClient(uri).log_text(run_id, redact(text), artifact_file)
 
 
 def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
@@ -99,7 +101,8 @@ def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     import mlflow
 
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    return mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    client = mlflow.MlflowClient(uri)
+    return client.create_run(experiment_id, run_name=redact(run_name), tags=redact_values(tags)).info.run_id
 
 
 def delete_run(uri: str, run_id: str) -> None:
@@ -115,7 +118,7 @@ def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mappi
 
     client = mlflow.MlflowClient(uri)
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run = client.create_run(experiment_id, run_name=redact(run_name), tags=redact_values(tags))
     client.set_terminated(run.info.run_id, contract.FAILED)
     return run.info.run_id
 
