@@ -31,7 +31,7 @@ def main() -> None:
         lines = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg[0] == "~")]
         composition.check_overrides(lines)
     except ConvlabError as err:
-        sys.exit(f"convlab: {err}")
+        sys.exit(redaction.redact(f"convlab: {err}"))
     signals.sigterm_as_interrupt()  # a scheduler's SIGTERM is a Ctrl-C
     redaction.redact_logs()  # Hydra's "#0 : tracking.uri=..." lines included
     try:
@@ -63,6 +63,8 @@ def _leave(code: int | str | None) -> None:
     Everything is written and the run ended by now: the atexit handlers still run (a sweep's
     guard ends its runs there), and the streams are flushed.
     """
+    if isinstance(code, str):  # a one-line error may quote the store's URI
+        code = redaction.redact(code)
     if "tensorflow" not in sys.modules:
         sys.exit(code)
     import atexit
