@@ -14,6 +14,7 @@ ever needs the admin's password.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -66,7 +67,10 @@ def config(
 
 def private_folder() -> Path:
     """A new 0700 folder for the server's own files, never under the shared /tmp: below
-    ``/run/convlab`` as root (a tmpfs, emptied at boot), else ``$XDG_RUNTIME_DIR`` or ``~/.cache``."""
+    ``/run/convlab`` as root (a tmpfs on most systems), else ``$XDG_RUNTIME_DIR`` or ``~/.cache``.
+
+    A server that dropped root empties its folder when it stops but cannot remove it from the
+    root-owned ``/run/convlab``: the next start removes such empty folders."""
     if os.geteuid() == 0:
         base = Path("/run/convlab")
     elif os.environ.get("XDG_RUNTIME_DIR"):
@@ -74,6 +78,9 @@ def private_folder() -> Path:
     else:
         base = Path.home() / ".cache" / "convlab"
     base.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
+    for old in base.glob("auth-*"):
+        with contextlib.suppress(OSError):  # not empty: a running server's
+            old.rmdir()
     return Path(tempfile.mkdtemp(prefix="auth-", dir=base))
 
 
