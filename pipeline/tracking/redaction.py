@@ -18,6 +18,7 @@ through its overrides: what is in a job's config ends up in ``.hydra/``. Imports
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -60,15 +61,16 @@ def redact_values(values: Mapping[str, object]) -> dict[str, str]:
     return {key: redact(str(value)) for key, value in values.items()}
 
 
-def known_secrets() -> list[str]:
+def known_secrets() -> tuple[str, ...]:
     """The secrets this process knows from its environment, raw and percent-encoded, longest first."""
-    found: set[str] = set()
-    for name in SECRET_ENV:
-        found.add(os.environ.get(name, ""))
-    for name in URL_ENV:
-        found.add(_password(os.environ.get(name, "")))
+    return _secrets(tuple(os.environ.get(name, "") for name in SECRET_ENV + URL_ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _secrets(values: tuple[str, ...]) -> tuple[str, ...]:
+    found = set(values[: len(SECRET_ENV)]) | {_password(uri) for uri in values[len(SECRET_ENV) :]}
     found |= {quote(secret, safe="") for secret in found} | {unquote(secret) for secret in found}
-    return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
+    return tuple(sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True))
 
 
 def _password(uri: str) -> str:
