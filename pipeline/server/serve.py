@@ -202,12 +202,15 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> None:
         return
     artifacts = Path(args.artifacts).absolute()
     artifacts.mkdir(parents=True, exist_ok=True)
-    owned: list[Path] = []
+    private = basic_auth.private_folder() if auth or tls else None  # deleted when the server stops
+    owned: list[Path] = [private] if private else []
     if auth:
         admin_password = os.environ.get(ADMIN_PASSWORD) or secret.get(ADMIN_PASSWORD)
         key = os.environ.get(SECRET_KEY) or secret.get(SECRET_KEY)
-        ini = basic_auth.config(database, admin_password, key, args.auth_cache)
-        owned = [ini.parent, ini]
+        owned.append(basic_auth.config(database, admin_password, key, args.auth_cache, private))
+    if tls and private:  # copies the serving user can read (a key is often root's alone), 0600
+        tls = (_private_copy(tls[0], private / "tls.crt"), _private_copy(tls[1], private / "tls.key"))
+        owned += [Path(path) for path in tls]
     if drop:
         privileges.drop(args.run_as, artifacts, owned)
     who = "basic-auth: MLFLOW_TRACKING_USERNAME/PASSWORD" if auth else "no login (loopback)"
@@ -220,7 +223,14 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> None:
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.environ[BACKEND_URI] = database.uri  # mlflow server reads it (its --backend-store-uri's envvar)
     command = server_command(artifacts, args.host, args.port, extra, auth, tls)
-    _run_until_stopped(command, owned[0] if owned else None)
+    _run_until_stopped(command, private)
+
+
+def _private_copy(path: str, copy: Path) -> str:
+    descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(Path(path).read_bytes())
+    return str(copy)
 
 
 def _tls(args: argparse.Namespace, auth: bool) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,74 @@ def test_the_basic_auth_config_sets_mlflows_credential_cache(seconds, monkeypatc
     parsed = read_auth_config()
     assert parsed.auth_cache_ttl_seconds == seconds and parsed.database_uri == database.uri
     shutil.rmtree(path.parent)
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _self_signed(folder: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files in ``folder``)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))  # fmt: skip
+    return str(cert), str(private)
+
+
+@pytest.mark.slow
+def test_with_a_certificate_mlflow_serves_https(tmp_path):
+    """``server_command``'s TLS options, as the installed MLflow and uvicorn take them: the
+    server answers HTTPS with that certificate (on a SQLite store here: no PostgreSQL needed)."""
+    import http.client
+    import ssl
+    import urllib.request
+
+    from teamserver import stop
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    command = serve.server_command(
+        tmp_path / "artifacts", "127.0.0.1", port, ["--workers", "1"], False, (cert, key)
+    )
+    env = {**os.environ, serve.BACKEND_URI: f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    context = ssl.create_default_context(cafile=cert)
+    try:
+        for _ in range(240):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/health", timeout=10, context=context
+                ) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:  # not listening yet, or still starting its workers
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"no HTTPS answer: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP: no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        stop(server)
