@@ -41,7 +41,7 @@ SECRET_ENV = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
 )
 URL_ENV = ("MLFLOW_TRACKING_URI", contract.ENV_STUDY_STORAGE, "MLFLOW_BACKEND_STORE_URI")
-MIN_SECRET = 4  # a shorter "secret" would mask every "a" in a log: left to the URL rule
+MIN_SECRET = 8  # a shorter one ("wrong", "test") would mask ordinary words: left to the URL rule
 TEXT_SUFFIXES = (".yaml", ".yml", ".txt", ".log", ".json", ".md", ".csv", ".html", ".ini", ".cfg")
 
 
