@@ -42,9 +42,11 @@ def test_a_urls_password_is_masked_wherever_it_stands(text, expected):
 
 def test_a_secret_from_the_environment_is_masked_raw_and_encoded(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2/x")
-    monkeypatch.setenv(contract.ENV_STUDY_STORAGE, "postgresql://u:pa%2Fss@h/db")
-    text = "login hunter2/x, hunter2%2Fx; storage pa/ss"
-    assert redaction.redact(text) == "login ***, ***; storage ***"
+    monkeypatch.setenv(contract.ENV_STUDY_STORAGE, "postgresql://u:pass%2Fword@h/db")
+    text = "login hunter2/x, hunter2%2Fx; storage pass/word; a wrong user"
+    assert redaction.redact(text) == "login ***, ***; storage ***; a wrong user"
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")  # short: it would mask ordinary words
+    assert redaction.redact("a wrong user") == "a wrong user"
 
 
 def test_log_lines_are_redacted_whatever_the_handler(caplog):
