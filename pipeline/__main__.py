@@ -13,7 +13,7 @@ from pipeline.config import composition, help
 from pipeline.config.errors import ConvlabError
 from pipeline.quiet import quiet_stderr
 from pipeline.sweep import adaptive
-from pipeline.tracking import contract, signals
+from pipeline.tracking import contract, redaction, signals
 
 
 @hydra.main(version_base="1.3", config_path=str(composition.CONF_DIR), config_name="config")
@@ -31,8 +31,9 @@ def main() -> None:
         lines = [arg for arg in sys.argv[1:] if not arg.startswith("-") and ("=" in arg or arg[0] == "~")]
         composition.check_overrides(lines)
     except ConvlabError as err:
-        sys.exit(f"convlab: {err}")
+        sys.exit(redaction.redact(f"convlab: {err}"))
     signals.sigterm_as_interrupt()  # a scheduler's SIGTERM is a Ctrl-C
+    redaction.redact_logs()  # Hydra's "#0 : tracking.uri=..." lines included
     try:
         with quiet_stderr():  # TensorFlow's C++ start-up noise dropped, real errors kept
             passes = _run()  # a sweep's outcome arrives as SystemExit from its callback
@@ -63,6 +64,8 @@ def _leave(code: int | str | None) -> None:
     Everything is written and the run ended by now: the atexit handlers still run (a sweep's
     guard ends its runs there), and the streams are flushed.
     """
+    if isinstance(code, str):  # a one-line error may quote the store's URI
+        code = redaction.redact(code)
     if "tensorflow" not in sys.modules:
         sys.exit(code)
     import atexit

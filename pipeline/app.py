@@ -17,7 +17,7 @@ from pipeline.config import checks, composition, overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import jobs
-from pipeline.tracking import contract, faults, registry, store, sweep_runs
+from pipeline.tracking import contract, faults, redaction, registry, store, sweep_runs
 from pipeline.training import runner
 from pipeline.training.runner import RunInfo
 
@@ -29,8 +29,11 @@ def task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    redaction.redact_logs()  # a sweep's worker process logs too
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:  # Hydra's multirun.yaml, beside the jobs' folders
+        redaction.redact_files(hydra_cfg.sweep.dir, suffixes=(".yaml",), below=False)
     job = jobs.current_job(cfg.tracking.uri) if multirun else None
     if job is not None:
         return _sweep_job(cfg, hydra_cfg, job)
@@ -108,6 +111,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
 
     composition.register_experiments()
     composition.check_overrides(lines)
+    redaction.redact_logs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(
@@ -125,6 +129,7 @@ def run_overrides(lines: list[str], config_name: str = "config"):
         hydra_dir.mkdir()
         OmegaConf.save(cfg, hydra_dir / "config.yaml")
         OmegaConf.save(OmegaConf.create(lines), hydra_dir / "overrides.yaml")
+        redaction.redact_files(hydra_dir)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         info = _run_info(
             choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}

@@ -18,7 +18,7 @@ import teamserver
 from teamserver import free_port  # noqa: F401 (the tests' one free port: from conftest import free_port)
 
 from pipeline.config import composition
-from pipeline.server import postgres, privileges, serve
+from pipeline.server import postgres
 from pipeline.tracking import contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,14 +183,17 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
     dropped afterwards. Skips where PostgreSQL or root is missing (fails in CI, ``require``)."""
     require(POSTGRESQL, postgres.unavailable())
     folder = tmp_path_factory.mktemp("server")
-    database = postgres.Database(f"convlab_test_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
+    # a role of its own per session (two sessions at once must not reset each other's password),
+    # its password one no other value contains: the tests grep the store for it
+    name = f"convlab_test_{secrets.token_hex(4)}"
+    database = postgres.Database(name, name, f"pw-{secrets.token_urlsafe(12)}")
     port = free_port()
     log = folder / "server.log"
-    # started as root, the server serves as postgres (where that user can run this Python, as
+    # started as root, the server serves as its own user (where that user can run this Python, as
     # .ci/unprivileged-python arranges; else as root, and test_server's not-root test says why),
     # so its artifacts live outside pytest's 0700 temporary folder
     artifacts = Path(tempfile.mkdtemp(prefix="convlab-test-artifacts-"))
-    run_as = serve.RUN_AS if privileges.cannot_run(serve.RUN_AS) is None else "root"
+    run_as = teamserver.serving_user()
     process = teamserver.launch(
         database, artifacts, port, log, auth=auth, admin_password=admin_password, run_as=run_as
     )
@@ -202,7 +205,7 @@ def _start_server(tmp_path_factory, auth: bool = False, admin_password: str | No
         pytest.fail(f"{err}; its log: {log.read_text()[-2000:]}")
     finally:
         teamserver.stop(process)
-        postgres.drop_database(database)
+        postgres.drop_database(database, with_role=True)
         shutil.rmtree(artifacts, ignore_errors=True)
 
 
@@ -220,11 +223,18 @@ def server_uri(team_server):
 
 
 @pytest.fixture(scope="session")
-def auth_server(tmp_path_factory):
-    """``(url, admin password)``: a server with MLflow's basic-auth (``--auth``), for this session."""
+def auth_team(tmp_path_factory):
+    """``(url, admin password, database)``: a server with MLflow's basic-auth (``--auth``), for
+    this session, and the database its users are kept in (``--add-user``)."""
     password = secrets.token_urlsafe(16)
-    for url, _ in _start_server(tmp_path_factory, auth=True, admin_password=password):
-        yield url, password
+    for url, database in _start_server(tmp_path_factory, auth=True, admin_password=password):
+        yield url, password, database
+
+
+@pytest.fixture(scope="session")
+def auth_server(auth_team):
+    """``(url, admin password)`` of ``auth_team``."""
+    return auth_team[:2]
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, **kwargs):

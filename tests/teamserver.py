@@ -47,8 +47,7 @@ def launch(
     Its own session, so ``stop`` ends the server's workers too; output goes to ``log``. With
     ``auth``, MLflow's basic-auth app, its admin's password ``admin_password`` (``auth_cache``:
     ``--auth-cache``). Started as root,
-    it runs as ``run_as``; by default as postgres where that user can run this Python and reach
-    ``artifacts`` (not below pytest's 0700 temporary folder), else as root.
+    it runs as ``run_as``; by default as ``serving_user(artifacts)``.
     """
     command = [sys.executable, "-m", "pipeline.server", *(["--setup"] if setup else []), "--port", str(port)]
     command += ["--artifacts", str(artifacts), "--database", database.name, "--user", database.user]
@@ -59,7 +58,7 @@ def launch(
     if auth_cache is not None:
         command += ["--auth-cache", str(auth_cache)]
     if os.geteuid() == 0:
-        command += ["--run-as", run_as or _default_user(Path(artifacts))]
+        command += ["--run-as", run_as or serving_user(Path(artifacts))]
     command += ["--", "--workers", str(workers)]
     env = {**os.environ, DB_PASSWORD: database.password}  # not on the command line
     if admin_password:
@@ -70,8 +69,13 @@ def launch(
         )
 
 
-def _default_user(artifacts: Path) -> str:
-    closed = privileges.first_closed(RUN_AS, [str(artifacts.absolute())], [])
+def serving_user(artifacts: Path | None = None) -> str:
+    """As root: the server's own unprivileged user (``serve.RUN_AS``, created here as ``--setup``
+    would) where it can run this Python and reach ``artifacts`` (not below pytest's 0700 temporary
+    folder); else root, so that the tests run on a machine where Python lives under /root
+    (``.ci/unprivileged-python`` opens it; ``test_server`` says where it is still closed)."""
+    privileges.ensure_user(RUN_AS)
+    closed = privileges.first_closed(RUN_AS, [str(artifacts.absolute())], []) if artifacts else None
     return RUN_AS if closed is None and privileges.cannot_run(RUN_AS) is None else "root"
 
 

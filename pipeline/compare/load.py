@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         keywords = {"metric": args.metric, "baseline": args.baseline, "tracking_uri": args.tracking_uri}
         write_report(args.experiment, args.sweep, **keywords, out=args.out, log=not args.no_log, echo=True)
     except (ConvlabError, MlflowException) as err:
-        print(f"convlab: {(str(err).splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
+        print(store.redact(f"convlab: {(str(err).splitlines() or [type(err).__name__])[0]}"), file=sys.stderr)
         return 2
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.compare import figures, render, stats, tables
-from pipeline.tracking import contract
+from pipeline.tracking import contract, redaction
 
 ESTIMATE = ["mean ± std", "95% CI"]
 COMPARISON = ["difference", "95% CI", "test", "p", "p (Holm)", "verdict", "detectable", "seeds needed"]
@@ -132,7 +132,7 @@ def _sweep_line(a: dict) -> str:
     params = ", ".join(f"`{key}={value}`" for key, value in a["sweep_params"].items()) or "(not recorded)"
     return (
         f"Sweep `{a.get('sweep_id')}` (parent run `{a['parent_run_id']}`, status {a['parent_status']}) "
-        f"in MLflow `{a['tracking_uri']}`; "
+        f"in MLflow `{redaction.redact(a['tracking_uri'])}`; "
         f"sweep definition {params}."
     )
 

@@ -1,4 +1,4 @@
-"""``python -m pipeline.server [--setup]``: the team's MLflow server (``pipeline/server/serve.py``)."""
+"""``python -m pipeline.server [--setup] [--add-user NAME]``: the team's MLflow server (``serve.py``)."""
 
 from pipeline.server.serve import main
 

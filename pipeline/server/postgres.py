@@ -7,7 +7,9 @@ database created, on Debian's ``postgresql`` package (whatever its major version
     postgres.setup_postgres(database)         # as root: cluster up, role and database, the password
 
 Runs ``pg_lsclusters``, ``pg_ctlcluster`` and ``psql`` (as the ``postgres`` user); no driver
-needed. ``python -m pipeline.server --setup`` (``server``) calls it before it starts MLflow.
+needed. SQL goes to ``psql`` on its standard input, never on its command line: ``ps`` shows every
+local user a command line, and ``ALTER ROLE ... PASSWORD`` carries the role's password.
+``python -m pipeline.server --setup`` (``server``) calls it before it starts MLflow.
 """
 
 from __future__ import annotations
@@ -99,20 +101,24 @@ def setup_postgres(database: Database, version: str | None = None) -> None:
         _psql(f"CREATE DATABASE {database.name} OWNER {database.user}")
 
 
-def drop_database(database: Database) -> None:
-    """Drops the database (the tests' own, after a test session); the role stays."""
+def drop_database(database: Database, with_role: bool = False) -> None:
+    """Drops the database (the tests' own, after a test session), and its role ``with_role``."""
     if NAME.match(database.name):
         _psql(f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)")
+    if with_role and NAME.match(database.user):
+        _psql(f"DROP ROLE IF EXISTS {database.user}")
 
 
 def _psql(sql: str) -> str:
-    return _run(["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+    return _run(["runuser", "-u", "postgres", "--", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-qtA"], sql)
 
 
-def _run(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, cwd="/")
+def _run(command: list[str], stdin: str | None = None) -> str:
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd="/")
     if done.returncode != 0:
-        message = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        lines = done.stderr.strip().splitlines()  # psql's "ERROR: ...", not a "LINE 1:" quoting the SQL
+        message = ([line for line in lines if "ERROR:" in line or "FATAL:" in line] or lines or
+                   [f"exit code {done.returncode}"])[0]  # fmt: skip
         what = "psql" if command[0] == "runuser" else " ".join(command)
         raise ServerError(f"{what}: {message}")
     return done.stdout.strip()

@@ -1,11 +1,13 @@
-"""Started as root, the team server serves as another user (``--run-as``, default ``postgres``).
+"""Started as root, the team server serves as another user (``--run-as``, default ``convlab``: an
+unprivileged system user that ``--setup`` creates; not ``postgres``, who owns every database).
 
 That user runs this very Python, so it must be able to reach it: traverse every folder above
 the interpreter's real path (a pyenv Python lives under ``/root``, which is 0700), and read the
 standard library and the venv's site-packages. ``.ci/unprivileged-python`` opens exactly those
 on a CI box; elsewhere ``--run-as USER`` names a user who can, or ``--run-as root`` keeps root
 knowingly. The server reads its credentials file as root, before it drops them: the user never
-needs to read it. It gets the artifacts folder (and the basic-auth config) as its own.
+needs to read it. It gets the artifacts folder (and the basic-auth config) as its own, link by
+link: a symbolic link in there is never followed (that user could point one at /etc/shadow).
 """
 
 from __future__ import annotations
@@ -77,10 +79,38 @@ def check(user: str) -> None:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        raise PrivilegeError(f"--run-as {user}: no such user") from None
+        raise PrivilegeError(f"--run-as {user}: no such user (--setup creates it)") from None
     reason = cannot_run(user)
     if reason:
         raise PrivilegeError(f"started as root, the server runs as {user}, but {reason}")
+
+
+def ensure_user(user: str) -> bool:
+    """Creates ``user`` as a system user (no login shell, no home) unless it exists; True if created."""
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+        return False
+    except KeyError:
+        pass
+    nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(p)), "/bin/false")
+    command = ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", nologin]
+    done = subprocess.run([*command, user], capture_output=True, text=True, cwd="/")
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise PrivilegeError(f"cannot create the user {user} (useradd): {reason}")
+    return True
+
+
+def hand_over(uid: int, gid: int, folder: Path, owned: Sequence[Path] = ()) -> None:
+    """``folder``, everything below it, and ``owned`` become ``uid``'s: each link itself, never
+    what it points to (a link is not followed into another folder either)."""
+    for parent, folders, files in os.walk(folder, followlinks=False):
+        for name in (".", *folders, *files):
+            os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
+    for path in owned:
+        os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def drop(user: str, artifacts: Path, owned: Sequence[Path]) -> None:
@@ -88,11 +118,7 @@ def drop(user: str, artifacts: Path, owned: Sequence[Path]) -> None:
     import pwd
 
     entry = pwd.getpwnam(user)
-    for folder, _, files in os.walk(artifacts):
-        for path in (folder, *(os.path.join(folder, name) for name in files)):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-    for path in owned:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    hand_over(entry.pw_uid, entry.pw_gid, artifacts, owned)
     reason = cannot_write(user, artifacts)
     if reason:
         raise PrivilegeError(f"started as root, the server runs as {user}, but {reason}")

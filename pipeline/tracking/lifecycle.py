@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import backlog, contract, faults, opening, scheduler, signals
+from pipeline.tracking import backlog, contract, faults, opening, redaction, scheduler, signals
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _end_now(run: opening.Run, status: str, error: str | None) -> None:
     for path in scheduler.job_log_files():
         with contextlib.suppress(Exception):
             mlflow.log_artifact(str(path), "scheduler")
-    error = (error.splitlines() or [""])[0][: contract.MAX_VALUE] if error else None
+    error = redaction.redact((error.splitlines() or [""])[0])[: contract.MAX_VALUE] if error else None
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag(contract.ERROR, error)

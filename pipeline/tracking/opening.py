@@ -18,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 
-from pipeline.tracking import backlog, plots, store, system_metrics
+from pipeline.tracking import backlog, plots, redaction, store, system_metrics
 
 
 class Run:
@@ -122,6 +122,7 @@ class Run:
             self.experiment_id = store.get_or_create_experiment(self.uri, self.experiment_name)
             # the tags mlflow.start_run would add: source, user, git commit
             tags = registry.resolve_tags(self.tags | {MLFLOW_RUN_NAME: self.run_name})
+            tags = redaction.redact_values(tags)  # run name and tags: no secret in the store
             if self._claimed:  # the sweep's claim on this job (``pipeline.sweep.jobs.claim``)
                 from mlflow.entities import RunTag
 
@@ -131,7 +132,7 @@ class Run:
             else:
                 client = MlflowClient(self.uri)
                 self.run_id = client.create_run(
-                    self.experiment_id, tags=tags, run_name=self.run_name
+                    self.experiment_id, tags=tags, run_name=tags[MLFLOW_RUN_NAME]
                 ).info.run_id
             if self.system_metrics:
                 self._monitor = system_metrics.start(self.uri, self.run_id)

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from pipeline.config.errors import ConvlabError
-from pipeline.tracking import contract
+from pipeline.tracking import contract, redaction
 
 
 class ModelError(ConvlabError):
@@ -89,8 +89,8 @@ def register(
         name,
         source=f"models:/{model_id}",
         run_id=run_id,
-        tags={key: str(value) for key, value in tags.items()},
-        description=description,
+        tags=redaction.redact_values(tags),
+        description=redaction.redact(description),
         model_id=model_id,
     )
     mlflow_client.set_registered_model_alias(name, alias, version.version)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from pipeline.config.errors import ConvlabError
 from pipeline.data import filelock
 from pipeline.tracking import contract
+from pipeline.tracking.redaction import redact  # noqa: F401  (callers' store.redact: one redaction)
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, in the working directory
 CONNECT_TIMEOUT_S = 3.0
@@ -144,12 +145,6 @@ def _check_can_create(path: Path) -> None:
         why = err.strerror or type(err).__name__
         message = f"cannot create the MLflow store {path}: {ancestor} is not writable ({why})"
         raise StoreError(message) from None
-
-
-def redact(uri: str) -> str:
-    """``uri`` with its password, if any, replaced by ``***`` (for messages and logs)."""
-    password = urlsplit(uri).password
-    return uri.replace(f":{password}@", ":***@", 1) if password else uri
 
 
 def _through_proxy(scheme: str, host: str | None) -> bool:

@@ -13,13 +13,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.tracking import contract, store
+from pipeline.tracking import contract, redaction, store
 
 
 def log_artifacts_to(uri: str, run_id: str, folder: str | Path, artifact_path: str) -> None:
-    """Logs a folder's files to a run that need not be active (a sweep's parent run)."""
+    """Logs a folder's files to a run that need not be active (a sweep's parent run); its text
+    files are redacted in place first (convlab wrote them: reports, tables)."""
     import mlflow
 
+    redaction.redact_files(folder)
     mlflow.MlflowClient(uri).log_artifacts(run_id, str(folder), artifact_path)
 
 
@@ -27,7 +29,10 @@ def start_parent_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     import mlflow
 
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(
+        experiment_id, run_name=redaction.redact(run_name), tags=redaction.redact_values(tags)
+    )
     return run.info.run_id
 
 
@@ -37,7 +42,7 @@ def end_run(uri: str, run_id: str, status: str, error: str | None = None) -> Non
 
     client = mlflow.MlflowClient(uri)
     if error:
-        client.set_tag(run_id, contract.ERROR, error[: contract.MAX_VALUE])
+        client.set_tag(run_id, contract.ERROR, redaction.redact(error)[: contract.MAX_VALUE])
     client.set_terminated(run_id, status)
 
 
@@ -66,7 +71,7 @@ def set_run_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     import mlflow
     from mlflow.entities import RunTag
 
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    items = [RunTag(k, v) for k, v in redaction.redact_values(tags).items()]
     mlflow.MlflowClient(uri).log_batch(run_id, tags=items, synchronous=True)
 
 
@@ -83,14 +88,17 @@ def log_params_to(uri: str, run_id: str, params: Mapping[str, str]) -> None:
     import mlflow
     from mlflow.entities import Param
 
-    items = [Param(k[: contract.MAX_KEY], str(v)[: contract.MAX_VALUE]) for k, v in params.items()]
+    items = [
+        Param(k[: contract.MAX_KEY], v[: contract.MAX_VALUE])
+        for k, v in redaction.redact_values(params).items()
+    ]
     mlflow.MlflowClient(uri).log_batch(run_id, params=items, synchronous=True)
 
 
 def log_text_to(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.MlflowClient(uri).log_text(run_id, text, artifact_file)
+    mlflow.MlflowClient(uri).log_text(run_id, redaction.redact(text), artifact_file)
 
 
 def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]) -> str:
@@ -98,7 +106,10 @@ def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     import mlflow
 
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    return mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    client = mlflow.MlflowClient(uri)
+    return client.create_run(
+        experiment_id, run_name=redaction.redact(run_name), tags=redaction.redact_values(tags)
+    ).info.run_id
 
 
 def delete_run(uri: str, run_id: str) -> None:
@@ -114,7 +125,9 @@ def record_failed_run(uri: str, experiment_name: str, run_name: str, tags: Mappi
 
     client = mlflow.MlflowClient(uri)
     experiment_id = store.get_or_create_experiment(uri, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run = client.create_run(
+        experiment_id, run_name=redaction.redact(run_name), tags=redaction.redact_values(tags)
+    )
     client.set_terminated(run.info.run_id, contract.FAILED)
     return run.info.run_id
 

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.tracking import contract
+from pipeline.tracking import contract, redaction
 
 DEFAULT_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's column id for run names
@@ -112,7 +112,8 @@ def sweep_view_hint(tracking_uri: str, experiment_id: str, parent_run_id: str) -
     if tracking_uri.startswith("databricks"):
         return f"MLflow: experiment {experiment_id} in your Databricks workspace"
     path = view_path(experiment_id, view_key(parent_run_id))
-    return f"MLflow: mlflow ui --backend-store-uri {_absolute(tracking_uri)}, then open {DEFAULT_UI}{path}"
+    store = redaction.redact(_absolute(tracking_uri))  # a terminal line: the password stays yours
+    return f"MLflow: mlflow ui --backend-store-uri {store}, then open {DEFAULT_UI}{path}"
 
 
 def _absolute(tracking_uri: str) -> str:

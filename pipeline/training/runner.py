@@ -58,7 +58,7 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
                                run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
                                run.tracking.system_metrics) as active:  # fmt: skip
         record.log_params(record.flatten(info.params))
-        if info.output_dir is not None:
+        if info.output_dir is not None:  # Hydra's records of the run, redacted
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")
         strategy = setup_keras(run)
         if run.task == "predict":

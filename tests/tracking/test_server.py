@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +119,12 @@ def _read_back_resume_and_compare(server_uri, folder, sweep, tmp_path):
 
 def test_server_without_its_database_says_so_in_one_line(tmp_path):
     port = str(free_port())
-    command = [sys.executable, "-m", "pipeline.server", "--db-port", port, "--password", "secret"]
-    # as root, the server would first check that postgres can run this Python (not so for a Python
+    command = [sys.executable, "-m", "pipeline.server", "--db-port", port]
+    env = {**os.environ, serve.DB_PASSWORD: "secret"}  # from the environment: --password is gone
+    # as root, the server would first check that its user can run this Python (not so for a Python
     # under /root): its own test is below; this one is about the database
     command += ["--run-as", "root"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "nothing answers" in done.stderr
     assert "secret" not in done.stderr
@@ -166,11 +168,23 @@ def test_a_request_without_a_login_gets_401(auth_server):
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_sweep_with_the_teams_credentials_tracks_to_the_server(auth_server, tmp_path, monkeypatch):
+def test_a_persons_own_login_runs_a_sweep_without_the_admins_password(auth_team, tmp_path, monkeypatch):
+    """``--add-user alice`` on the server's host prints alice's password once; with it, and no
+    admin credential anywhere on the client, alice's sweep tracks to the server."""
     import mlflow
 
-    url, password = auth_server
-    env = _login_env(url, serve.ADMIN, password)
+    url, admin_password, database = auth_team
+    added = subprocess.run(
+        [sys.executable, "-m", "pipeline.server", "--add-user", "alice", "--database", database.name,
+         "--user", database.user, "--db-host", database.host, "--db-port", str(database.port)],
+        env={**os.environ, serve.DB_PASSWORD: database.password}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr[-2000:]
+    (line,) = [line for line in added.stdout.splitlines() if "shown only now: " in line]
+    password = line.split("shown only now: ", 1)[1].strip()
+    assert len(password) >= 20 and password != admin_password
+    env = _login_env(url, "alice", password)
+    assert not any(admin_password in value for value in {**os.environ, **env}.values())
     experiment = "auth_sweep"
     lines = [
         "-m",
@@ -205,12 +219,100 @@ def test_a_wrong_or_missing_login_is_one_line_before_training(auth_server, tmp_p
     assert message in result.stderr and "wrong" not in result.stderr.replace("wrong user", "")
 
 
-def test_no_login_on_the_network_is_refused_in_one_line(tmp_path):
-    command = [sys.executable, "-m", "pipeline.server", "--host", "0.0.0.0", "--no-auth", "--password", "x"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--host", "0.0.0.0", "--no-auth"], "--no-auth would let anyone on the network read and delete"),
+        (["--no-auth", "--", "--host", "0.0.0.0"], "--host after --: give --host, --port, --tls-cert to"),
+        (["--no-auth", "--", "--host=0.0.0.0"], "--host=0.0.0.0 after --: give --host"),
+        (["--host", "0.0.0.0"], "over plain HTTP would send every password in clear: pass --tls-cert FILE"),
+        (["--host", "0.0.0.0", "--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+    ],
+)  # fmt: skip
+def test_no_login_or_plain_http_on_the_network_is_refused_in_one_line(tmp_path, arguments, message):
+    command = [sys.executable, "-m", "pipeline.server", *arguments]
+    env = {**os.environ, serve.DB_PASSWORD: "x"}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "--no-auth would let anyone on the network read and delete every run" in line
+    assert message in line, line
+
+
+def test_behind_a_tls_proxy_a_login_off_loopback_is_let_through(tmp_path):
+    """``--behind-tls-proxy`` (or a certificate) is what lets basic auth off loopback: past that
+    check, this server stops at the next one (no PostgreSQL on that port)."""
+    command = [sys.executable, "-m", "pipeline.server", "--host", "0.0.0.0", "--behind-tls-proxy"]
+    command += ["--db-port", str(free_port())]
+    env = {**os.environ, serve.DB_PASSWORD: "x"}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    (line,) = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and "nothing answers" in line, line
+
+
+def test_mlflows_command_line_holds_no_secret():
+    """The database's URI goes to ``mlflow server`` in its environment, which MLflow reads (its
+    ``--backend-store-uri``'s envvar); a certificate goes to uvicorn."""
+    from mlflow.cli import server
+
+    (option,) = [p for p in server.params if p.name == "backend_store_uri"]
+    assert option.envvar == serve.BACKEND_URI
+    command = serve.server_command(Path("art"), "0.0.0.0", 5000, ["--workers", "2"], True, ("c.pem", "k.pem"))
+    assert not any("postgresql" in arg or "--backend-store-uri" in arg for arg in command)
+    assert command[command.index("--uvicorn-opts") + 1] == "--ssl-certfile c.pem --ssl-keyfile k.pem"
+
+
+def test_the_artifacts_are_handed_over_without_following_a_link(tmp_path):
+    """The serving user may plant ``x -> /etc/shadow`` in its artifacts folder: the next start as
+    root hands over the link, never its target. Runs anywhere: as root it hands the folder to
+    nobody; as another user to that user, where following the link to a root file would fail."""
+    import pwd
+
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "run").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept").write_text("not theirs")
+    if os.geteuid() == 0:
+        target = tmp_path / "shadow"
+        target.write_text("root's")
+        user = pwd.getpwnam("nobody")
+        uid, gid = user.pw_uid, user.pw_gid
+    else:
+        target, uid, gid = Path("/etc/passwd"), os.getuid(), os.getgid()
+    (artifacts / "run" / "x").symlink_to(target)
+    (artifacts / "folder_link").symlink_to(elsewhere)
+    before = {
+        path: (path.stat().st_uid, path.stat().st_gid) for path in (target, elsewhere, elsewhere / "kept")
+    }
+    privileges.hand_over(uid, gid, artifacts)
+    after = {path: (path.stat().st_uid, path.stat().st_gid) for path in before}
+    assert after == before
+    assert (artifacts / "run" / "x").lstat().st_uid == uid and (artifacts / "run").stat().st_uid == uid
+    assert (artifacts / "folder_link").lstat().st_uid == uid and artifacts.stat().st_uid == uid
+
+
+@pytest.mark.server
+def test_while_the_servers_run_no_command_line_and_no_file_in_tmp_holds_a_password(team_server, auth_team):
+    """Every process's ``ps -eo args`` and every file under /tmp, read while the session's two
+    servers (one with logins) run: neither database password nor the admin's is there."""
+    url, admin_password, database = auth_team
+    secrets = {database.password, team_server[1].password, admin_password}
+    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert "mlflow server" in listed.replace("mlflow.server", "mlflow server")
+    assert not [line for line in listed.splitlines() if any(secret in line for secret in secrets)]
+    found = []
+    for folder, _, files in os.walk("/tmp"):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > 4_000_000:
+                    continue
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            found += [path for secret in secrets if secret.encode() in data]
+    assert found == []
 
 
 def test_setup_generates_its_passwords_once_into_a_private_file(tmp_path):
@@ -247,9 +349,10 @@ def test_the_cluster_serving_a_port_is_the_one_pg_lsclusters_names(tmp_path, mon
 
 
 @pytest.mark.server
-def test_started_as_root_the_server_serves_as_postgres(team_server):
+def test_started_as_root_the_server_serves_as_its_own_user(team_server):
     """The session's server, started as root with the default ``--run-as``: the processes that
-    listen on its port and answer requests belong to postgres, none to root. Where postgres cannot
+    listen on its port and answer requests belong to convlab (an unprivileged user ``--setup``
+    creates, not postgres, who owns every database), none to root. Where convlab cannot
     run this Python (a pyenv under /root: ``.ci/unprivileged-python`` opens it), this fails in CI
     and skips elsewhere: the fixture's server then had to run as root."""
     import psutil
@@ -267,8 +370,8 @@ def test_started_as_root_the_server_serves_as_postgres(team_server):
 
 
 def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp_path):
-    """As root, with a Python that postgres cannot reach (a venv in pytest's 0700 temporary
-    folder): one line naming the closed folder and the way out, before any setup."""
+    """As root, with a Python that the serving user cannot reach (a venv in pytest's 0700
+    temporary folder): one line naming the closed folder and the way out, before any setup."""
     require_root()
     require("runuser (util-linux)", None if shutil.which("runuser") else "runuser not found")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
@@ -278,7 +381,7 @@ def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp
     command = [str(python), "-m", "pipeline.server", "--setup", "--artifacts", str(artifacts)]
     command += ["--credentials", str(tmp_path / "server.env"), "--port", str(free_port())]
     for run_as, expected in [
-        (None, f"the user postgres cannot run {python} ("),
+        (None, f"the user {serve.RUN_AS} cannot run {python} ("),
         ("nosuchuser", "--run-as nosuchuser: no such user"),
     ]:
         chosen = ["--run-as", run_as] if run_as else []
@@ -287,7 +390,9 @@ def test_a_user_who_cannot_run_the_python_is_one_line_before_anything_starts(tmp
         assert done.returncode == 1
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("convlab: ") and expected in line, line
-        assert run_as or "is closed to it): make it readable to postgres, or pass --run-as USER" in line
+        assert (
+            run_as or f"is closed to it): make it readable to {serve.RUN_AS}, or pass --run-as USER" in line
+        )
     # refused before anything was set up: no secrets generated, no artifacts folder made
     assert not artifacts.exists() and not (tmp_path / "server.env").exists()
 
@@ -306,7 +411,79 @@ def test_the_basic_auth_config_sets_mlflows_credential_cache(seconds, monkeypatc
         monkeypatch.setenv(key, "")
     database = postgres.Database("convlab_x", "convlab_x", "pw")
     path = basic_auth.config(database, "admin-password", "secret", cache_seconds=seconds)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not path.is_relative_to("/tmp")  # it holds the database's password: not in a shared folder
     parsed = read_auth_config()
     assert parsed.auth_cache_ttl_seconds == seconds and parsed.database_uri == database.uri
     shutil.rmtree(path.parent)
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _self_signed(folder: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files in ``folder``)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))  # fmt: skip
+    return str(cert), str(private)
+
+
+@pytest.mark.slow
+def test_with_a_certificate_mlflow_serves_https(tmp_path):
+    """``server_command``'s TLS options, as the installed MLflow and uvicorn take them: the
+    server answers HTTPS with that certificate (on a SQLite store here: no PostgreSQL needed)."""
+    import http.client
+    import ssl
+    import urllib.request
+
+    from teamserver import stop
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    command = serve.server_command(
+        tmp_path / "artifacts", "127.0.0.1", port, ["--workers", "1"], False, (cert, key)
+    )
+    env = {**os.environ, serve.BACKEND_URI: f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    context = ssl.create_default_context(cafile=cert)
+    try:
+        for _ in range(240):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/health", timeout=10, context=context
+                ) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:  # not listening yet, or still starting its workers
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"no HTTPS answer: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP: no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        stop(server)

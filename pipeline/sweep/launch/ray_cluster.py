@@ -30,6 +30,22 @@ from pipeline.tracking import contract, sweep_runs
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_SECONDS = 60.0  # running jobs end their runs KILLED within this
+# a Ray worker has the cluster's environment: these, where this command has them, go with each
+# job in Ray's runtime_env (secrets travel in the environment, never in a job's overrides)
+PASSED_ENV = (contract.ENV_STUDY_STORAGE, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _with_env(remote):
+    """Ray's remote options with ``PASSED_ENV`` added to their runtime_env's env_vars."""
+    from omegaconf import OmegaConf
+
+    passed = {key: os.environ[key] for key in PASSED_ENV if os.environ.get(key)}
+    if not passed:
+        return remote
+    options = OmegaConf.to_container(remote, resolve=True) if remote else {}
+    runtime = dict(options.get("runtime_env") or {})
+    runtime["env_vars"] = {**passed, **dict(runtime.get("env_vars") or {})}
+    return OmegaConf.create({**options, "runtime_env": runtime})
 
 
 def launch(launcher, job_overrides, initial_job_idx: int) -> list:
@@ -50,6 +66,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     log.info(f"Ray Launcher is launching {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
     launcher.ray_cfg.init.setdefault("object_store_memory", 78643200)  # the plugin's default
     start_ray(launcher.ray_cfg.init)
+    remote = _with_env(launcher.ray_cfg.remote)
     refs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -64,7 +81,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
             refs.append(
                 launch_job_on_ray(
                     launcher.hydra_context,
-                    launcher.ray_cfg.remote,
+                    remote,
                     sweep_config,
                     launcher.task_function,
                     Singleton.get_state(),

@@ -89,6 +89,10 @@ class StudySweeper:
         space = search_space.parse(search_space.lines(self.params, arguments))
         space.fixed.setdefault("seed", f"seed={self.config.seed}")  # named, so runs read `seed=0`
         context = self._context()
+        # the storage's URL may hold a password: the jobs inherit it from this process's
+        # environment (a SLURM job, a joblib or submitit worker, a Ray task: launch/), never
+        # through their overrides, which Hydra writes to .hydra/ and the launch log
+        os.environ[contract.ENV_STUDY_STORAGE] = context.storage
         study = self._study(space, context)
         recover(study, context)
         self._search(study, space, context)
@@ -181,10 +185,11 @@ class StudySweeper:
 
 
 def trial_env(study_name: str, context: Context, number: int | None) -> list[str]:
-    """The overrides that tell a job its study and trial (none: a confirm run, not a trial)."""
+    """The overrides that tell a job its study and trial (none: a confirm run, not a trial).
+
+    Not its storage (a URL with a password): that is in the environment the job inherits."""
     values = {
         contract.ENV_STUDY: study_name,
-        contract.ENV_STUDY_STORAGE: context.storage,
         contract.ENV_TRIAL: "" if number is None else str(number),
     }
     return [f"++hydra.job.env_set.{key}={_quoted(value)}" for key, value in values.items()]
