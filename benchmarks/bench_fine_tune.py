@@ -122,7 +122,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.data or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{Path(scratch) / 'mlflow.db'}"
+        uri = f"sqlite:///{folder / 'mlflow.db'}"  # with --data: kept, to read the runs afterwards
         root = photos(folder, with_test=args.only == "tune_folder")
         if args.only == "fine_tune":
             fine_tune(root, args.seeds, args.backbone, uri, Path(scratch))
