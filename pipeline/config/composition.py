@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from pipeline.config import overrides
+from pipeline.config import overrides, stages
 from pipeline.config.catalog import (  # CONF_DIR, group_options...: composition.X still names them
     CONF_DIR,  # noqa: F401
     EXPERIMENTS_DIR,
@@ -67,6 +67,7 @@ def validate(cfg: Any) -> RunConfig:
         )
     _check_feature_maps(run)
     _check_pretrained(run)
+    stages.check(run)  # the schedule and the fine-tuning stages
     _warn_on_flips(run)
     return run
 

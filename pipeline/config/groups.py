@@ -159,6 +159,33 @@ class SgdConfig(Schema):
     nesterov: bool
 
 
+# --- learning-rate schedule (conf/schedule/; built by pipeline.training.schedules) -------------
+class ConstantScheduleConfig(Schema):
+    name: Literal["constant"]
+
+
+class CosineScheduleConfig(Schema):
+    name: Literal["cosine"]
+    warmup_epochs: NonNegativeInt  # linear warmup from 0 to optimizer.learning_rate
+    alpha: float = Field(ge=0.0, le=1.0)  # the last epoch's rate, as a fraction of the peak
+
+
+class StepScheduleConfig(Schema):
+    name: Literal["step"]
+    every: PositiveInt  # epochs between two drops
+    factor: float = Field(gt=0.0, lt=1.0)  # each drop multiplies the rate by this
+
+
+class PlateauScheduleConfig(Schema):
+    name: Literal["plateau"]
+    monitor: Literal["val_loss", "val_accuracy"]
+    factor: float = Field(gt=0.0, lt=1.0)
+    patience: NonNegativeInt  # epochs without improvement before the rate drops
+    min_delta: float = Field(ge=0.0)
+    cooldown: NonNegativeInt
+    min_lr: float = Field(ge=0.0)
+
+
 class AcceleratorConfig(Schema):
     name: Literal["auto", "cpu", "gpu"]
     mixed_precision: bool
@@ -180,6 +207,10 @@ Downsample = Annotated[NoDownsampleConfig | StrideConfig | MaxPoolConfig, Field(
 Regularization = Annotated[NoRegularizationConfig | DropoutConfig, Field(discriminator="name")]
 Optimizer = Annotated[AdamConfig | SgdConfig, Field(discriminator="name")]
 Accelerator = Annotated[AcceleratorConfig | MultiGpuConfig, Field(discriminator="name")]
+Schedule = Annotated[
+    ConstantScheduleConfig | CosineScheduleConfig | StepScheduleConfig | PlateauScheduleConfig,
+    Field(discriminator="name"),
+]
 
 # Every group and its options' schemas, in the order errors are reported.
 GROUPS: dict[str, tuple[type[Schema], ...]] = {
@@ -191,6 +222,7 @@ GROUPS: dict[str, tuple[type[Schema], ...]] = {
     "augmentation": (AugmentationConfig,),
     "optimizer": (AdamConfig, SgdConfig),
     "accelerator": (AcceleratorConfig, MultiGpuConfig),
+    "schedule": (ConstantScheduleConfig, CosineScheduleConfig, StepScheduleConfig, PlateauScheduleConfig),
 }
 
 

@@ -27,6 +27,8 @@ from pipeline.config.groups import (  # noqa: F401 (re-exported: schemas.X stays
     AdamConfig,
     AugmentationConfig,
     Backbone,
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
     CsvDatasetConfig,
     Dataset,
     DatasetConfig,
@@ -44,13 +46,16 @@ from pipeline.config.groups import (  # noqa: F401 (re-exported: schemas.X stays
     NoDownsampleConfig,
     NoRegularizationConfig,
     Optimizer,
+    PlateauScheduleConfig,
     PretrainedConfig,
     Regularization,
+    Schedule,
     Schema,
     ScratchCnnConfig,
     SgdConfig,
     Size,
     SoftmaxConfig,
+    StepScheduleConfig,
     StrideConfig,
     option_names,
 )
@@ -66,6 +71,14 @@ class TrainerConfig(Schema):
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
     max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
+
+
+class FineTuneConfig(Schema):
+    """Two-stage fine-tuning of a pretrained backbone (Keras' transfer-learning guide)."""
+
+    epochs: NonNegativeInt  # stage 2's epochs after trainer.epochs on the frozen backbone; 0: one stage
+    layers: PositiveInt  # the backbone's last layers unfrozen in stage 2 (BatchNorm stays frozen)
+    learning_rate_factor: float = Field(gt=0.0, le=1.0)  # stage 2's rate: optimizer.learning_rate x this
 
 
 class PredictConfig(Schema):
@@ -107,7 +120,9 @@ class RunConfig(Schema):
     augmentation: AugmentationConfig
     optimizer: Optimizer
     accelerator: Accelerator
+    schedule: Schedule
     trainer: TrainerConfig
+    fine_tune: FineTuneConfig
     tracking: TrackingConfig
     predict: PredictConfig
     sweep: SweepConfig

@@ -135,6 +135,18 @@ def set_trainable(model, last_layers: int) -> None:
         layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
 
 
+def unfreeze(model, last_layers: int) -> None:
+    """Fine-tuning's second stage: the pretrained network inside ``model`` (built by ``pretrained``)
+    gets its last ``last_layers`` layers trainable, BatchNorm excepted. The model calls that network
+    with ``training=False``, so BatchNorm keeps its ImageNet statistics either way. Compile again
+    after this: Keras reads ``trainable`` when it compiles."""
+    import keras
+
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    (base,) = [layer for layer in nested if not layer.name.endswith("_preprocessing")]
+    set_trainable(base, last_layers)
+
+
 def split_at_features(model):
     """``(image -> features, features -> probabilities)``: two models sharing ``model``'s layers.
 

@@ -86,6 +86,8 @@ VAL_ACCURACY = "val_accuracy"
 EPOCH_SECONDS = "epoch_seconds"
 IMAGES_PER_SECOND = "images_per_second"
 HEARTBEAT = "heartbeat"  # wall-clock time at each epoch's end: resume's staleness check
+LEARNING_RATE = "learning_rate"  # each epoch's rate (at its first step), whatever the schedule
+STAGE = "stage"  # two-stage fine-tuning: 1 (head on the frozen backbone) or 2 (unfrozen), per epoch
 # once per run
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"

@@ -20,15 +20,19 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-7  # Keras clips probabilities so in its cross-entropy
 
 
-def epoch_logger(train_images: int):
-    """A Keras callback logging each epoch: loss, accuracy, val_*, epoch_seconds and images_per_second
-    (training images over training time, validation excluded), step = epoch; at the start, the
-    optimizer's settings (params ``opt_*``) and the model's summary (``model_summary.txt``), as
-    MLflow's own ``MlflowCallback`` does. Calls made before the run is open are queued."""
+def epoch_logger(train_images: int, log_setup: bool = True):
+    """A Keras callback logging each epoch: loss, accuracy, val_*, learning_rate, epoch_seconds and
+    images_per_second (training images over training time, validation excluded), step = epoch; at
+    the start, the optimizer's settings (params ``opt_*``) and the model's summary
+    (``model_summary.txt``), as MLflow's own ``MlflowCallback`` does, unless ``log_setup`` is False
+    (a second fit in the same run: MLflow params cannot change). Calls made before the run is
+    open are queued."""
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
+            if not log_setup:
+                return
             config = self.model.optimizer.get_config()
             record.log_params({f"opt_{k}": v for k, v in config.items()})
             lines: list[str] = []
@@ -44,7 +48,7 @@ def epoch_logger(train_images: int):
         def on_epoch_end(self, epoch, logs=None):
             now = time.perf_counter()
             train_seconds = (self._trained if self._trained > self._started else now) - self._started
-            metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
             metrics[contract.EPOCH_SECONDS] = now - self._started
             metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
             metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one

@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from pipeline.data import augment, sources
-from pipeline.model import backbones, features, optimizers, scratch
+from pipeline.model import backbones, features, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks
+from pipeline.training import artifacts, callbacks, schedules, stages
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
@@ -43,9 +43,10 @@ def train(plan: Plan, strategy) -> Outcome:
     )
     if plan.steps_per_epoch:
         train_ds = train_ds.repeat()
+    steps = schedules.steps_per_epoch(len(fit_data.y_train), plan.batch_size, plan.steps_per_epoch)
     with strategy.scope():
         trainee.compile(
-            optimizer=optimizers.build(*plan.optimizer),
+            optimizer=schedules.optimizer(plan.optimizer, plan.schedule, plan.epochs, steps),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=plan.jit_compile,
@@ -53,19 +54,25 @@ def train(plan: Plan, strategy) -> Outcome:
     _log_parameter_counts(model)
     # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
     # figures and the logged model's signature), so there is no second pass after fit().
-    logger = callbacks.epoch_logger(_train_images(plan, len(data.y_train)))
+    train_images = _train_images(plan, len(data.y_train))
+    logger = callbacks.epoch_logger(train_images)
     scorer = callbacks.val_scorer(
         *(on_features or (trainee, val_ds)), np.asarray(fit_data.y_val), started=logger.on_test_begin
     )
+    reporters = callbacks.trial_reporters(stages.total_epochs(plan))
     fit = trainee.fit(
         train_ds,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[scorer, logger, *callbacks.trial_reporters(plan.epochs)],  # val_*, logged, reported
+        # val_*, the rate (and its plateau), logged, reported
+        callbacks=[scorer, *schedules.callbacks(plan.schedule, stages.first_stage(plan)), logger, *reporters],
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
-    history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
+    history = _history(fit.history)
+    if plan.fine_tune and not trainee.stop_training:  # a trial pruned in stage 1 ends there
+        scorer, more = stages.second_stage(plan, strategy, model, data, augmentation, train_images, reporters)
+        history = {k: values + _history(more).get(k, []) for k, values in history.items()}
     # Log: figures, final metrics, the Kaggle submission, the model
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
@@ -81,6 +88,12 @@ def train(plan: Plan, strategy) -> Outcome:
         example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
         model_uri = record.log_keras_model(model, example, probabilities[:1], epochs, data.class_names)
     return metrics, history, model_uri
+
+
+def _history(found: dict) -> dict[str, list[float]]:
+    """A fit's per-epoch metrics, without the marks logged beside them (rate, stage)."""
+    marks = (contract.LEARNING_RATE, contract.STAGE)
+    return {k: [float(v) for v in values] for k, values in found.items() if k not in marks}
 
 
 def _log_data(data) -> None:

@@ -46,6 +46,17 @@ class Plan:
     val_on_features: bool  # frozen backbone with augmentation: validation features computed once
     backbone_identity: dict[str, Any]  # the backbone's config: part of the feature cache's key
     feature_cache_dir: str | None
+    schedule: tuple[str, dict[str, Any]] = ("constant", {})  # ``schedules.optimizer``'s name and keys
+    fine_tune: FineTune | None = None  # a second stage; None: one stage
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """Stage 2 of a two-stage run: ``epochs`` more with the backbone's last ``layers`` unfrozen."""
+
+    epochs: int
+    layers: int
+    learning_rate_factor: float
 
 
 def plan(run: RunConfig) -> Plan:
@@ -77,6 +88,8 @@ def plan(run: RunConfig) -> Plan:
         val_on_features=_scores_val_on_features(run),
         backbone_identity=run.backbone.model_dump(),
         feature_cache_dir=run.trainer.feature_cache_dir,
+        schedule=(run.schedule.name, run.schedule.model_dump(exclude={"name"})),
+        fine_tune=FineTune(**run.fine_tune.model_dump()) if run.fine_tune.epochs else None,
     )
 
 

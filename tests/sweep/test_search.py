@@ -303,6 +303,25 @@ def test_the_transfer_preset_searches_a_frozen_backbones_head(tmp_path_factory, 
     assert {t.data.tags[contract.group_tag("backbone")] for t in trials} == {"mobilenet_v2"}
 
 
+@pytest.mark.slow
+def test_the_folder_preset_searches_a_scratch_cnn_and_its_schedule(tmp_path_factory, tracking_uri):
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path_factory.mktemp("photos") / "images", per_class=6)
+    study = _study(tmp_path_factory, tracking_uri, "study_folder", [
+        "experiment=tune_folder", f"dataset.path={root}", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.confirm.top_k=0", "trainer.epochs=2",
+    ])  # fmt: skip
+    result = study.run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, trials, _ = study.parent_and_trials()
+    assert len(trials) == 3 and {t.info.status for t in trials} == {contract.FINISHED}
+    assert {t.data.tags[contract.group_tag("backbone")] for t in trials} == {"scratch_cnn"}
+    searched = {"constant", "cosine", "step", "plateau"}
+    assert {t.data.tags[contract.group_tag("schedule")] for t in trials} <= searched
+    assert all(contract.LEARNING_RATE in t.data.metrics for t in trials)
+
+
 @pytest.mark.server
 @pytest.mark.slow
 def test_a_study_on_the_team_server_and_its_resume(team_server, tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def test_every_preset_composes_with_a_sweep(name):
     from hydra.core.global_hydra import GlobalHydra
 
     overrides = [f"experiment={name}"]
-    if name in ("transfer_learning", "tune_transfer"):  # image-folder presets
+    if name in ("transfer_learning", "tune_transfer", "fine_tune", "tune_folder"):  # image-folder presets
         overrides.append("dataset.path=images")
     composition.register_experiments()
     GlobalHydra.instance().clear()
