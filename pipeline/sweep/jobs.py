@@ -43,6 +43,7 @@ class SweepJob:
             contract.HOST: socket.gethostname(),
             contract.PID: str(os.getpid()),
             contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
+            contract.SWEEP_PROCESS: os.environ.get(contract.ENV_SWEEP_PROCESS, ""),
         }
         if job_id := scheduler.job_id():
             tags[contract.SCHEDULER_JOB] = job_id

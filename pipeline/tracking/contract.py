@@ -61,6 +61,7 @@ STARTED = "convlab.started"  # on a sweep's parent: when this pass (a run or a r
 HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
 PID = "convlab.pid"
 PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+SWEEP_PROCESS = "convlab.sweep_process"  # ``host:pid`` of the sweep process that launched the job
 SCHEDULER_JOB = "convlab.scheduler_job"  # a cluster job's id (SLURM: ``<array>_<index>``)
 LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
 FEATURE_CACHE = "convlab.feature_cache"
@@ -109,6 +110,8 @@ WORKER_KILLED = (
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
 ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
+ENV_SWEEP_PROCESS = "CONVLAB_SWEEP_PROCESS"  # ``host:pid`` of the sweep process: it may end the job's run
+SWEEP_ENV = (ENV_PARENT_RUN_ID, ENV_SWEEP_ID, ENV_SWEEP_PROCESS)  # what a sweep hands its jobs
 
 # --- dataset inputs: the context each data set is logged with ---------------------------------
 TRAINING = "training"

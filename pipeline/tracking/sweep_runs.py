@@ -176,6 +176,7 @@ def _child(run) -> dict:
         "host": tags.get(contract.HOST, ""),
         "pid": tags.get(contract.PID, ""),
         "process_start": tags.get(contract.PROCESS_START, ""),
+        "sweep_process": tags.get(contract.SWEEP_PROCESS, ""),
         "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
         "scheduler_job": tags.get(contract.SCHEDULER_JOB, ""),
         "overrides": tags.get(contract.OVERRIDES, ""),
