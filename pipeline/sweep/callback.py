@@ -12,7 +12,7 @@ Resume (``sweep.resume=<sweep id>`` or ``last``): a job whose resolved config (s
 already has a FINISHED child is skipped; FAILED and KILLED ones run again. A child left RUNNING
 is stale, and is marked KILLED before its job runs again, when its process is gone: on the
 same host, its pid no longer runs (or is another process: start times differ); from another
-host, it has sent no heartbeat (a metric logged at every epoch end) for ``sweep.stale_after``
+host, it has sent no heartbeat (a metric logged every few seconds while it lives) for ``sweep.stale_after``
 seconds.
 """
 

@@ -87,7 +87,7 @@ VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
 EPOCH_SECONDS = "epoch_seconds"
 IMAGES_PER_SECOND = "images_per_second"
-HEARTBEAT = "heartbeat"  # wall-clock time at each epoch's end: resume's staleness check
+HEARTBEAT = "heartbeat"  # wall-clock time, every few seconds while the run lives: staleness (``heartbeat``)
 # once per run
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
