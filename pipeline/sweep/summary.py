@@ -108,7 +108,7 @@ def _register(state: dict, status: str, compared: tuple | None) -> str | None:
     """``sweep.register=NAME``: the decided winner's model, registered; returns the one line that
     says why it could not be (the sweep then exits non-zero), else None. A sweep that did not
     finish registers nothing: its verdict lacks the jobs that failed."""
-    from pipeline.compare import winner
+    from pipeline.compare import winner  # pandas, scipy: once a pass ends, not in every job
 
     name = state["register"]
     if status != contract.FINISHED:
