@@ -80,9 +80,10 @@ def finish(state: dict, stopped: dict[str, str] | None = None) -> SweepOutcome:
     return SweepOutcome(state["sweep_id"], parent, status, finished, failed, summary, problem)
 
 
-def _publish(state: dict, stopped: dict[str, str] | None) -> tuple:
-    """The comparison where users look; returns ``(runs, summary)`` for the registration."""
-    from pipeline.compare import load, report  # pandas, scipy: once a pass ends, not in every job
+def _publish(state: dict, stopped: dict[str, str] | None) -> tuple | None:
+    """The comparison where users look; returns the winner (``compare.winner.choose``, None when
+    undecided) and why nothing was decided, for ``sweep.register``."""
+    from pipeline.compare import load, report, winner  # pandas, scipy: once a pass ends, not in every job
 
     uri, parent = state["uri"], state["parent"]
     runs = load.load_runs(state["experiment_name"], parent, uri)
@@ -101,15 +102,16 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> tuple:
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = store.get_or_create_experiment(uri, state["experiment_name"])
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
-    return runs, result.summary
+    if not state.get("register"):
+        return None
+    found = winner.choose(runs, result.summary, state["register_undecided"])
+    return found, winner.undecided_reason(result.summary)
 
 
 def _register(state: dict, status: str, compared: tuple | None) -> str | None:
     """``sweep.register=NAME``: the decided winner's model, registered; returns the one line that
     says why it could not be (the sweep then exits non-zero), else None. A sweep that did not
     finish registers nothing: its verdict lacks the jobs that failed."""
-    from pipeline.compare import winner  # pandas, scipy: once a pass ends, not in every job
-
     name = state["register"]
     if status != contract.FINISHED:
         print(f"convlab: sweep.register={name}: the sweep ended {status}; nothing registered (once its "
@@ -117,10 +119,9 @@ def _register(state: dict, status: str, compared: tuple | None) -> str | None:
         return None
     if compared is None:
         return f"convlab: sweep.register={name}: no comparison to pick a winner from; nothing registered"
-    runs, table = compared
-    found = winner.choose(runs, table, state["register_undecided"])
+    found, undecided = compared
     try:
-        handoff.register_winner(state["uri"], state["sweep_id"], name, found, winner.undecided_reason(table))
+        handoff.register_winner(state["uri"], state["sweep_id"], name, found, undecided)
     except handoff.RegistrationError as err:
         return f"convlab: {err}"
     return None
