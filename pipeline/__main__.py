@@ -50,7 +50,7 @@ def main() -> None:
     except SystemExit as done:  # a sweep's outcome, a run's one-line error
         _leave(done.code)
     finally:
-        for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+        for key in contract.SWEEP_ENV:
             os.environ.pop(key, None)
     if "tensorflow" in sys.modules:
         _leave(0)

@@ -7,8 +7,9 @@ MLflow or TensorFlow:
   decided against the runner-up, a paired test by seed, says the description);
 - else the baseline, when every other variant is decided worse (a sweep over seeds alone: its
   only variant);
-- else nothing is decided (``decide`` returns None); ``best_mean`` then names the best mean,
-  for ``sweep.register_undecided=true``.
+- else nothing is decided (``decide`` returns None, ``undecided_reason`` says why); ``best_mean``
+  then names the best mean, for ``sweep.register_undecided=true``. A variant without a finished
+  seed (every job of it failed) leaves the verdict undecided: nothing is known of it.
 
 Of the winner's seeds the run handed on is the median one on the compared metric (for an even
 count, the lower of the two middle runs: a real run, not an average of two).
@@ -37,6 +38,8 @@ class Winner:
 def decide(runs: pd.DataFrame, summary: pd.DataFrame) -> Winner | None:
     """The decided winner of ``summary`` (see the module's docstring), or None when undecided."""
     metric, baseline = summary.attrs["metric"], summary.attrs["baseline"]
+    if unfinished(summary):
+        return None
     finished = summary[summary.n_seeds > 0]
     better = finished[finished.verdict == stats.BETTER]
     if len(better):
@@ -54,6 +57,19 @@ def decide(runs: pd.DataFrame, summary: pd.DataFrame) -> Winner | None:
             text = f"{baseline}, the sweep's only variant (nothing to compare it with)."
         return _winner(runs, summary, baseline, True, text)
     return None
+
+
+def unfinished(summary: pd.DataFrame) -> list[str]:
+    """The variants without a finished seed."""
+    return [str(variant) for variant in summary[summary.n_seeds == 0].variant]
+
+
+def undecided_reason(summary: pd.DataFrame) -> str:
+    """Why ``decide`` found no winner, in a few words."""
+    missing = unfinished(summary)
+    if missing:
+        return f"no finished seed of {', '.join(missing)} (every job of it failed)"
+    return f"no variant is decided best against the baseline {summary.attrs['baseline']}"
 
 
 def choose(runs: pd.DataFrame, summary: pd.DataFrame, undecided: bool) -> Winner | None:

@@ -12,7 +12,7 @@ Resume (``sweep.resume=<sweep id>`` or ``last``): a job whose resolved config (s
 already has a FINISHED child is skipped; FAILED and KILLED ones run again. A child left RUNNING
 is stale, and is marked KILLED before its job runs again, when its process is gone: on the
 same host, its pid no longer runs (or is another process: start times differ); from another
-host, it has sent no heartbeat (a metric logged at every epoch end) for ``sweep.stale_after``
+host, it has sent no heartbeat (a metric logged every few seconds while it lives) for ``sweep.stale_after``
 seconds.
 """
 
@@ -61,9 +61,10 @@ class SweepCallback(Callback):
 
         state = self._state
         self._guard = interrupts.SweepGuard(lambda status: _abort(state, status)).__enter__()
-        workers.listen(lambda pid, signal_name: _lost(state, pid, signal_name))  # a dead worker: one job lost
+        lost = lambda pid, signal_name, host=None: _lost(state, pid, signal_name, host)  # noqa: E731
+        workers.listen(lost)  # a dead worker: one job lost
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
-            workers.install(lambda pid, signal_name: _lost(state, pid, signal_name))
+            workers.install(lost)
         local_jobs.watch(config)  # submitit_local: every job watched at once
 
     def on_job_start(self, config, **kwargs) -> None:
@@ -137,9 +138,7 @@ def _next_round(state: summary.SweepPass, config) -> tuple[list[list[str]], dict
         log.warning("sweep.max_seeds: no seeds added: %s", err)
         return [], None
     # this pass's identity overrides (added by _open) are set anew by the next pass
-    identity = tuple(
-        f"hydra.job.env_set.{key}=" for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID)
-    )
+    identity = tuple(f"hydra.job.env_set.{key}=" for key in contract.SWEEP_ENV)
     lines = [
         *config.hydra.overrides.task,
         *(line for line in config.hydra.overrides.hydra if not any(key in line for key in identity)),
@@ -182,7 +181,11 @@ def _open(config) -> summary.SweepPass:
         parent = sweep_runs.start_parent_run(uri, name, run_name, tags)
         definition = {f"sweep.{key}": value for key, value in overrides.values(arguments).items()}
         sweep_runs.log_params_to(uri, parent, definition)  # the sweep's definition, as params
-    identity = {contract.ENV_PARENT_RUN_ID: parent, contract.ENV_SWEEP_ID: sweep_id}
+    identity = {
+        contract.ENV_PARENT_RUN_ID: parent,
+        contract.ENV_SWEEP_ID: sweep_id,
+        contract.ENV_SWEEP_PROCESS: _this_process(),
+    }
     os.environ.update(identity)  # for this process and the workers it starts
     with open_dict(config):  # ...and in each job's own config, for workers on other machines
         for key, value in identity.items():
@@ -228,18 +231,18 @@ def _abort(state: summary.SweepPass, status: str) -> None:
         if child["status"] == contract.RUNNING and _ours(child):
             sweep_runs.end_run(uri, child["run_id"], contract.KILLED, reason)
     sweep_runs.end_run(uri, parent, status)
-    for key in (contract.ENV_PARENT_RUN_ID, contract.ENV_SWEEP_ID):
+    for key in contract.SWEEP_ENV:
         os.environ.pop(key, None)
 
 
-def _lost(state: summary.SweepPass, pid: int | None, signal_name: str) -> None:
-    """A worker (joblib's, or a local job's process) died: its job's run ends FAILED (lost), the
-    runs its death took along KILLED."""
+def _lost(state: summary.SweepPass, pid: int | None, signal_name: str, host: str | None = None) -> None:
+    """A worker (joblib's, a local job's process, a Ray job's on ``host``) died: its job's run
+    ends FAILED (lost), the runs its death took along KILLED."""
     uri = state.tracking_uri
     for child in sweep_runs.children(uri, state.parent_run_id):
-        if child["status"] != contract.RUNNING or not _ours(child) or child["pid"] == str(os.getpid()):
+        if child["status"] != contract.RUNNING or not _ours(child) or _in_this_process(child):
             continue
-        if child["pid"] == str(pid):
+        if child["host"] == (host or socket.gethostname()) and child["pid"] == str(pid):
             error = f"{contract.WORKER_KILLED} {signal_name} (out of memory?)"
             sweep_runs.end_run(uri, child["run_id"], contract.FAILED, error)
             log.error("[sweep] %s seed=%s lost: %s", child["variant"], child["seed"], error)
@@ -248,9 +251,21 @@ def _lost(state: summary.SweepPass, pid: int | None, signal_name: str) -> None:
 
 
 def _ours(child: dict) -> bool:
-    """Whether a RUNNING child is this sweep process's to end: on this host, its own run or one
-    whose process is gone (another process resuming the same sweep here keeps its runs); on
-    another host, a job this sweep sent there (submitit), cancelled with it."""
-    if child["host"] != socket.gethostname():
+    """Whether a RUNNING child is this sweep process's to end: its own run (same host and pid);
+    on this host, one whose process is gone (another process resuming the same sweep here keeps
+    its runs); on another host, only a job this process launched there (submitit, Ray), cancelled
+    with it: a resume running elsewhere keeps its runs."""
+    if _in_this_process(child):
         return True
-    return child["pid"] == str(os.getpid()) or jobs.is_stale(child, None)
+    if child["host"] == socket.gethostname():
+        return jobs.is_stale(child, None)
+    return child["sweep_process"] == _this_process()
+
+
+def _in_this_process(child: dict) -> bool:
+    return child["host"] == socket.gethostname() and child["pid"] == str(os.getpid())
+
+
+def _this_process() -> str:
+    """``host:pid``: the sweep process, as its jobs' runs name it (``contract.SWEEP_PROCESS``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -43,6 +43,7 @@ class SweepJob:
             contract.HOST: socket.gethostname(),
             contract.PID: str(os.getpid()),
             contract.PROCESS_START: f"{interrupts.process_start_time():.3f}",
+            contract.SWEEP_PROCESS: os.environ.get(contract.ENV_SWEEP_PROCESS, ""),
         }
         if job_id := scheduler.job_id():
             tags[contract.SCHEDULER_JOB] = job_id
@@ -99,9 +100,7 @@ def running_elsewhere(child: dict) -> str:
     return f"running in process {child['pid'] or '?'} on {child['host'] or '?'}"
 
 
-# A claim's write is visible to every other claimant within this long (a store's write latency,
-# and clock skew between machines, are far smaller): every claim made before ours is then seen.
-CLAIM_SETTLE_SECONDS = 0.5
+CLAIM_PREFIX = "convlab.claim."  # the parent's params ``convlab.claim.<config hash>.<attempt>``
 
 
 def claim(
@@ -109,30 +108,38 @@ def claim(
 ) -> tuple[str | None, str]:
     """Claims a job through the tracking store alone (no file lock: sweeps span machines).
 
-    Creates the job's run (RUNNING, tagged with its config hash), waits for claims made at the
-    same moment to become visible, then yields to the earliest live claim of the same hash
-    (by start time, then run id: every claimant orders them alike) or to a FINISHED run. A run
-    that yields is deleted. Returns ``(run id, "")`` to train the job, else ``(None, why not)``.
+    Creates the job's run (RUNNING, tagged with its config hash). The job's attempts are params
+    of the sweep's parent, ``convlab.claim.<hash>.<n>`` = the run that holds attempt n. Unless
+    the job has FINISHED, or its latest attempt's run is alive, this run writes attempt n + 1:
+    a param cannot change, so the store itself (its unique key) decides which of two claimants
+    at once wrote it first, whatever their clocks say. A run that yields is deleted. Returns
+    ``(run id, "")`` to train the job, else ``(None, why not)``.
     """
-    uri = job.tracking_uri
+    uri, parent = job.tracking_uri, job.parent_run_id
     run_id = sweep_runs.create_child_run(uri, experiment_name, run_name, tags)
-    time.sleep(CLAIM_SETTLE_SECONDS)
-    same = [r for r in sweep_runs.children(uri, job.parent_run_id) if r["config_hash"] == digest]
-    reason = ""
-    if any(r["status"] == contract.FINISHED for r in same):
+    same = {r["run_id"]: r for r in sweep_runs.children(uri, parent) if r["config_hash"] == digest}
+    attempts = {
+        int(n): holder for n, holder in sweep_runs.params(uri, parent, f"{CLAIM_PREFIX}{digest}.").items()
+    }
+    latest = max(attempts, default=-1)
+    holder = same.get(attempts.get(latest, ""))
+    if any(r["status"] == contract.FINISHED for r in same.values()):
         reason = "already finished"
+    elif holder is not None and holder["status"] == contract.RUNNING and not is_stale(holder, None):
+        reason = running_elsewhere(holder)
     else:
-        live = [
-            r for r in same
-            if r["status"] == contract.RUNNING and (r["run_id"] == run_id or not is_stale(r, None))
-        ]  # fmt: skip
-        first = min(live, key=lambda r: (r["start_time"], r["run_id"]), default=None)
-        if first is not None and first["run_id"] != run_id:
-            reason = running_elsewhere(first)
+        first = sweep_runs.write_once(uri, parent, f"{CLAIM_PREFIX}{digest}.{latest + 1}", run_id)
+        reason = "" if first == run_id else running_elsewhere(_run(uri, parent, first))
     if reason:
         sweep_runs.delete_run(uri, run_id)
         return None, reason
     return run_id, ""
+
+
+def _run(uri: str, parent: str, run_id: str) -> dict:
+    """The child run ``run_id`` (as ``sweep_runs.children`` gives it), or an empty one."""
+    found = [r for r in sweep_runs.children(uri, parent) if r["run_id"] == run_id]
+    return found[0] if found else {"pid": "", "host": ""}
 
 
 def is_stale(child: dict, stale_after: float | None) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 
 from pipeline.sweep import handoff, jobs
@@ -47,11 +48,14 @@ class SweepOutcome:
     finished: int
     failed: list[dict]
     summary: str
+    problem: str | None = None  # a finished sweep whose winner could not be registered
 
     @property
     def message(self) -> str | None:
         """One line for the terminal when the sweep did not succeed, else None."""
-        if self.status in (contract.FINISHED, contract.RUNNING):  # RUNNING: another process ends it
+        if self.status == contract.FINISHED:
+            return self.problem
+        if self.status == contract.RUNNING:  # another process ends it
             return None
         total = self.finished + len(self.failed)
         lost = [c for c in self.failed if c["error"].startswith(contract.WORKER_KILLED)]
@@ -80,15 +84,19 @@ def finish(state: SweepPass, stopped: dict[str, str] | None = None) -> SweepOutc
     log.info("\n%s", summary)
     sweep_runs.log_text_to(uri, parent, summary, "sweep_summary.md")
     sweep_runs.end_run(uri, parent, status)  # first, so the report says how the sweep ended
+    compared = None
     try:
-        _publish(state, stopped)
+        compared = _publish(state, stopped)
     except Exception as err:  # a comparison problem must not hide the sweep's own outcome
         log.warning("comparison report skipped: %s", err)
+    problem = _register(state, status, compared) if state.register else None
     finished = len(latest) - len(failed)
-    return SweepOutcome(state.sweep_id, parent, status, finished, failed, summary)
+    return SweepOutcome(state.sweep_id, parent, status, finished, failed, summary, problem)
 
 
-def _publish(state: SweepPass, stopped: dict[str, str] | None) -> None:
+def _publish(state: SweepPass, stopped: dict[str, str] | None) -> tuple | None:
+    """The comparison where users look; returns the winner (``compare.winner.choose``, None when
+    undecided) and why nothing was decided, for ``sweep.register``."""
     from pipeline.compare import load, report, winner  # pandas, scipy: once a pass ends, not in every job
 
     uri, parent = state.tracking_uri, state.parent_run_id
@@ -108,10 +116,29 @@ def _publish(state: SweepPass, stopped: dict[str, str] | None) -> None:
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = store.get_or_create_experiment(uri, state.experiment_name)
     print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
-    if state.register:  # sweep.register=NAME: the decided winner's model, registered
-        found = winner.choose(runs, result.summary, state.register_undecided)
-        baseline = result.summary.attrs["baseline"]
-        handoff.register_winner(uri, state.sweep_id, state.register, found, baseline)
+    if not state.register:
+        return None
+    found = winner.choose(runs, result.summary, state.register_undecided)
+    return found, winner.undecided_reason(result.summary)
+
+
+def _register(state: SweepPass, status: str, compared: tuple | None) -> str | None:
+    """``sweep.register=NAME``: the decided winner's model, registered; returns the one line that
+    says why it could not be (the sweep then exits non-zero), else None. A sweep that did not
+    finish registers nothing: its verdict lacks the jobs that failed."""
+    name = state.register
+    if status != contract.FINISHED:
+        print(f"convlab: sweep.register={name}: the sweep ended {status}; nothing registered (once its "
+              f"jobs finish: sweep.resume={state.sweep_id})", file=sys.stderr)  # fmt: skip
+        return None
+    if compared is None:
+        return f"convlab: sweep.register={name}: no comparison to pick a winner from; nothing registered"
+    found, undecided = compared
+    try:
+        handoff.register_winner(state.tracking_uri, state.sweep_id, name, found, undecided)
+    except handoff.RegistrationError as err:
+        return f"convlab: {err}"
+    return None
 
 
 def _metric_key(variant: str) -> str:

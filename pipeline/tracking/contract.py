@@ -60,6 +60,7 @@ STARTED = "convlab.started"  # on a sweep's parent: when this pass (a run or a r
 HOST = "convlab.host"  # where a run's process lives: resume tells a dead run from a live one
 PID = "convlab.pid"
 PROCESS_START = "convlab.process_start"  # the process's start time, so a reused pid is not mistaken
+SWEEP_PROCESS = "convlab.sweep_process"  # ``host:pid`` of the sweep process that launched the job
 SCHEDULER_JOB = "convlab.scheduler_job"  # a cluster job's id (SLURM: ``<array>_<index>``)
 LOADER = "convlab.loader"  # a data set input's source when it is not a file: the loader's name
 FEATURE_CACHE = "convlab.feature_cache"
@@ -85,7 +86,7 @@ VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
 EPOCH_SECONDS = "epoch_seconds"
 IMAGES_PER_SECOND = "images_per_second"
-HEARTBEAT = "heartbeat"  # wall-clock time at each epoch's end: resume's staleness check
+HEARTBEAT = "heartbeat"  # wall-clock time, every few seconds while the run lives: staleness (``heartbeat``)
 LEARNING_RATE = "learning_rate"  # each epoch's rate (at its first step), whatever the schedule
 STAGE = "stage"  # two-stage fine-tuning: 1 (head on the frozen backbone) or 2 (unfrozen), per epoch
 # once per run
@@ -110,6 +111,8 @@ WORKER_KILLED = (
 # --- environment: how a job finds its sweep ---------------------------------------------------
 ENV_PARENT_RUN_ID = "CONVLAB_PARENT_RUN_ID"
 ENV_SWEEP_ID = "CONVLAB_SWEEP_ID"
+ENV_SWEEP_PROCESS = "CONVLAB_SWEEP_PROCESS"  # ``host:pid`` of the sweep process: it may end the job's run
+SWEEP_ENV = (ENV_PARENT_RUN_ID, ENV_SWEEP_ID, ENV_SWEEP_PROCESS)  # what a sweep hands its jobs
 
 # --- dataset inputs: the context each data set is logged with ---------------------------------
 TRAINING = "training"

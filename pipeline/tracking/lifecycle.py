@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from pipeline.tracking import backlog, contract, faults, opening, redaction, scheduler, signals
+from pipeline.tracking import backlog, contract, faults, heartbeat, opening, redaction, scheduler, signals
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,19 @@ def run_context(
     claimed: str | None = None,
     outage_seconds: float = 300,
     system_metrics: bool = True,
+    heartbeat_seconds: float = heartbeat.MAX_SECONDS,
 ) -> Iterator[opening.Run]:
     """A run that ends FINISHED, FAILED or KILLED; ``tags`` may nest it under a sweep's parent;
-    ``system_metrics``: MLflow samples the machine's use while the run is open.
+    ``system_metrics``: MLflow samples the machine's use while the run is open; a heartbeat
+    (``heartbeat``) is logged every ``heartbeat_seconds`` from the run's creation to its end.
 
     ``claimed``: the id of a run already created (RUNNING) for this job, to open instead of a new one.
 
     SIGTERM (a scheduler cancelling the job) is treated like Ctrl-C: the run ends KILLED.
     """
-    run = opening.Run(uri, experiment_name, run_name, tags, claimed, outage_seconds, system_metrics)
+    run = opening.Run(
+        uri, experiment_name, run_name, tags, claimed, outage_seconds, system_metrics, heartbeat_seconds
+    )
     _opening.append(run)
     previous = signals.sigterm_as_interrupt()
     try:
@@ -101,6 +105,7 @@ def run_context(
     else:
         _end(run, "FINISHED")
     finally:
+        run.stop_heartbeat()  # also for a run left RUNNING: it must look as dead as it is
         _opening.remove(run)
         signals.restore(previous)
 
@@ -136,6 +141,7 @@ def _end_now(run: opening.Run, status: str, error: str | None) -> None:
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag(contract.ERROR, error)
+    run.stop_heartbeat()
     with contextlib.suppress(Exception):  # system metrics are a bonus: never fail a run over them
         run.stop_system_metrics()
     try:

@@ -18,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 
-from pipeline.tracking import backlog, plots, redaction, store, system_metrics
+from pipeline.tracking import backlog, heartbeat, plots, redaction, store, system_metrics
 
 
 class Run:
@@ -33,10 +33,13 @@ class Run:
         claimed: str | None = None,
         outage_seconds: float = 300,
         system_metrics: bool = True,
+        heartbeat_seconds: float = heartbeat.MAX_SECONDS,
     ):
         self.outage_seconds = outage_seconds
         self.uri, self.experiment_name, self.run_name, self.tags = uri, experiment_name, run_name, dict(tags)
         self.system_metrics = system_metrics
+        self.heartbeat_seconds = heartbeat_seconds
+        self._heartbeat: heartbeat.Heartbeat | None = None  # beating since the run was created
         self.run_id: str | None = None
         self._claimed = claimed  # a run created earlier to claim a sweep's job: opened, not created
         self.experiment_id: str | None = None
@@ -134,10 +137,17 @@ class Run:
                 self.run_id = client.create_run(
                     self.experiment_id, tags=tags, run_name=tags[MLFLOW_RUN_NAME]
                 ).info.run_id
+            self._heartbeat = heartbeat.Heartbeat(self.uri, self.run_id, self.heartbeat_seconds)
             if self.system_metrics:
                 self._monitor = system_metrics.start(self.uri, self.run_id)
         except BaseException as err:  # raised again in the main thread, by wait()
             self._error = err
+
+    def stop_heartbeat(self) -> None:
+        """No more beats: the run ends, or is left RUNNING to look as dead as it is."""
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat.stop()
 
     def stop_system_metrics(self) -> None:
         """Stops sampling, with a last point at the run's end (``system_metrics.stop``)."""

@@ -62,6 +62,17 @@ def logged_model_id(uri: str, run_id: str) -> str:
     return found[0].model_id
 
 
+def version_of(uri: str, name: str, run_id: str):
+    """The version of ``name`` that already holds ``run_id``'s model (the oldest), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client(uri).search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return min(found, key=lambda version: int(version.version), default=None)
+
+
 def register(
     uri: str,
     run_id: str,
@@ -73,9 +84,11 @@ def register(
     """Registers ``run_id``'s logged model as a new version of ``name`` (created on first use),
     with ``description``, ``tags`` and ``alias`` (moved from any earlier version). Returns the
     ``ModelVersion``."""
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     model_id = logged_model_id(uri, run_id)
+    mlflow.set_tracking_uri(uri)  # MLflow resolves the version's source (models:/m-...) there
     mlflow_client = client(uri)
     try:
         mlflow_client.get_registered_model(name)

@@ -7,6 +7,7 @@ worker thread) these leave signals alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 from collections.abc import Iterator
 
@@ -29,8 +30,22 @@ def handle(handler, signums=INTERRUPTS) -> dict:
 
 
 def sigterm_as_interrupt() -> dict:
-    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler replaced."""
+    """SIGTERM raises ``KeyboardInterrupt`` from now on; returns the handler replaced.
+
+    A handler set from Python before (a sweep's guard, whose jobs run in this process under the
+    basic launcher) is called first: it must learn of the signal, or the sweep it guards ends
+    FAILED instead of KILLED.
+    """
+    current = signal.getsignal(signal.SIGTERM)
+    if callable(current) and current is not as_interrupt:
+        return handle(functools.partial(_then_interrupt, current), (signal.SIGTERM,))
     return handle(as_interrupt, (signal.SIGTERM,))
+
+
+def _then_interrupt(first, signum, frame) -> None:
+    """``first``'s handling, then ``KeyboardInterrupt`` (if ``first`` did not raise one)."""
+    first(signum, frame)
+    raise KeyboardInterrupt
 
 
 def ignore() -> dict:

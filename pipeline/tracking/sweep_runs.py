@@ -112,6 +112,32 @@ def create_child_run(uri: str, experiment_name: str, run_name: str, tags: Mappin
     ).info.run_id
 
 
+def write_once(uri: str, run_id: str, key: str, value: str) -> str:
+    """Param ``key`` = ``value`` on ``run_id`` unless the run has that param already; returns the
+    value the store holds: the first writer's. A param cannot change, and the store's own unique
+    key on (run, key) decides which of two writers at once was first, whatever their clocks."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        client.log_param(run_id, key, value)
+    except MlflowException:  # another value is there (or the write failed: what is there says)
+        held = client.get_run(run_id).data.params.get(key)
+        if held is None:
+            raise
+        return held
+    return value
+
+
+def params(uri: str, run_id: str, prefix: str) -> dict[str, str]:
+    """The run's params whose key starts with ``prefix`` (the prefix taken off)."""
+    import mlflow
+
+    found = mlflow.MlflowClient(uri).get_run(run_id).data.params
+    return {key.removeprefix(prefix): value for key, value in found.items() if key.startswith(prefix)}
+
+
 def delete_run(uri: str, run_id: str) -> None:
     """Deletes a run (a claim that yielded): searches no longer find it."""
     import mlflow
@@ -160,6 +186,7 @@ def _child(run) -> dict:
         "host": tags.get(contract.HOST, ""),
         "pid": tags.get(contract.PID, ""),
         "process_start": tags.get(contract.PROCESS_START, ""),
+        "sweep_process": tags.get(contract.SWEEP_PROCESS, ""),
         "heartbeat": run.data.metrics.get(contract.HEARTBEAT),
         "scheduler_job": tags.get(contract.SCHEDULER_JOB, ""),
         "overrides": tags.get(contract.OVERRIDES, ""),

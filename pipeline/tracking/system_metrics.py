@@ -33,7 +33,7 @@ def start(uri: str, run_id: str):
     """MLflow's own monitor on ``run_id``, sampling from now."""
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    _quiet()
+    quiet()
     interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") or INTERVAL)
     monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
     monitor.start()
@@ -66,7 +66,7 @@ def stop(monitor) -> None:
     last.join(STOP_WAIT_SECONDS)
 
 
-def _quiet() -> None:
+def quiet() -> None:
     logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
     for name in STORE_LOGGERS:
         logger = logging.getLogger(name)

@@ -51,7 +51,6 @@ def epoch_logger(train_images: int, log_setup: bool = True):
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             metrics[contract.EPOCH_SECONDS] = now - self._started
             metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
-            metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one
             record.log_metrics(metrics, step=epoch + 1)
 
         def on_train_end(self, logs=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import sizes
 from pipeline.config.schemas import RunConfig
 from pipeline.model import accelerator
-from pipeline.tracking import contract, lifecycle, record
+from pipeline.tracking import contract, heartbeat, lifecycle, record
 from pipeline.training import predict, train, wiring
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
     started = time.perf_counter()
     with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
                                run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
-                               run.tracking.system_metrics) as active:  # fmt: skip
+                               run.tracking.system_metrics,
+                               heartbeat.every(run.sweep.stale_after)) as active:  # fmt: skip
         record.log_params(record.flatten(info.params))
         if info.output_dir is not None:  # Hydra's records of the run, redacted
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")

@@ -92,3 +92,12 @@ def test_a_sweep_over_seeds_alone_hands_on_its_median_run(decide):
     _, _, found = decide("seeds_only", {"0.001": [0.91, 0.93, 0.92]})
     assert found.variant == f"{FACTOR}=0.001" and found.seed == "2" and found.decided
     assert "the sweep's only variant" in found.description
+
+
+def test_a_variant_without_a_finished_seed_leaves_the_verdict_undecided(decide):
+    runs, summary, _ = decide("one_failed", {"0.001": [0.90, 0.91, 0.92], "0.003": [0.95, 0.96, 0.97]})
+    failed = runs.assign(status=runs.status.where(runs.variant == f"{FACTOR}=0.001", contract.FAILED))
+    summary = load.summary_table(failed)  # every job of 0.003 failed (a GPU variant on a CPU machine)
+
+    assert winner.decide(failed, summary) is None  # not "the baseline: every other worse" over nothing
+    assert winner.undecided_reason(summary) == f"no finished seed of {FACTOR}=0.003 (every job of it failed)"

@@ -6,10 +6,13 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from conftest import wait_for
 
+from pipeline.sweep import jobs
 from pipeline.tracking import contract
 
 SHRUNK = ["trainer.epochs=1", "dataset.max_samples=150", "tracking.log_model=false", "optimizer=adam"]
@@ -45,3 +48,60 @@ def test_a_resume_racing_the_original_and_another_resume_trains_each_job_once(st
     assert "skipped, running in process " in said  # named, never counted as a failure
     parent = next(r for r in store.runs() if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP)
     assert parent.info.status == contract.FINISHED
+
+
+SKEW_MS = 5_000  # one claimant's clock runs 5 s ahead of the other's
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    """A sweep's parent on SQLite; in threads named ``ahead`` MLflow's clock is ``SKEW_MS`` ahead."""
+    import mlflow
+    from mlflow.tracking._tracking_service import client as tracking_client
+
+    real = tracking_client.get_current_time_millis
+
+    def skewed() -> int:  # what MLflow stamps a new run's start_time with, on this claimant's machine
+        return real() + (SKEW_MS if threading.current_thread().name.startswith("ahead") else 0)
+
+    monkeypatch.setattr(tracking_client, "get_current_time_millis", skewed)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("claims", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment_id, tags={contract.ROLE: contract.ROLE_SWEEP}).info.run_id
+    return jobs.SweepJob("abc123", parent, uri, [], None, time.time())
+
+
+def _claim(job, digest: str, won: list) -> None:
+    tags = job.tags({}, digest) | {contract.PARENT: job.parent_run_id}
+    run_id, _ = jobs.claim(job, digest, "claims", f"job {digest}", tags)
+    if run_id is not None:
+        won.append(digest)
+
+
+def test_a_claimant_whose_clock_is_behind_does_not_take_a_job_already_claimed(sweep):
+    won: list[str] = []
+    ahead = threading.Thread(target=_claim, args=(sweep, "job0", won), name="ahead")
+    ahead.start()
+    ahead.join()
+    _claim(sweep, "job0", won)  # later, but its run's start_time is 5 s earlier
+
+    assert won == ["job0"]
+
+
+def test_two_claimants_whose_clocks_differ_by_5_s_train_each_job_once(sweep):
+    digests = [f"job{n}" for n in range(4)]
+    won: list[str] = []
+    start = threading.Barrier(2, timeout=60)
+
+    def claimant() -> None:
+        for digest in digests:
+            start.wait()  # both claim the same job at once
+            _claim(sweep, digest, won)
+
+    threads = [threading.Thread(target=claimant, name=name) for name in ("ahead", "on-time")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert collections.Counter(won) == dict.fromkeys(digests, 1)

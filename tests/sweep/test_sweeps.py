@@ -175,12 +175,13 @@ def test_a_sweep_that_cannot_be_tracked_does_not_start(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_sweep_ends_job_and_parent_killed(store, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupting_a_basic_launcher_sweep_ends_job_and_parent_killed(store, tmp_path, sig):
     process = _start_sweep(
         tmp_path, "seed=0,1", "trainer.epochs=500", "tracking.log_model=false", *store.overrides
     )
     wait_for(lambda: any("loss" in r.data.metrics for r in store.runs()))  # the first job is training
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)  # the job runs in the sweep's own process (the basic launcher)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
     assert stderr.strip().splitlines()[-1].startswith("convlab: interrupted; sweep ")

@@ -128,7 +128,7 @@ def _lost(overrides: list[str], uri: str) -> None:
         c for c in children if c["overrides"] == label and c["status"] == contract.RUNNING and c["pid"]
     ]
     if running:
-        workers.report(int(running[-1]["pid"]), local_jobs.KILLED_WITHOUT_A_WORD)
+        workers.report(int(running[-1]["pid"]), local_jobs.KILLED_WITHOUT_A_WORD, running[-1]["host"])
     else:
         log.warning("[sweep] Ray job (%s): its worker died; the sweep goes on", label)
 

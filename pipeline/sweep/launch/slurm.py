@@ -8,7 +8,7 @@ on all of them at once instead (one ``sacct`` call per poll for the whole sweep)
 - a job that ends without a result gets ONE line, and its run says why in ``convlab.error``
   (SLURM's own word: ``TIMEOUT``, ``CANCELLED``, ``NODE_FAIL``...); the sweep goes on;
 - a job that SLURM still counts as running but that has sent no heartbeat (a metric its run logs
-  at every epoch end; before its run opens, a line written to its log file) for
+  every few seconds; before its run opens, a line written to its log file) for
   ``sweep.stale_after`` seconds is given up: cancelled, its run ended KILLED, one line;
 - Ctrl-C or SIGTERM cancels every job of the sweep and waits until SLURM has stopped them, so
   nothing is left running or queued.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
-OnLost = Callable[[int | None, str], None]  # (pid of the first worker that died, its signal's name)
+OnLost = Callable[..., None]  # (pid of the first worker that died, its signal's name[, its host])
 
 
 _listeners: list[OnLost] = []  # the sweep of this process, told of a job whose process died
@@ -34,10 +34,11 @@ def listen(on_lost: OnLost) -> None:
     _listeners[:] = [on_lost]
 
 
-def report(pid: int | None, signal_name: str) -> None:
-    """A launcher found a job's process dead (``pid``, killed by ``signal_name``): its sweep ends its run."""
+def report(pid: int | None, signal_name: str, host: str | None = None) -> None:
+    """A launcher found a job's process dead (``pid`` on ``host``, this one by default, killed by
+    ``signal_name``): its sweep ends its run."""
     for on_lost in _listeners:
-        on_lost(pid, signal_name)
+        on_lost(pid, signal_name, host)
 
 
 def install(on_lost: OnLost) -> None:

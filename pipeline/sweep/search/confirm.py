@@ -8,7 +8,9 @@ of those seeds is not run again, its run counts. The comparison is ``pipeline.co
 are added the way ``sweep.max_seeds`` adds them (``pipeline.sweep.adaptive``): each runner-up
 still undecided against the leader gets one more seed, up to ``seeds``. The parent run records
 which variants were confirmed and the leader (tags), so ``python -m pipeline.compare`` on the
-study reports exactly these runs.
+study reports exactly these runs. Each (configuration, seed) is launched once: a configuration
+whose job does not finish (it failed, or was skipped as lost) leaves the confirmation with one
+warning, and the report says why it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 
 from pipeline.compare import load
 from pipeline.config import overrides
+from pipeline.config.errors import ConvlabError
 from pipeline.sweep import adaptive
 from pipeline.tracking import contract, sweep_runs
 
@@ -60,16 +63,24 @@ def confirm(sweeper, study, space, context, env: list[str], top_k: int = 3, seed
         [*fixed, *(f"{k}={v}" for k, v in searched[t.number].items()), f"seed={seed}", *env]
         for t in top for seed in first
     ])  # fmt: skip
+    launched = {(variants[t.number], str(seed)) for t in top for seed in first}
     stopped: dict[str, str] = {}
-    while True:
+    left: dict[str, str] = {}  # configurations that cannot finish: out of the confirmation, said once
+    while True:  # bounded: each (configuration, seed) is launched once, seeds up to ``seeds``
         frame = load.load_runs(context.experiment_name, context.parent, context.uri)
-        summary = load.summary_table(frame, baseline=_leader(frame, study))
-        if len(variants) < 2:
+        _leave_unfinished(frame, launched, left)
+        summary = load.summary_table(frame, baseline=_leader(frame, study, left))
+        if len(variants) - len(left) < 2:
             break
         jobs, stopped = adaptive.plan(frame, summary, seeds)
+        jobs = [
+            job for job in jobs if _key(job, factors) not in launched and _key(job, factors)[0] not in left
+        ]
         if not jobs:
             break
+        launched |= {_key(job, factors) for job in jobs}
         sweeper.launch([[*fixed, *(f"{k}={v}" for k, v in job.items()), *env] for job in jobs])
+    stopped = {**stopped, **left}
     winner = summary.attrs["baseline"]
     number = next(n for n, v in variants.items() if v == winner)
     sweep_runs.set_run_tags(context.uri, context.parent, {contract.BASELINE: winner})
@@ -94,10 +105,30 @@ def top_trials(study, k: int) -> list:
     return top[:k]
 
 
-def _leader(frame, study) -> str:
-    """The confirmed variant with the best mean over its finished seeds."""
+def _key(job: dict[str, str], factors: list[str]) -> tuple[str, str]:
+    """``(variant, seed)`` of a planned job (its factor values and seed)."""
+    return overrides.variant(job, factors), job["seed"]
+
+
+def _leave_unfinished(frame, launched: set[tuple[str, str]], left: dict[str, str]) -> None:
+    """A configuration whose launched job did not finish (it failed, or was skipped as lost)
+    leaves the confirmation: one warning, and the reason in ``left`` for the report."""
+    for row in frame.itertuples():
+        key = (str(row.variant), str(row.seed))
+        if key in launched and row.status != contract.FINISHED and row.variant not in left:
+            left[row.variant] = f"left the confirmation: seed {row.seed} did not finish ({row.status})"
+            log.warning("[confirm] %s seed=%s did not finish (%s%s); it leaves the confirmation",
+                        row.variant, row.seed, row.status, f": {row.error}" if row.error else "")  # fmt: skip
+
+
+def _leader(frame, study, left: dict[str, str]) -> str:
+    """The confirmed variant with the best mean over its finished seeds (of those still in)."""
     from optuna.study import StudyDirection
 
-    done = frame[frame.status == contract.FINISHED]
+    done = frame[(frame.status == contract.FINISHED) & ~frame.variant.isin(list(left))]
+    if not len(done):
+        raise ConvlabError(
+            "the confirm stage: no confirmed configuration finished a run (see the warnings above)"
+        )
     means = done.groupby("variant")[contract.VAL_ACCURACY].mean()
     return str(means.idxmax() if study.direction == StudyDirection.MAXIMIZE else means.idxmin())
