@@ -186,6 +186,9 @@ class TrainerConfig(Schema):
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
     max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
+    # evaluation (issue 27)
+    evaluate: bool = True  # per-class metrics, table, ROC/PR curves once after the last epoch
+    class_weight: Literal["balanced"] | None = None  # balanced: loss weighted by inverse class frequency
 
 
 class PredictConfig(Schema):

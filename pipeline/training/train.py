@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 
+from pipeline.config.errors import DataError
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, optimizers, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks
+from pipeline.training import artifacts, callbacks, evaluate
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
@@ -27,6 +28,7 @@ def train(plan: Plan, strategy) -> Outcome:
     # Data
     data = sources.load(**plan.data)
     _log_data(data)
+    class_weight = _class_weight(data) if plan.class_weight else None
     augmentation = augment.build_augmentation(**plan.augmentation)
     # Model: what fit() trains is the whole model on images, or its head on backbone features
     # computed once; a frozen backbone with augmentation scores validation on features computed once.
@@ -63,6 +65,7 @@ def train(plan: Plan, strategy) -> Outcome:
         steps_per_epoch=plan.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         callbacks=[scorer, logger, *callbacks.trial_reporters(plan.epochs)],  # val_*, logged, reported
+        class_weight=class_weight,
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
@@ -70,8 +73,14 @@ def train(plan: Plan, strategy) -> Outcome:
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
+    if plan.evaluate:  # per class, once: on the probabilities the scorer kept (no second pass)
+        metrics |= evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
-        metrics |= artifacts.log_test_set(model, data, plan.batch_size)
+        test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
+        metrics |= test_metrics
+        if plan.evaluate:
+            names = data.class_names
+            metrics |= evaluate.log_evaluation(data.y_test, test_probabilities, names, contract.TEST_PREFIX)
     elif data.x_test is not None and data.from_files:
         artifacts.log_test_predictions(model, data, plan.batch_size)
     elif data.x_test is not None:
@@ -92,6 +101,21 @@ def _log_data(data) -> None:
     record.log_dataset(data.name, data.source, val_digest, data.x_val, data.y_val, contract.VALIDATION)
     if data.from_files:
         record.log_metrics({contract.SKIPPED_FILES: data.skipped_files})
+    counts = np.bincount(np.asarray(data.y_train), minlength=len(data.class_names))
+    names = map(contract.metric_safe, data.class_names)
+    record.log_metrics({f"{contract.CLASS_COUNT}/{name}": int(count) for name, count in zip(names, counts)})
+
+
+def _class_weight(data) -> dict[int, float]:
+    """Inverse class frequency, as scikit-learn's ``balanced``: ``images / (classes * count)``."""
+    counts = np.bincount(np.asarray(data.y_train), minlength=len(data.class_names))
+    if np.count_nonzero(counts) < 2:
+        raise DataError(
+            f"trainer.class_weight=balanced needs at least 2 classes in the training set; "
+            f"found {np.count_nonzero(counts)} ({', '.join(map(str, data.class_names))})"
+        )
+    weights = counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1))
+    return {index: float(weight) for index, weight in enumerate(weights)}
 
 
 def _log_parameter_counts(model) -> None:

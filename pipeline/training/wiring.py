@@ -46,6 +46,8 @@ class Plan:
     val_on_features: bool  # frozen backbone with augmentation: validation features computed once
     backbone_identity: dict[str, Any]  # the backbone's config: part of the feature cache's key
     feature_cache_dir: str | None
+    evaluate: bool  # the per-class evaluation after the last epoch (``training.evaluate``)
+    class_weight: str | None  # "balanced": the loss weighted by inverse class frequency
 
 
 def plan(run: RunConfig) -> Plan:
@@ -77,6 +79,8 @@ def plan(run: RunConfig) -> Plan:
         val_on_features=_scores_val_on_features(run),
         backbone_identity=run.backbone.model_dump(),
         feature_cache_dir=run.trainer.feature_cache_dir,
+        evaluate=run.trainer.evaluate,
+        class_weight=run.trainer.class_weight,
     )
 
 
