@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def task(cfg) -> float:
-    """The Hydra task: validate, train, return final val_accuracy (NaN for a failed sweep job)."""
+    """The Hydra task: validate, train, return the final ``sweep.metric`` (NaN for a failed sweep job)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -56,7 +56,7 @@ def task(cfg) -> float:
                 log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
                 return math.nan
             info = dataclasses.replace(info, claimed_run_id=claimed)
-        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
+        return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
     except Exception as err:
         if job is None:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback

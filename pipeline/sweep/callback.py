@@ -130,7 +130,8 @@ def _next_round(state: dict, config) -> tuple[list[list[str]], dict[str, str] | 
         from pipeline.compare import load  # pandas and scipy load once a pass ends, not in every job
 
         runs = load.load_runs(state["experiment_name"], state["parent"], state["uri"])
-        wanted, stopped = adaptive.plan(runs, load.summary_table(runs), config.sweep.max_seeds)
+        summary = load.summary_table(runs, config.sweep.metric)
+        wanted, stopped = adaptive.plan(runs, summary, config.sweep.max_seeds)
     except Exception as err:  # e.g. a single variant: nothing to decide
         log.warning("sweep.max_seeds: no seeds added: %s", err)
         return [], None
@@ -189,7 +190,8 @@ def _open(config) -> dict:
              config.hydra.sweep.dir)  # fmt: skip
     return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
             "sweep_dir": str(config.hydra.sweep.dir), "started": now,
-            "register": options.register, "register_undecided": options.register_undecided}  # fmt: skip
+            "register": options.register, "register_undecided": options.register_undecided,
+            "metric": options.metric}  # fmt: skip
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:

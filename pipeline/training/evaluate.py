@@ -78,10 +78,13 @@ def evaluate(y_true, probabilities: np.ndarray, class_names: Sequence[str], pref
     return Evaluation(table, {k: float(v) for k, v in logged.items()})
 
 
-def log_evaluation(y_true, probabilities: np.ndarray, class_names: Sequence[str], prefix: str) -> dict:
-    """Evaluates one split and logs its metrics, its table and its ROC/PR figure; returns the metrics."""
+def log_evaluation(
+    y_true, probabilities: np.ndarray, class_names: Sequence[str], prefix: str, skip=frozenset()
+) -> dict:
+    """Evaluates one split and logs its metrics (but those in ``skip``: already logged per epoch),
+    its table and its ROC/PR figure; returns the metrics."""
     result = evaluate(y_true, probabilities, class_names, prefix)
-    record.log_metrics(result.metrics)
+    record.log_metrics({k: v for k, v in result.metrics.items() if k not in skip})
     record.log_table(result.table, f"{contract.EVALUATION_DIR}/{prefix}per_class.json")
     record.log_figure(curves(y_true, probabilities, class_names), f"figures/{prefix}roc_pr.png")
     return result.metrics

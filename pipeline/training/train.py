@@ -57,14 +57,21 @@ def train(plan: Plan, strategy) -> Outcome:
     # figures and the logged model's signature), so there is no second pass after fit().
     logger = callbacks.epoch_logger(_train_images(plan, len(data.y_train)))
     scorer = callbacks.val_scorer(
-        *(on_features or (trainee, val_ds)), np.asarray(fit_data.y_val), started=logger.on_test_begin
+        *(on_features or (trainee, val_ds)),
+        np.asarray(fit_data.y_val),
+        started=logger.on_test_begin,
+        f1=plan.objective.endswith("_f1"),  # a study's objective: per epoch
     )
     fit = trainee.fit(
         train_ds,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[scorer, logger, *callbacks.trial_reporters(plan.epochs)],  # val_*, logged, reported
+        callbacks=[
+            scorer,
+            logger,
+            *callbacks.trial_reporters(plan.epochs, plan.objective),
+        ],  # val_*, logged, reported
         class_weight=class_weight,
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
@@ -74,7 +81,9 @@ def train(plan: Plan, strategy) -> Outcome:
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
     if plan.evaluate:  # per class, once: on the probabilities the scorer kept (no second pass)
-        metrics |= evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX)
+        per_class = evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX,
+                                            skip=set(history))  # fmt: skip
+        metrics |= per_class
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics

@@ -48,6 +48,7 @@ class Plan:
     feature_cache_dir: str | None
     evaluate: bool  # the per-class evaluation after the last epoch (``training.evaluate``)
     class_weight: str | None  # "balanced": the loss weighted by inverse class frequency
+    objective: str  # sweep.metric: what a study's trial reports per epoch
 
 
 def plan(run: RunConfig) -> Plan:
@@ -81,6 +82,7 @@ def plan(run: RunConfig) -> Plan:
         feature_cache_dir=run.trainer.feature_cache_dir,
         evaluate=run.trainer.evaluate,
         class_weight=run.trainer.class_weight,
+        objective=run.sweep.metric,
     )
 
 

@@ -72,6 +72,8 @@ def test_a_folder_run_logs_per_class_metrics_tables_curves_and_class_counts(stor
 
     root = write_image_folder(tmp_path / "images", classes=("cat", "dog", "sea lion"), per_class=8)
     shutil.copytree(root / "val", root / "test")  # a labelled test/
+    for extra in sorted((root / "train" / "sea lion").iterdir())[2:]:  # imbalanced: 8, 8, 2
+        extra.unlink()
     common = ["dataset=image_folder", f"dataset.path={root}", "dataset.image_size=[16,16]",
               "trainer.epochs=1", "tracking.log_model=false", *store.overrides]  # fmt: skip
     result = pipeline.run([*common, "trainer.class_weight=balanced"])
@@ -87,11 +89,30 @@ def test_a_folder_run_logs_per_class_metrics_tables_curves_and_class_counts(stor
             run_ids=[result.run_id],
         )
         assert list(table["class"]) == ["cat", "dog", "sea lion"] and table.support.sum() > 0
-    assert logged["class_count/sea lion"] == 8 and run.data.params["trainer.class_weight"] == "balanced"
+    assert logged["class_count/sea lion"] == 2 and run.data.params["trainer.class_weight"] == "balanced"
     figures = {a.path for a in store.client().list_artifacts(result.run_id, "figures")}
     assert {"figures/val_roc_pr.png", "figures/test_roc_pr.png"} <= figures
 
-    off = store.client().get_run(pipeline.run([*common, "trainer.evaluate=false"]).run_id)
+    unweighted = pipeline.run([*common, "trainer.evaluate=false"])
+    assert unweighted.history["loss"] != result.history["loss"]  # balanced: the loss was weighted
+    off = store.client().get_run(unweighted.run_id)
     assert not [
         key for key in off.data.metrics if key.startswith(("val_recall/", "val_macro", "test_recall/"))
     ]
+
+
+def test_balanced_class_weights_are_scikit_learns_and_one_class_is_refused():
+    from types import SimpleNamespace
+
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from pipeline.config.errors import DataError
+    from pipeline.training import train
+
+    y = np.array([0] * 30 + [1] * 3 + [2] * 12)
+    data = SimpleNamespace(y_train=y, class_names=["a", "b", "c"])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(list(train._class_weight(data).values()), expected)
+    with pytest.raises(DataError, match="trainer.class_weight=balanced needs at least 2 classes") as err:
+        train._class_weight(SimpleNamespace(y_train=np.zeros(5, int), class_names=["a"]))
+    assert "\n" not in str(err.value)

@@ -63,7 +63,7 @@ def confirm(sweeper, study, space, context, env: list[str], top_k: int = 3, seed
     stopped: dict[str, str] = {}
     while True:
         frame = load.load_runs(context.experiment_name, context.parent, context.uri)
-        summary = load.summary_table(frame, baseline=_leader(frame, study))
+        summary = load.summary_table(frame, context.metric, baseline=_leader(frame, study, context.metric))
         if len(variants) < 2:
             break
         jobs, stopped = adaptive.plan(frame, summary, seeds)
@@ -94,10 +94,10 @@ def top_trials(study, k: int) -> list:
     return top[:k]
 
 
-def _leader(frame, study) -> str:
+def _leader(frame, study, metric: str) -> str:
     """The confirmed variant with the best mean over its finished seeds."""
     from optuna.study import StudyDirection
 
     done = frame[frame.status == contract.FINISHED]
-    means = done.groupby("variant")[contract.VAL_ACCURACY].mean()
+    means = done.groupby("variant")[metric].mean()
     return str(means.idxmax() if study.direction == StudyDirection.MAXIMIZE else means.idxmin())
