@@ -1,0 +1,73 @@
+"""The per-class comparison: recall per class against the baseline, as pipeline.compare would say it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import write_child_run, write_sweep_run
+
+from pipeline.compare import classes, load, report
+from pipeline.tracking import contract
+
+SEEDS = range(5)
+BASELINE_RECALL = {"cat": [0.60, 0.62, 0.58, 0.61, 0.59], "dog": [0.8, 0.7, 0.9, 0.75, 0.85],
+                   "sea lion": [0.5, 0.55, 0.45, 0.52, 0.48]}  # fmt: skip
+SHIFT = {"cat": [0.06, 0.07, 0.05, 0.06, 0.065], "dog": [0.1, -0.12, 0.05, -0.02, 0.0],
+         "sea lion": [-0.01, 0.02, -0.03, 0.0, -0.02]}  # fmt: skip
+
+
+@pytest.fixture
+def runs(store):
+    """A sweep of augmentation=none,flip_shift over 5 seeds, each run with val_recall/<class>."""
+    client = store.client()
+    experiment = client.create_experiment(store.experiment)
+    parent = write_sweep_run(
+        client, experiment, ["augmentation"], {"augmentation": "none,flip_shift"}, int(time.time() * 1000)
+    )
+    for level in ("none", "flip_shift"):
+        for seed in SEEDS:
+            write_child_run(client, experiment, parent, {"augmentation": level}, seed, 0.8)
+    for run in client.search_runs([experiment], f"tags.`{contract.PARENT}` = '{parent}'"):
+        seed, shifted = int(run.data.tags[contract.SEED]), "flip_shift" in run.data.tags[contract.VARIANT]
+        for name, values in BASELINE_RECALL.items():
+            value = values[seed] + (SHIFT[name][seed] if shifted else 0.0)
+            client.log_metric(
+                run.info.run_id, contract.class_metric(contract.VAL_PREFIX, "recall", name), value
+            )
+    return load.load_runs(store.experiment, None, store.uri)
+
+
+def test_per_class_differences_equal_pipeline_compare_on_each_class(runs):
+    frame = classes.per_class_frame(
+        runs, ["augmentation=none", "augmentation=flip_shift"], "augmentation=none"
+    )
+    assert list(frame["class"]) == ["cat", "dog", "sea lion"]
+    for row in frame.itertuples():
+        metric = contract.class_metric(contract.VAL_PREFIX, "recall", row[2])
+        summary = load.summary_table(runs, metric, "augmentation=none").set_index("variant")
+        theirs = summary.loc["augmentation=flip_shift"]
+        assert row.difference == pytest.approx(theirs.difference)
+        assert row.ci_low == pytest.approx(theirs.difference_ci_low)
+        assert row.ci_high == pytest.approx(theirs.difference_ci_high)
+        assert row.p_value == pytest.approx(theirs.p_value)
+    assert row.difference == pytest.approx(np.mean(SHIFT["sea lion"]))
+    # Holm across the three classes: cat decided better, the others not
+    p = frame.set_index("class").p_value
+    assert frame.set_index("class").p_adjusted["cat"] == pytest.approx(min(1.0, 3 * p.min()))
+    assert list(frame.verdict) == ["better", "no evidence of a difference", "no evidence of a difference"]
+    (line,) = classes.sentences(frame)
+    assert line.startswith("augmentation=flip_shift: recall on `cat` +0.06 [")
+    assert line.endswith(", decided; no class decided worse")
+
+
+def test_the_report_and_the_parents_description_name_a_decided_class(runs, tmp_path):
+    result = load.report_runs(runs, out=tmp_path, log=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Per class: recall against the baseline" in text and "per_class_recall.png" in text
+    assert (tmp_path / "per_class_recall.png").stat().st_size > 1000
+    note = report.markdown_summary(result.summary, result.effects, result.per_class)
+    assert "recall on `cat` +0.06" in note and "dog" not in note  # only the decided class, one line
+    undecided = result.per_class.assign(decided=False)
+    assert "Per class" not in report.markdown_summary(result.summary, result.effects, undecided)
