@@ -17,7 +17,7 @@ from pipeline.config.errors import DataError
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, optimizers, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks, evaluate
+from pipeline.training import artifacts, callbacks, evaluate, mistakes
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
@@ -84,6 +84,7 @@ def train(plan: Plan, strategy) -> Outcome:
         per_class = evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX,
                                             skip=set(history))  # fmt: skip
         metrics |= per_class
+        mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics

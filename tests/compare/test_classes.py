@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_child_run, write_sweep_run
+from conftest import cli, write_child_run, write_sweep_run
 
 from pipeline.compare import classes, load, report
 from pipeline.tracking import contract
@@ -71,3 +72,18 @@ def test_the_report_and_the_parents_description_name_a_decided_class(runs, tmp_p
     assert "recall on `cat` +0.06" in note and "dog" not in note  # only the decided class, one line
     undecided = result.per_class.assign(decided=False)
     assert "Per class" not in report.markdown_summary(result.summary, result.effects, undecided)
+
+
+@pytest.mark.slow
+def test_a_sweep_decides_on_sweep_metric_and_reports_per_class_on_its_parent(store, tmp_path):
+    shrunk = ["trainer.epochs=1", "dataset.max_samples=150", "tracking.log_model=false"]
+    args = ["-m", "optimizer=adam,sgd", "seed=0,1", "sweep.metric=val_macro_f1", *shrunk, *store.overrides]
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,) = [r for r in store.runs() if r.data.tags.get(contract.ROLE) == contract.ROLE_SWEEP]
+    assert {"val_macro_f1/optimizer:adam", "val_macro_f1/optimizer:sgd"} <= set(parent.data.metrics)
+    assert "final `val_macro_f1`" in parent.data.tags[contract.NOTE]
+    files = {a.path for a in store.client().list_artifacts(parent.info.run_id, "comparison")}
+    assert {"comparison/per_class_recall.png", "comparison/per_class_recall.csv"} <= files
+    text = Path(store.client().download_artifacts(parent.info.run_id, "comparison/report.md", str(tmp_path)))
+    assert "## Per class: recall against the baseline" in text.read_text()

@@ -64,6 +64,7 @@ def test_default_run_logs_config_metrics_figures_data_and_a_loadable_model(store
         "figures/confusion_matrix.png",
         "figures/filters_and_feature_maps.png",
         "figures/val_roc_pr.png",
+        "figures/val_mistakes.png",
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
     } <= files
