@@ -108,6 +108,12 @@ VAL_MACRO_F1 = f"{VAL_PREFIX}{MACRO_F1}"
 PER_CLASS = ("precision", "recall", "f1", "support")  # val_recall/<class>, ...
 CLASS_COUNT = "class_count"  # class_count/<class>: training images per class
 EVALUATION_DIR = "evaluation"  # evaluation/val_per_class.json: the per-class table (mlflow.load_table)
+# --- speed and memory, once per run (``training.speed``) ---------------------------------------
+TRAIN_SECONDS_PER_EPOCH = "train_seconds_per_epoch"  # median training time of an epoch (the first left out)
+MODEL_SIZE_MB = "model_size_mb"  # the weights' bytes
+PEAK_MEMORY_MB = "peak_memory_mb"  # the process's peak resident memory
+GPU_PEAK_MEMORY_MB = "gpu_peak_memory_mb"
+INFERENCE_MS = "inference_ms_per_image"  # inference_ms_per_image/batch_1, .../batch_128
 # task=predict
 IMAGES = "images"
 MEAN_TOP1_PROBABILITY = "mean_top1_probability"
@@ -115,6 +121,10 @@ MEAN_TOP1_PROBABILITY = "mean_top1_probability"
 
 def top_k_accuracy(k: int) -> str:
     return f"top{k}_accuracy"
+
+
+def inference_ms(batch: int) -> str:
+    return f"{INFERENCE_MS}/batch_{batch}"
 
 
 def class_metric(prefix: str, stat: str, class_name: str) -> str:

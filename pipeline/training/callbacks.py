@@ -35,6 +35,8 @@ def epoch_logger(train_images: int):
             self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
             record.log_text("\n".join(lines), "model_summary.txt")
 
+        train_seconds: list[float] = []  # per epoch, validation excluded
+
         def on_epoch_begin(self, epoch, logs=None):
             self._started = self._trained = time.perf_counter()
 
@@ -47,6 +49,7 @@ def epoch_logger(train_images: int):
             metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
             metrics[contract.EPOCH_SECONDS] = now - self._started
             metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
+            self.train_seconds = [*self.train_seconds, train_seconds]
             metrics[contract.HEARTBEAT] = time.time()  # resume tells a live run from a dead one
             record.log_metrics(metrics, step=epoch + 1)
 

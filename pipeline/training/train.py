@@ -17,7 +17,7 @@ from pipeline.config.errors import DataError
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, optimizers, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks, evaluate, mistakes
+from pipeline.training import artifacts, callbacks, evaluate, mistakes, speed
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
@@ -85,6 +85,10 @@ def train(plan: Plan, strategy) -> Outcome:
                                             skip=set(history))  # fmt: skip
         metrics |= per_class
         mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
+        metrics |= speed.measure(model)  # inference time, size, peak memory
+    epochs_timed = logger.train_seconds[1:] or logger.train_seconds  # the first epoch traces
+    metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(epochs_timed))
+    record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics

@@ -1,0 +1,77 @@
+"""Speed and memory of one run: the course's eighth lesson ("strides make your model faster and
+reduce memory consumption") measured, not assumed.
+
+Once per run, after the last epoch: inference milliseconds per image at batch 1 and at batch 128
+(random pixels at the model's input shape: the time does not depend on them; through one traced
+function of the model, timed after a warm-up call), the
+model's size (its weights' bytes: what a weights file holds), and the process's peak memory (peak
+resident set; with a GPU also the GPU's peak). Training seconds per epoch come from the epoch
+logger. Each timing stops after ``BUDGET_SECONDS`` (at least one timed call), so a big backbone on a
+CPU costs about a second, not a minute.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import numpy as np
+
+from pipeline.tracking import contract
+
+BATCHES = (1, 128)  # images per call timed
+BUDGET_SECONDS = 0.5  # per batch size, after the warm-up
+MAX_CALLS = 20
+LOGGED = (contract.TRAIN_SECONDS_PER_EPOCH, contract.MODEL_SIZE_MB, contract.PEAK_MEMORY_MB,
+          contract.GPU_PEAK_MEMORY_MB, *map(contract.inference_ms, BATCHES))  # fmt: skip
+
+
+def measure(model) -> dict[str, float]:
+    """The speed and memory metrics of ``model``."""
+    shape = tuple(model.inputs[0].shape[1:])
+    images = np.random.default_rng(0).uniform(0, 255, (max(BATCHES), *shape)).astype("float32")
+    metrics = {contract.MODEL_SIZE_MB: weights_bytes(model) / 1e6, contract.PEAK_MEMORY_MB: peak_rss_mb()}
+    for batch in BATCHES:
+        metrics[contract.inference_ms(batch)] = inference_ms_per_image(model, images, batch)
+    gpu = gpu_peak_mb()
+    if gpu is not None:
+        metrics[contract.GPU_PEAK_MEMORY_MB] = gpu
+    return metrics
+
+
+def inference_ms_per_image(model, images: np.ndarray, batch: int) -> float:
+    """Milliseconds per image for calls of the first ``batch`` images, after a warm-up call that
+    traces the function; the median of the timed calls."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.constant(images[:batch], dtype=tf.float32)
+    call = tf.function(lambda x: model(x, training=False))
+    keras.ops.convert_to_numpy(call(x))  # warm-up: tracing, allocation
+    times, started = [], time.perf_counter()
+    while not times or (time.perf_counter() - started < BUDGET_SECONDS and len(times) < MAX_CALLS):
+        begin = time.perf_counter()
+        keras.ops.convert_to_numpy(call(x))  # to numpy: waits for the device
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times)) * 1000 / batch
+
+
+def weights_bytes(model) -> int:
+    """Bytes of the model's weights (trainable or not), as a weights file holds them."""
+    return int(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights))
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def gpu_peak_mb() -> float | None:
+    """The first GPU's peak memory allocated by TensorFlow, in MB; None without a GPU."""
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e6
