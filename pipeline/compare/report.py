@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.compare import classes, figures, stats, tables
+from pipeline.compare import classes, figures, speed, stats, tables
 from pipeline.tracking import contract
 
 ESTIMATE = ["mean ± std", "95% CI"]
@@ -31,10 +31,10 @@ code{background:#f3f3f3;padding:0 .2em}"""
 
 
 def write(
-    out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, per_class=None
+    out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, per_class=None, ratios=None
 ) -> list[Path]:
-    """Writes summary.csv, main_effects.csv (factorial sweeps), per_class_recall.csv, the PNGs,
-    report.md and report.html."""
+    """Writes summary.csv, main_effects.csv (factorial sweeps), per_class_recall.csv, speed.csv,
+    the PNGs, report.md and report.html."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "summary.csv"]
     summary.to_csv(files[0], index=False)
@@ -53,9 +53,15 @@ def write(
         files.append(out / "per_class_recall.csv")
         per_class.to_csv(files[-1], index=False)
         pngs["per_class_recall.png"] = figures.png(classes.heatmap(per_class))
+    if ratios is None:
+        ratios = speed.ratio_frame(runs, list(summary.variant), summary.attrs["baseline"])
+    if len(ratios):
+        files.append(out / "speed.csv")
+        ratios.to_csv(files[-1], index=False)
+        pngs["accuracy_vs_speed.png"] = figures.png(speed.accuracy_vs_speed(runs, summary))
     for name, data in pngs.items():
         (out / name).write_bytes(data)
-    blocks = _blocks(runs, summary, effects) + classes.blocks(per_class)
+    blocks = _blocks(runs, summary, effects) + classes.blocks(per_class) + speed.blocks(ratios, summary)
     (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(to_html(blocks, pngs, summary.attrs["experiment"]), encoding="utf-8")
     return [*files, *(out / name for name in pngs), out / "report.md", out / "report.html"]
@@ -81,7 +87,7 @@ def terminal_table(summary: pd.DataFrame) -> str:
     return "\n".join([head, "", *lines])
 
 
-def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame, per_class=None) -> str:
+def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame, per_class=None, ratios=None) -> str:
     """A compact Markdown table naming every variant with its verdict (for the sweep's parent run
     description in MLflow), then the main effects' verdicts when the sweep is factorial, then a
     line per variant with a class decided (``classes.sentences``)."""
@@ -100,6 +106,9 @@ def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame, per_class=Non
     decided = classes.sentences(per_class, decided_only=True) if per_class is not None else []
     if decided:
         blocks += [("p", "Per class (recall, Holm across classes):"), ("list", decided)]
+    said = speed.sentences(ratios, summary) if ratios is not None and len(ratios) else []
+    if said:
+        blocks += [("p", "Speed (ratio to the baseline, geometric mean over seeds):"), ("list", said)]
     return to_markdown(blocks)
 
 

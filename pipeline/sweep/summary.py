@@ -89,7 +89,7 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
         if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
     }
     sweep_runs.log_metrics_to(uri, parent, means)
-    note = report.markdown_summary(result.summary, result.effects, result.per_class)
+    note = report.markdown_summary(result.summary, result.effects, result.per_class, result.speed)
     study_note = sweep_runs.run_tags(uri, parent).get(contract.STUDY_NOTE)
     note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})

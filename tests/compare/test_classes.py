@@ -1,4 +1,5 @@
-"""The per-class comparison: recall per class against the baseline, as pipeline.compare would say it."""
+"""The per-class comparison (recall per class against the baseline, as pipeline.compare would say
+it) and the speed comparison (ratios to the baseline on the log scale), on the same runs."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import numpy as np
 import pytest
 from conftest import cli, write_child_run, write_sweep_run
 
-from pipeline.compare import classes, load, report
+from pipeline.compare import classes, load, report, speed, stats
 from pipeline.tracking import contract
 
 SEEDS = range(5)
 BASELINE_RECALL = {"cat": [0.60, 0.62, 0.58, 0.61, 0.59], "dog": [0.8, 0.7, 0.9, 0.75, 0.85],
                    "sea lion": [0.5, 0.55, 0.45, 0.52, 0.48]}  # fmt: skip
+EPOCH_SECONDS = [1.0, 1.1, 0.9, 1.05, 0.95]  # the baseline's; flip_shift's: 1.9x these, give or take 2%
+SLOWER = [1.9 * (1 + jitter) for jitter in (0.01, -0.02, 0.0, 0.02, -0.01)]
 SHIFT = {"cat": [0.06, 0.07, 0.05, 0.06, 0.065], "dog": [0.1, -0.12, 0.05, -0.02, 0.0],
          "sea lion": [-0.01, 0.02, -0.03, 0.0, -0.02]}  # fmt: skip
 
@@ -37,6 +40,9 @@ def runs(store):
             client.log_metric(
                 run.info.run_id, contract.class_metric(contract.VAL_PREFIX, "recall", name), value
             )
+        seconds = EPOCH_SECONDS[seed] * (SLOWER[seed] if shifted else 1.0)
+        client.log_metric(run.info.run_id, contract.TRAIN_SECONDS_PER_EPOCH, seconds)
+        client.log_metric(run.info.run_id, contract.inference_ms(1), 2.0 * (1.5 if shifted else 1.0))
     return load.load_runs(store.experiment, None, store.uri)
 
 
@@ -87,3 +93,27 @@ def test_a_sweep_decides_on_sweep_metric_and_reports_per_class_on_its_parent(sto
     assert {"comparison/per_class_recall.png", "comparison/per_class_recall.csv"} <= files
     text = Path(store.client().download_artifacts(parent.info.run_id, "comparison/report.md", str(tmp_path)))
     assert "## Per class: recall against the baseline" in text.read_text()
+
+
+def test_speed_ratios_are_paired_over_seeds_on_the_log_scale(runs, tmp_path):
+    frame = speed.ratio_frame(runs, ["augmentation=none", "augmentation=flip_shift"], "augmentation=none")
+    row = frame.set_index("measure").loc[contract.TRAIN_SECONDS_PER_EPOCH]
+    by_hand = stats.paired(np.log(np.multiply(EPOCH_SECONDS, SLOWER)), np.log(EPOCH_SECONDS))
+    assert row.ratio == pytest.approx(np.exp(np.mean(np.log(SLOWER))))  # the geometric mean of the ratios
+    assert (row.ci_low, row.ci_high) == pytest.approx((np.exp(by_hand.ci_low), np.exp(by_hand.ci_high)))
+    assert row.ci_low < 1.9 < row.ci_high and row.decided
+    result = load.report_runs(runs, out=tmp_path, log=False)
+    (line,) = speed.sentences(result.speed, result.summary)
+    assert line.startswith("augmentation=flip_shift: 1.90x slower per epoch [1.8")
+    assert ", val_accuracy +0.0 points [" in line  # the same final accuracy for both (0.8)
+    assert (tmp_path / "accuracy_vs_speed.png").stat().st_size > 1000
+    assert "1.90x slower per epoch" in (tmp_path / "report.md").read_text()
+    assert "1.90x slower per epoch" in report.markdown_summary(
+        result.summary, result.effects, None, result.speed
+    )
+    assert speed.ratio_text(0.5, 0.4, 0.625, "slower", "faster") == "2.00x faster [1.60, 2.50]"
+
+
+def test_the_pareto_front_keeps_the_variants_nothing_beats_on_both_time_and_accuracy():
+    points = [(1.0, 0.90), (2.0, 0.95), (2.5, 0.93), (0.5, 0.80), (3.0, 0.95)]
+    assert speed.pareto(points) == [0, 1, 3]  # (2.5, 0.93) and (3.0, 0.95) are beaten by (2.0, 0.95)
