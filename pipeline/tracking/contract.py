@@ -107,6 +107,7 @@ WEIGHTED_F1 = "weighted_f1"
 VAL_MACRO_F1 = f"{VAL_PREFIX}{MACRO_F1}"
 PER_CLASS = ("precision", "recall", "f1", "support")  # val_recall/<class>, ...
 CLASS_COUNT = "class_count"  # class_count/<class>: training images per class
+EVALUATION_SECONDS = "evaluation_seconds"  # the wall time the evaluation (and speed measures) added
 EVALUATION_DIR = "evaluation"  # evaluation/val_per_class.json: the per-class table (mlflow.load_table)
 # --- speed and memory, once per run (``training.speed``) ---------------------------------------
 TRAIN_SECONDS_PER_EPOCH = "train_seconds_per_epoch"  # median training time of an epoch (the first left out)

@@ -80,21 +80,25 @@ def train(plan: Plan, strategy) -> Outcome:
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
+    started = time.perf_counter()
     if plan.evaluate:  # per class, once: on the probabilities the scorer kept (no second pass)
-        per_class = evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX,
-                                            skip=set(history))  # fmt: skip
-        metrics |= per_class
+        metrics |= evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX,
+                                           skip=set(history))  # fmt: skip
         mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
         metrics |= speed.measure(model)  # inference time, size, peak memory
     epochs_timed = logger.train_seconds[1:] or logger.train_seconds  # the first epoch traces
     metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(epochs_timed))
     record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
+    evaluation_seconds = time.perf_counter() - started
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics
         if plan.evaluate:
-            names = data.class_names
+            started, names = time.perf_counter(), data.class_names
             metrics |= evaluate.log_evaluation(data.y_test, test_probabilities, names, contract.TEST_PREFIX)
+            evaluation_seconds += time.perf_counter() - started
+    if plan.evaluate:  # what the evaluation added to the run (bench_evaluation.py reads it)
+        record.log_metrics({contract.EVALUATION_SECONDS: evaluation_seconds})
     elif data.x_test is not None and data.from_files:
         artifacts.log_test_predictions(model, data, plan.batch_size)
     elif data.x_test is not None:
