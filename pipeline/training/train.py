@@ -25,6 +25,7 @@ Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics
 
 def train(plan: Plan, strategy) -> Outcome:
     """Trains the planned model under ``strategy``; returns final metrics, history and model URI."""
+    speed.reset_peak_memory()  # this run's peak, not an earlier run's in the same process
     # Data
     data = sources.load(**plan.data)
     _log_data(data)

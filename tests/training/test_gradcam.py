@@ -72,3 +72,23 @@ def test_the_most_confident_mistakes_come_first_and_the_figure_has_an_overlay_ea
         "true b\npredicted a 70%",
         *["Grad-CAM (predicted class)"] * 2,
     ]
+
+
+def test_speed_measures_time_size_and_this_runs_peak_memory():
+    import sys
+
+    import pytest
+
+    from pipeline.training import speed
+
+    model = _scratch()
+    measured = speed.measure(model)
+    assert measured["model_size_mb"] == pytest.approx(model.count_params() * 4 / 1e6)
+    assert measured["inference_ms_per_image/batch_1"] > 0 and measured["inference_ms_per_image/batch_128"] > 0
+    if sys.platform == "linux":  # the peak starts afresh for each run of a process
+        speed.reset_peak_memory()
+        big = np.ones(40_000_000)  # 320 MB
+        before = speed.peak_rss_mb()
+        del big
+        speed.reset_peak_memory()
+        assert speed.peak_rss_mb() < before - 200
