@@ -107,7 +107,7 @@ def curves(y_true, probabilities: np.ndarray, class_names: Sequence[str]):
         if positive.min() == positive.max():  # one class absent: no curve
             continue
         fpr, tpr, _ = metrics.roc_curve(positive, score)
-        precision, recall_c, _ = metrics.precision_recall_curve(positive, score)
+        precision, recall_c, _ = metrics.precision_recall_curve(positive, score, drop_intermediate=True)
         name = str(class_names[c])[:20]
         roc.plot(fpr, tpr, label=f"{name} (AUC {metrics.auc(fpr, tpr):.3f})", linewidth=1)
         ap = metrics.average_precision_score(positive, score)
