@@ -55,7 +55,14 @@ def heatmaps(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray | Non
     maps = tf.cast(maps, tf.float32)  # mixed precision: float16 maps
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[..., None]
-    cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0]
+    height, width = images.shape[1:3]
+    if 2 * cam.shape[1] > height and 2 * cam.shape[2] > width:
+        # no downsampling, only 'valid' convs' borders lost: each map pixel sits over the input pixel
+        # at the centre of its receptive field, so the map goes in the middle, not stretched
+        top, left = (height - cam.shape[1]) // 2, (width - cam.shape[2]) // 2
+        cam = tf.image.pad_to_bounding_box(cam, top, left, height, width)[..., 0]
+    else:  # strided or pooled: a coarse map, upsampled
+        cam = tf.image.resize(cam, (height, width), method="bilinear")[..., 0]
     cam = keras.ops.convert_to_numpy(cam)
     peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
     return cam / np.maximum(peak, 1e-9)

@@ -66,7 +66,7 @@ def figure(images: np.ndarray, cams: np.ndarray | None, table):
     """
     plt = plots.pyplot()
     size, cols = images.shape[1], min(len(images), 4)
-    gap, label = max(1, size // 12), max(4, size * 6 // 10)
+    gap, label = max(1, size // 12), max(4, size // 4)  # label: room for two lines of text
     stack = 2 if cams is not None else 1
     cell_h = label + stack * size + (stack - 1) * gap
     rows = math.ceil(len(images) / cols)
