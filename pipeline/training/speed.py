@@ -40,27 +40,30 @@ def measure(model) -> dict[str, float]:
     shape = tuple(model.inputs[0].shape[1:])
     images = np.random.default_rng(0).uniform(0, 255, (max(BATCHES), *shape)).astype("float32")
     metrics = {contract.MODEL_SIZE_MB: weights_bytes(model) / 1e6, contract.PEAK_MEMORY_MB: peak_rss_mb()}
+    import tensorflow as tf
+
+    # one trace for every batch size (a backbone's trace costs seconds)
+    call = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, *shape))])
     for batch in BATCHES:
         expected = 2 * batch * metrics.get(contract.inference_ms(1), 0.0) / 1000  # warm-up + one call
         if expected > MAX_WARM_UP_SECONDS:  # a big backbone on a CPU: not worth the run's time
             log.info("inference at batch %d not timed: about %.0f s on this device", batch, expected)
             continue
-        metrics[contract.inference_ms(batch)] = inference_ms_per_image(model, images, batch)
+        metrics[contract.inference_ms(batch)] = inference_ms_per_image(call, images, batch)
     gpu = gpu_peak_mb()
     if gpu is not None:
         metrics[contract.GPU_PEAK_MEMORY_MB] = gpu
     return metrics
 
 
-def inference_ms_per_image(model, images: np.ndarray, batch: int) -> float:
-    """Milliseconds per image for calls of the first ``batch`` images, after a warm-up call that
-    traces the function; the median of the timed calls."""
+def inference_ms_per_image(call, images: np.ndarray, batch: int) -> float:
+    """Milliseconds per image for ``call`` (a traced model) on the first ``batch`` images, after a
+    warm-up call; the median of the timed calls."""
     import keras
     import tensorflow as tf
 
     x = tf.constant(images[:batch], dtype=tf.float32)
-    call = tf.function(lambda x: model(x, training=False))
-    keras.ops.convert_to_numpy(call(x))  # warm-up: tracing, allocation
+    keras.ops.convert_to_numpy(call(x))  # warm-up: the trace (first time), allocation
     times, started = [], time.perf_counter()
     while not times or (time.perf_counter() - started < BUDGET_SECONDS and len(times) < MAX_CALLS):
         begin = time.perf_counter()
