@@ -164,7 +164,7 @@ def blocks(frame: pd.DataFrame, summary: pd.DataFrame) -> list[tuple]:
     method = (
         "Each measure of a variant divided by the baseline's: a paired t-test over seeds on the log "
         "scale (the ratio of geometric means, its 95% interval mapped back), p Holm-adjusted across "
-        "the variants of each measure. Peak memory is the process's peak resident set."
+        "the variants of each measure. Peak memory is the run's peak resident set (since it started)."
     )
     rows = [
         [
