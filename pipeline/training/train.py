@@ -81,25 +81,12 @@ def train(plan: Plan, strategy) -> Outcome:
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
-    started = time.perf_counter()
-    if plan.evaluate:  # per class, once: on the probabilities the scorer kept (no second pass)
-        metrics |= evaluate.log_evaluation(data.y_val, probabilities, data.class_names, contract.VAL_PREFIX,
-                                           skip=set(history))  # fmt: skip
-        mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
-        metrics |= speed.measure(model)  # inference time, size, peak memory
-    epochs_timed = logger.train_seconds[1:] or logger.train_seconds  # the first epoch traces
-    metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(epochs_timed))
-    record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
-    evaluation_seconds = time.perf_counter() - started
+    metrics |= _evaluate(plan, model, data, probabilities, history, logger.train_seconds)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics
         if plan.evaluate:
-            started, names = time.perf_counter(), data.class_names
-            metrics |= evaluate.log_evaluation(data.y_test, test_probabilities, names, contract.TEST_PREFIX)
-            evaluation_seconds += time.perf_counter() - started
-    if plan.evaluate:  # what the evaluation added to the run (bench_evaluation.py reads it)
-        record.log_metrics({contract.EVALUATION_SECONDS: evaluation_seconds})
+            metrics |= _evaluate_test(data, test_probabilities, metrics[contract.EVALUATION_SECONDS])
     elif data.x_test is not None and data.from_files:
         artifacts.log_test_predictions(model, data, plan.batch_size)
     elif data.x_test is not None:
@@ -109,6 +96,33 @@ def train(plan: Plan, strategy) -> Outcome:
         example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
         model_uri = record.log_keras_model(model, example, probabilities[:1], epochs, data.class_names)
     return metrics, history, model_uri
+
+
+def _evaluate(plan: Plan, model, data, probabilities, history, train_seconds: list[float]) -> dict:
+    """Per class, the mistakes with Grad-CAM, speed and memory: once, on the probabilities the
+    scorer kept (no second pass); ``evaluation_seconds`` is what it added to the run."""
+    started, metrics = time.perf_counter(), {}
+    if plan.evaluate:
+        names, prefix = data.class_names, contract.VAL_PREFIX
+        metrics |= evaluate.log_evaluation(data.y_val, probabilities, names, prefix, skip=set(history))
+        mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
+        metrics |= speed.measure(model)  # inference time, size, peak memory
+    timed = train_seconds[1:] or train_seconds  # the first epoch traces
+    metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(timed))
+    record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
+    if plan.evaluate:
+        metrics[contract.EVALUATION_SECONDS] = time.perf_counter() - started
+        record.log_metrics({contract.EVALUATION_SECONDS: metrics[contract.EVALUATION_SECONDS]})
+    return metrics
+
+
+def _evaluate_test(data, probabilities, seconds_before: float) -> dict:
+    """The test set's per-class evaluation; its time added to ``evaluation_seconds``."""
+    started = time.perf_counter()
+    metrics = evaluate.log_evaluation(data.y_test, probabilities, data.class_names, contract.TEST_PREFIX)
+    metrics[contract.EVALUATION_SECONDS] = seconds_before + time.perf_counter() - started
+    record.log_metrics({contract.EVALUATION_SECONDS: metrics[contract.EVALUATION_SECONDS]})
+    return metrics
 
 
 def _log_data(data) -> None:
