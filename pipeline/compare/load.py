@@ -251,7 +251,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", required=True, help="experiment (preset) name, e.g. stride_vs_pool")
     parser.add_argument("--sweep", help="a sweep id or its parent run id (default: the latest sweep)")
     parser.add_argument(
-        "--metric", default=contract.VAL_ACCURACY, help="compared at its final value (%(default)s)"
+        "--metric",
+        default=contract.VAL_ACCURACY,
+        help="compared at its final value (%(default)s; or val_macro_f1, val_recall/<class>, test_accuracy)",
     )
     parser.add_argument("--baseline", help=f"variant to compare with (default: {tables.BASELINE_RULE})")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")
