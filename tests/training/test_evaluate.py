@@ -68,7 +68,6 @@ def test_class_names_become_mlflow_legal_metric_keys():
 
 @pytest.mark.slow
 def test_a_folder_run_logs_per_class_metrics_tables_curves_and_class_counts(store, tmp_path):
-    import mlflow
 
     root = write_image_folder(tmp_path / "images", classes=("cat", "dog", "sea lion"), per_class=8)
     shutil.copytree(root / "val", root / "test")  # a labelled test/
@@ -79,14 +78,13 @@ def test_a_folder_run_logs_per_class_metrics_tables_curves_and_class_counts(stor
     result = pipeline.run([*common, "trainer.class_weight=balanced"])
     run = store.client().get_run(result.run_id)
     logged = run.data.metrics
-    mlflow.set_experiment(experiment_id=run.info.experiment_id)  # load_table reads the current one
     for prefix in ("val_", "test_"):
         for name in ("cat", "dog", "sea lion"):
             assert {f"{prefix}{stat}/{name}" for stat in contract.PER_CLASS} <= set(logged)
         assert 0 <= logged[f"{prefix}macro_f1"] <= 1 and f"{prefix}weighted_f1" in logged
-        table = mlflow.load_table(
-            f"evaluation/{prefix}per_class.json",
-            run_ids=[result.run_id],
+        # what mlflow.load_table reads (it takes the active experiment; the client names one)
+        table = store.client().load_table(
+            run.info.experiment_id, f"evaluation/{prefix}per_class.json", run_ids=[result.run_id]
         )
         assert list(table["class"]) == ["cat", "dog", "sea lion"] and table.support.sum() > 0
     assert logged["class_count/sea lion"] == 2 and run.data.params["trainer.class_weight"] == "balanced"
