@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def task(cfg) -> float:
-    """The Hydra task: one run, or one job of a sweep; returns its final val_accuracy."""
+    """The Hydra task: validate, train, return the final ``sweep.metric`` (NaN for a failed sweep job)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -57,7 +57,7 @@ def _single_run(cfg, hydra_cfg, sweep_dir: str | None) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, {}
         )
-        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
+        return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
 
@@ -90,7 +90,7 @@ def _sweep_job(cfg, hydra_cfg, job: jobs.SweepJob) -> float:
             log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
             return math.nan
         info = dataclasses.replace(info, claimed_run_id=claimed)
-        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
+        return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
     except Exception as err:
         # recorded FAILED here if it failed before its run opened, and named in the sweep's summary
         unrecordable = isinstance(err, (faults.DiskFullError, faults.OutageError))  # the store cannot take it

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.compare import report, tables
+from pipeline.compare import classes, report, speed, tables
 from pipeline.compare.stats import ALPHA, POWER
 from pipeline.config import errors, overrides
 from pipeline.config.errors import ConvlabError
@@ -174,6 +174,8 @@ class Comparison:
     summary: pd.DataFrame
     effects: pd.DataFrame
     path: Path  # report.md
+    per_class: pd.DataFrame | None = None  # ``classes.per_class_frame``: recall per class
+    speed: pd.DataFrame | None = None  # ``speed.ratio_frame``: speed and memory against the baseline
 
 
 def report_runs(
@@ -188,10 +190,14 @@ def report_runs(
     """``write_report`` on runs already loaded (``load_runs``); also returns the tables."""
     summary = summary_table(runs, metric, baseline, stopped)
     effects = effects_table(runs, metric)
-    path = _write(runs, summary, effects, out, log)
+    per_class = classes.per_class_frame(runs, list(summary.variant), summary.attrs["baseline"])
+    ratios = speed.ratio_frame(runs, list(summary.variant), summary.attrs["baseline"])
+    path = _write(runs, summary, effects, out, log, per_class, ratios)
     if echo:
-        print(f"{report.terminal_table(summary)}\n\nreport: {path}")
-    return Comparison(summary, effects, path)
+        said = [*classes.sentences(per_class), *speed.sentences(ratios, summary)]
+        lines = "".join(f"\n{line}" for line in said)
+        print(f"{report.terminal_table(summary)}\n{lines}\n\nreport: {path}")
+    return Comparison(summary, effects, path, per_class, ratios)
 
 
 def _check_metric(runs: pd.DataFrame, metric: str) -> None:
@@ -220,11 +226,11 @@ def _listed(factor: str, spec) -> list[str]:
         return []
 
 
-def _write(runs, summary, effects, out: str | Path | None, log: bool) -> Path:
+def _write(runs, summary, effects, out: str | Path | None, log: bool, per_class=None, ratios=None) -> Path:
 
     out = Path(out) if out else Path("reports") / runs.attrs["experiment"]
     try:
-        files = report.write(out, runs, summary, effects)
+        files = report.write(out, runs, summary, effects, per_class, ratios)
     except OSError as err:  # nothing is logged yet: the store is untouched
         raise CompareError(f"cannot write the report to {out}: {err.strerror or err}") from None
     if log:  # log only this report's files, whatever else the folder holds
@@ -245,7 +251,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", required=True, help="experiment (preset) name, e.g. stride_vs_pool")
     parser.add_argument("--sweep", help="a sweep id or its parent run id (default: the latest sweep)")
     parser.add_argument(
-        "--metric", default=contract.VAL_ACCURACY, help="compared at its final value (%(default)s)"
+        "--metric",
+        default=contract.VAL_ACCURACY,
+        help="compared at its final value (%(default)s; or val_macro_f1, val_recall/<class>, test_accuracy)",
     )
     parser.add_argument("--baseline", help=f"variant to compare with (default: {tables.BASELINE_RULE})")
     parser.add_argument("--out", help="output folder (default: reports/EXPERIMENT/)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.compare import figures, render, stats, tables
+from pipeline.compare import classes, figures, render, speed, stats, tables
 from pipeline.tracking import contract, redaction
 
 ESTIMATE = ["mean ± std", "95% CI"]
@@ -24,8 +24,11 @@ METHOD = (
 )
 
 
-def write(out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame) -> list[Path]:
-    """Writes summary.csv, main_effects.csv (factorial sweeps), the two PNGs, report.md and report.html."""
+def write(
+    out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, per_class=None, ratios=None
+) -> list[Path]:
+    """Writes summary.csv, main_effects.csv (factorial sweeps), per_class_recall.csv, speed.csv,
+    the PNGs, report.md and report.html."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "summary.csv"]
     summary.to_csv(files[0], index=False)
@@ -38,9 +41,21 @@ def write(out: Path, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.Data
         "curves.png": figures.png(figures.curves(runs, list(summary.variant))),
         "final_metric.png": figures.png(figures.final_metric(runs, summary)),
     }
+    if per_class is None:
+        per_class = classes.per_class_frame(runs, list(summary.variant), summary.attrs["baseline"])
+    if len(per_class):
+        files.append(out / "per_class_recall.csv")
+        per_class.to_csv(files[-1], index=False)
+        pngs["per_class_recall.png"] = figures.png(classes.heatmap(per_class))
+    if ratios is None:
+        ratios = speed.ratio_frame(runs, list(summary.variant), summary.attrs["baseline"])
+    if len(ratios):
+        files.append(out / "speed.csv")
+        ratios.to_csv(files[-1], index=False)
+        pngs["accuracy_vs_speed.png"] = figures.png(speed.accuracy_vs_speed(runs, summary))
     for name, data in pngs.items():
         (out / name).write_bytes(data)
-    blocks = _blocks(runs, summary, effects)
+    blocks = _blocks(runs, summary, effects) + classes.blocks(per_class) + speed.blocks(ratios, summary)
     (out / "report.md").write_text(render.to_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(
         render.to_html(blocks, pngs, summary.attrs["experiment"]), encoding="utf-8"
@@ -68,9 +83,10 @@ def terminal_table(summary: pd.DataFrame) -> str:
     return "\n".join([head, "", *lines])
 
 
-def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
+def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame, per_class=None, ratios=None) -> str:
     """A compact Markdown table naming every variant with its verdict (for the sweep's parent run
-    description in MLflow), then the main effects' verdicts when the sweep is factorial."""
+    description in MLflow), then the main effects' verdicts when the sweep is factorial, then a
+    line per variant with a class decided (``classes.sentences``)."""
     a = summary.attrs
     method = METHOD.replace("the baseline", f"`{a['baseline']}`")
     head = f"**{a['experiment']}**: final `{a['metric']}`, mean over seeds; {method}, alpha {a['alpha']}."
@@ -83,6 +99,12 @@ def markdown_summary(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
     if len(effects):
         rows = [[r["factor"], r["level"], str(r["n_runs"]), *_brief(r)] for _, r in effects.iterrows()]
         blocks += [("p", "Main effects:"), ("table", ["factor", "level", "runs", *BRIEF], rows)]
+    decided = classes.sentences(per_class, decided_only=True) if per_class is not None else []
+    if decided:
+        blocks += [("p", "Per class (recall, Holm across classes):"), ("list", decided)]
+    said = speed.sentences(ratios, summary) if ratios is not None and len(ratios) else []
+    if said:
+        blocks += [("p", "Speed (ratio to the baseline, geometric mean over seeds):"), ("list", said)]
     return render.to_markdown(blocks)
 
 

@@ -51,9 +51,12 @@ class Comparison(NamedTuple):
     df_per_seed: float
 
 
+BOUNDED_NAMES = ("accuracy", "f1", "recall", "precision")  # metrics in [0, 1]
+
+
 def scale_for(metric: str) -> str:
-    """``LOGIT`` for metrics bounded by [0, 1] (accuracies), else ``T``."""
-    return LOGIT if "accuracy" in metric else T
+    """``LOGIT`` for metrics bounded by [0, 1] (accuracies, F1, recall, precision), else ``T``."""
+    return LOGIT if any(name in metric for name in BOUNDED_NAMES) else T
 
 
 def mean_ci(values, confidence: float = CONFIDENCE, scale: str = T) -> tuple[float, float, float, float]:

@@ -71,6 +71,9 @@ class TrainerConfig(Schema):
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
     max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
+    # evaluation (issue 27)
+    evaluate: bool  # per-class metrics, table, ROC/PR curves once after the last epoch
+    class_weight: Literal["balanced"] | None  # balanced: loss weighted by inverse class frequency
 
 
 class FineTuneConfig(Schema):
@@ -98,6 +101,8 @@ class SweepConfig(Schema):
     # shadow pydantic's BaseModel.register)
     register_as: str | None = Field(alias="register", min_length=1)
     register_undecided: bool  # no decided winner: register the best mean anyway, marked undecided
+    # the metric of the sweep's verdict and a search's objective (higher is better for each)
+    metric: Literal["val_accuracy", "best_val_accuracy", "val_macro_f1", "val_weighted_f1"]
 
 
 class TrackingConfig(Schema):

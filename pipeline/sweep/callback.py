@@ -133,7 +133,8 @@ def _next_round(state: summary.SweepPass, config) -> tuple[list[list[str]], dict
         from pipeline.compare import load  # pandas and scipy load once a pass ends, not in every job
 
         runs = load.load_runs(state.experiment_name, state.parent_run_id, state.tracking_uri)
-        wanted, stopped = adaptive.plan(runs, load.summary_table(runs), config.sweep.max_seeds)
+        summary = load.summary_table(runs, config.sweep.metric)
+        wanted, stopped = adaptive.plan(runs, summary, config.sweep.max_seeds)
     except Exception as err:  # e.g. a single variant: nothing to decide
         log.warning("sweep.max_seeds: no seeds added: %s", err)
         return [], None
@@ -201,6 +202,7 @@ def _open(config) -> summary.SweepPass:
         started=now,
         register=options.register,
         register_undecided=options.register_undecided,
+        metric=options.metric,
     )
 
 

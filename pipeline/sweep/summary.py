@@ -36,6 +36,7 @@ class SweepPass:
     started: float  # time.time() when the pass started
     register: str | None  # sweep.register: the model name the decided winner is registered as
     register_undecided: bool  # sweep.register_undecided
+    metric: str = contract.VAL_ACCURACY  # sweep.metric: what the verdict compares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,8 @@ def _publish(state: SweepPass, stopped: dict[str, str] | None) -> tuple | None:
     uri, parent = state.tracking_uri, state.parent_run_id
     runs = load.load_runs(state.experiment_name, parent, uri)
     out = os.path.join(state.sweep_dir, "comparison")
-    result = load.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
+    metric = state.metric
+    result = load.report_runs(runs, metric, out=out, log=True, echo=True, stopped=stopped)
     metric = result.summary.attrs["metric"]
     means = {
         f"{metric}/{_metric_key(row['variant'])}": row[f"{metric}_mean"]
@@ -110,7 +112,7 @@ def _publish(state: SweepPass, stopped: dict[str, str] | None) -> tuple | None:
         if row[f"{metric}_mean"] == row[f"{metric}_mean"]  # not NaN
     }
     sweep_runs.log_metrics_to(uri, parent, means)
-    note = report.markdown_summary(result.summary, result.effects)
+    note = report.markdown_summary(result.summary, result.effects, result.per_class, result.speed)
     study_note = sweep_runs.run_tags(uri, parent).get(contract.STUDY_NOTE)
     note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})

@@ -20,6 +20,8 @@ Imports nothing heavy: config-time code and the comparison may use it.
 
 from __future__ import annotations
 
+import re
+
 # --- run statuses (MLflow's own names) --------------------------------------------------------
 RUNNING = "RUNNING"
 FINISHED = "FINISHED"
@@ -99,9 +101,46 @@ FEATURE_SECONDS = "feature_seconds"
 SKIPPED_FILES = "dataset.skipped_files"
 TEST_ACCURACY = "test_accuracy"  # a held-out test set (an image folder's test/), scored once at the end
 TEST_LOSS = "test_loss"
+# --- the per-class evaluation, once per run after the last epoch (``training.evaluate``) -------
+VAL_PREFIX = "val_"  # the validation set
+TEST_PREFIX = "test_"  # an image folder's test/
+MACRO_F1 = "macro_f1"  # val_macro_f1, test_macro_f1
+WEIGHTED_F1 = "weighted_f1"
+VAL_MACRO_F1 = f"{VAL_PREFIX}{MACRO_F1}"
+PER_CLASS = ("precision", "recall", "f1", "support")  # val_recall/<class>, ...
+CLASS_COUNT = "class_count"  # class_count/<class>: training images per class
+EVALUATION_SECONDS = "evaluation_seconds"  # the wall time the evaluation (and speed measures) added
+EVALUATION_DIR = "evaluation"  # evaluation/val_per_class.json: the per-class table (mlflow.load_table)
+# --- speed and memory, once per run (``training.speed``) ---------------------------------------
+TRAIN_SECONDS_PER_EPOCH = "train_seconds_per_epoch"  # median training time of an epoch (the first left out)
+MODEL_SIZE_MB = "model_size_mb"  # the weights' bytes
+PEAK_MEMORY_MB = "peak_memory_mb"  # the process's peak resident memory
+GPU_PEAK_MEMORY_MB = "gpu_peak_memory_mb"
+INFERENCE_MS = "inference_ms_per_image"  # inference_ms_per_image/batch_1, .../batch_128
 # task=predict
 IMAGES = "images"
 MEAN_TOP1_PROBABILITY = "mean_top1_probability"
+
+
+def top_k_accuracy(k: int) -> str:
+    return f"top{k}_accuracy"
+
+
+def inference_ms(batch: int) -> str:
+    return f"{INFERENCE_MS}/batch_{batch}"
+
+
+def class_metric(prefix: str, stat: str, class_name: str) -> str:
+    """``val_recall/<class>``: the class name made MLflow-legal (letters, digits, ``_ - . space``)."""
+    return f"{prefix}{stat}/{metric_safe(class_name)}"
+
+
+def metric_safe(name: str) -> str:
+    """``name`` as part of an MLflow metric key: other characters become ``_``, and so do ``.``/``..``
+    (a key must be its own normalised path)."""
+    safe = re.sub(r"[^\w.\- ]", "_", str(name)).strip() or "_"
+    return "_" if set(safe) == {"."} else safe
+
 
 # --- errors (the ``convlab.error`` tag) that the sweep acts on --------------------------------
 WORKER_KILLED = (

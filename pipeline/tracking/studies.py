@@ -116,8 +116,8 @@ def current_trial(epochs: int):
     return optuna.trial.Trial(study, trial_id)
 
 
-def trial_runs(uri: str, parent_run_id: str) -> dict[int, dict]:
-    """Each trial's latest child run of a study's parent: status, final val_accuracy, pruned epoch."""
+def trial_runs(uri: str, parent_run_id: str, metric: str = contract.VAL_ACCURACY) -> dict[int, dict]:
+    """Each trial's latest child run of a study's parent: status, final ``metric``, pruned epoch."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -133,7 +133,7 @@ def trial_runs(uri: str, parent_run_id: str) -> dict[int, dict]:
         found[int(number)] = {
             "run_id": run.info.run_id,
             "status": run.info.status,
-            "value": run.data.metrics.get(contract.VAL_ACCURACY),
+            "value": run.data.metrics.get(metric),
             "pruned_at": run.data.tags.get(contract.PRUNED_AT_EPOCH),
         }
     return found

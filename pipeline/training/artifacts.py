@@ -49,10 +49,11 @@ def log_submission(model, x_test: np.ndarray) -> None:
     record.log_text(frame.to_csv(index=False), "predictions/submission.csv")
 
 
-def log_test_set(model, data, batch_size: int) -> dict[str, float]:
+def log_test_set(model, data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
     """A held-out test set (an image folder's ``test/<class>/``), scored once after training:
     ``test_accuracy``, ``test_loss`` and ``figures/test_confusion_matrix.png``. Never used to
-    choose a model or an epoch: that is what validation is for."""
+    choose a model or an epoch: that is what validation is for. Returns the metrics and the
+    test images' probabilities."""
     probabilities = _test_probabilities(model, data, data.y_test, batch_size)
     picked = probabilities[np.arange(len(data.y_test)), data.y_test]
     metrics = {
@@ -62,7 +63,7 @@ def log_test_set(model, data, batch_size: int) -> dict[str, float]:
     record.log_metrics(metrics)
     figure = figures.confusion_matrix(data.y_test, probabilities.argmax(axis=1), data.class_names)
     record.log_figure(figure, "figures/test_confusion_matrix.png")
-    return metrics
+    return metrics, probabilities
 
 
 def log_test_predictions(model, data, batch_size: int) -> None:

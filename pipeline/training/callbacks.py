@@ -39,6 +39,8 @@ def epoch_logger(train_images: int, log_setup: bool = True):
             self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
             record.log_text("\n".join(lines), "model_summary.txt")
 
+        train_seconds: list[float] = []  # per epoch, validation excluded
+
         def on_epoch_begin(self, epoch, logs=None):
             self._started = self._trained = time.perf_counter()
 
@@ -51,6 +53,7 @@ def epoch_logger(train_images: int, log_setup: bool = True):
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             metrics[contract.EPOCH_SECONDS] = now - self._started
             metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
+            self.train_seconds = [*self.train_seconds, train_seconds]
             record.log_metrics(metrics, step=epoch + 1)
 
         def on_train_end(self, logs=None):
@@ -59,7 +62,7 @@ def epoch_logger(train_images: int, log_setup: bool = True):
     return EpochLogger()
 
 
-def val_scorer(model, batches, labels: np.ndarray, started=lambda: None):
+def val_scorer(model, batches, labels: np.ndarray, started=lambda: None, f1: bool = False):
     """A callback adding ``val_loss``/``val_accuracy`` to each epoch's logs, as ``fit``'s
     ``validation_data`` would (same numbers, float tolerance), keeping the epoch's probabilities.
 
@@ -67,7 +70,8 @@ def val_scorer(model, batches, labels: np.ndarray, started=lambda: None):
     pipeline, or one precomputed array of features, which goes through the model in one eager
     call). Batches go through one ``tf.function`` of the model, traced once: about twice as fast
     as Keras' own validation pass, four times an eager call per batch. ``started()`` is called
-    as validation starts (the epoch's training ended).
+    as validation starts (the epoch's training ended). ``f1``: also ``val_macro_f1`` and
+    ``val_weighted_f1`` each epoch (scikit-learn's), for a study whose objective is one of them.
     """
     import keras
     import tensorflow as tf
@@ -86,8 +90,22 @@ def val_scorer(model, batches, labels: np.ndarray, started=lambda: None):
             picked = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1 - EPSILON)
             logs[contract.VAL_LOSS] = float(-np.log(picked).mean())
             logs[contract.VAL_ACCURACY] = float((probabilities.argmax(axis=1) == labels).mean())
+            if f1:
+                logs.update(_f1_scores(labels, probabilities))
 
     return ValScorer()
+
+
+def _f1_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics
+
+    classes, predicted = np.arange(probabilities.shape[1]), probabilities.argmax(axis=1)
+    return {
+        f"{contract.VAL_PREFIX}{average}_f1": float(
+            metrics.f1_score(labels, predicted, labels=classes, average=average, zero_division=0)
+        )
+        for average in ("macro", "weighted")
+    }
 
 
 def predict_eagerly(model, dataset) -> np.ndarray:
@@ -98,9 +116,9 @@ def predict_eagerly(model, dataset) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def trial_reporters(epochs: int) -> list:
+def trial_reporters(epochs: int, metric: str = contract.VAL_ACCURACY) -> list:
     """In a study's trial (``hydra/sweeper=optuna``), a callback that tags the run with its study
-    and trial, reports each epoch's val_accuracy to the study's storage (step = epoch) and, when
+    and trial, reports each epoch's ``metric`` to the study's storage (step = epoch) and, when
     the study's pruner says so, stops training after that epoch: the run ends FINISHED, tagged
     ``convlab.pruned_at_epoch``, and no comparison counts it. Outside a study: none."""
     trial = studies.current_trial(epochs)
@@ -114,14 +132,14 @@ def trial_reporters(epochs: int) -> list:
             record.set_tags({contract.STUDY: study, contract.TRIAL: str(trial.number)})
 
         def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(contract.VAL_ACCURACY)
+            value = (logs or {}).get(metric)
             if value is None:
                 return
             trial.report(float(value), step=epoch + 1)
             if epoch + 1 < epochs and trial.should_prune():
                 trial.set_user_attr(studies.PRUNED_AT_ATTR, epoch + 1)
                 record.set_tags({contract.PRUNED_AT_EPOCH: str(epoch + 1)})
-                log.info("trial %d pruned after epoch %d (val_accuracy %.4f)", trial.number, epoch + 1, value)
+                log.info("trial %d pruned after epoch %d (%s %.4f)", trial.number, epoch + 1, metric, value)
                 self.model.stop_training = True
 
     return [ReportToStudy()]

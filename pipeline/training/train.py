@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 
+from pipeline.config.errors import DataError
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks, schedules, stages
+from pipeline.training import artifacts, callbacks, evaluate, mistakes, schedules, speed, stages
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
@@ -24,9 +25,11 @@ Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics
 
 def train(plan: Plan, strategy) -> Outcome:
     """Trains the planned model under ``strategy``; returns final metrics, history and model URI."""
+    speed.reset_peak_memory()  # this run's peak, not an earlier run's in the same process
     # Data
     data = sources.load(**plan.data)
     _log_data(data)
+    class_weight = _class_weight(data) if plan.class_weight else None
     augmentation = augment.build_augmentation(**plan.augmentation)
     # Model: what fit() trains is the whole model on images, or its head on backbone features
     # computed once; a frozen backbone with augmentation scores validation on features computed once.
@@ -57,9 +60,12 @@ def train(plan: Plan, strategy) -> Outcome:
     train_images = _train_images(plan, len(data.y_train))
     logger = callbacks.epoch_logger(train_images)
     scorer = callbacks.val_scorer(
-        *(on_features or (trainee, val_ds)), np.asarray(fit_data.y_val), started=logger.on_test_begin
+        *(on_features or (trainee, val_ds)),
+        np.asarray(fit_data.y_val),
+        started=logger.on_test_begin,
+        f1=plan.objective.endswith("_f1"),  # a study's objective: per epoch
     )
-    reporters = callbacks.trial_reporters(stages.total_epochs(plan))
+    reporters = callbacks.trial_reporters(stages.total_epochs(plan), plan.objective)
     fit = trainee.fit(
         train_ds,
         epochs=plan.epochs,
@@ -67,6 +73,7 @@ def train(plan: Plan, strategy) -> Outcome:
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         # val_*, the rate (and its plateau), logged, reported
         callbacks=[scorer, *schedules.callbacks(plan.schedule, stages.first_stage(plan)), logger, *reporters],
+        class_weight=class_weight,
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
     history = _history(fit.history)
@@ -77,8 +84,12 @@ def train(plan: Plan, strategy) -> Outcome:
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
+    metrics |= _evaluate(plan, model, data, probabilities, history, logger.train_seconds)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
-        metrics |= artifacts.log_test_set(model, data, plan.batch_size)
+        test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
+        metrics |= test_metrics
+        if plan.evaluate:
+            metrics |= _evaluate_test(data, test_probabilities, metrics[contract.EVALUATION_SECONDS])
     elif data.x_test is not None and data.from_files:
         artifacts.log_test_predictions(model, data, plan.batch_size)
     elif data.x_test is not None:
@@ -96,6 +107,33 @@ def _history(found: dict) -> dict[str, list[float]]:
     return {k: [float(v) for v in values] for k, values in found.items() if k not in marks}
 
 
+def _evaluate(plan: Plan, model, data, probabilities, history, train_seconds: list[float]) -> dict:
+    """Per class, the mistakes with Grad-CAM, speed and memory: once, on the probabilities the
+    scorer kept (no second pass); ``evaluation_seconds`` is what it added to the run."""
+    started, metrics = time.perf_counter(), {}
+    if plan.evaluate:
+        names, prefix = data.class_names, contract.VAL_PREFIX
+        metrics |= evaluate.log_evaluation(data.y_val, probabilities, names, prefix, skip=set(history))
+        mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
+        metrics |= speed.measure(model)  # inference time, size, peak memory
+    timed = train_seconds[1:] or train_seconds  # the first epoch traces
+    metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(timed))
+    record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
+    if plan.evaluate:
+        metrics[contract.EVALUATION_SECONDS] = time.perf_counter() - started
+        record.log_metrics({contract.EVALUATION_SECONDS: metrics[contract.EVALUATION_SECONDS]})
+    return metrics
+
+
+def _evaluate_test(data, probabilities, seconds_before: float) -> dict:
+    """The test set's per-class evaluation; its time added to ``evaluation_seconds``."""
+    started = time.perf_counter()
+    metrics = evaluate.log_evaluation(data.y_test, probabilities, data.class_names, contract.TEST_PREFIX)
+    metrics[contract.EVALUATION_SECONDS] = seconds_before + time.perf_counter() - started
+    record.log_metrics({contract.EVALUATION_SECONDS: metrics[contract.EVALUATION_SECONDS]})
+    return metrics
+
+
 def _log_data(data) -> None:
     """The training and validation sets as MLflow inputs, and the files skipped while reading."""
     digest = data.digest()
@@ -105,6 +143,21 @@ def _log_data(data) -> None:
     record.log_dataset(data.name, data.source, val_digest, data.x_val, data.y_val, contract.VALIDATION)
     if data.from_files:
         record.log_metrics({contract.SKIPPED_FILES: data.skipped_files})
+    counts = np.bincount(np.asarray(data.y_train), minlength=len(data.class_names))
+    names = map(contract.metric_safe, data.class_names)
+    record.log_metrics({f"{contract.CLASS_COUNT}/{name}": int(count) for name, count in zip(names, counts)})
+
+
+def _class_weight(data) -> dict[int, float]:
+    """Inverse class frequency, as scikit-learn's ``balanced``: ``images / (classes * count)``."""
+    counts = np.bincount(np.asarray(data.y_train), minlength=len(data.class_names))
+    if np.count_nonzero(counts) < 2:
+        raise DataError(
+            f"trainer.class_weight=balanced needs at least 2 classes in the training set; "
+            f"found {np.count_nonzero(counts)} ({', '.join(map(str, data.class_names))})"
+        )
+    weights = counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1))
+    return {index: float(weight) for index, weight in enumerate(weights)}
 
 
 def _log_parameter_counts(model) -> None:

@@ -46,6 +46,9 @@ class Plan:
     val_on_features: bool  # frozen backbone with augmentation: validation features computed once
     backbone_identity: dict[str, Any]  # the backbone's config: part of the feature cache's key
     feature_cache_dir: str | None
+    evaluate: bool  # the per-class evaluation after the last epoch (``training.evaluate``)
+    class_weight: str | None  # "balanced": the loss weighted by inverse class frequency
+    objective: str  # sweep.metric: what a study's trial reports per epoch
     schedule: tuple[str, dict[str, Any]] = ("constant", {})  # ``schedules.optimizer``'s name and keys
     fine_tune: FineTune | None = None  # a second stage; None: one stage
 
@@ -88,6 +91,9 @@ def plan(run: RunConfig) -> Plan:
         val_on_features=_scores_val_on_features(run),
         backbone_identity=run.backbone.model_dump(),
         feature_cache_dir=run.trainer.feature_cache_dir,
+        evaluate=run.trainer.evaluate,
+        class_weight=run.trainer.class_weight,
+        objective=run.sweep.metric,
         schedule=(run.schedule.name, run.schedule.model_dump(exclude={"name"})),
         fine_tune=FineTune(**run.fine_tune.model_dump()) if run.fine_tune.epochs else None,
     )

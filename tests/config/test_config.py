@@ -60,6 +60,8 @@ def test_defaults_are_the_course_model(run_config):
         (["sweep.register=cnn", "tracking.log_model=false"], "sweep.register=cnn needs the runs' models"),
         (["sweep.register=''"], "sweep.register='': String should have at least 1 character"),
         (["task=predict", "predict.model=models:/digits@champion"], "predict.model scores a CSV"),
+        (["sweep.metric=val_f2"], "sweep.metric='val_f2': Input should be 'val_accuracy'"),
+        (["trainer.class_weight=inverse"], "trainer.class_weight='inverse'"),
     ],
 )
 def test_bad_values_name_the_key_and_value(overrides, message):

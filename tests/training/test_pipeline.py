@@ -53,12 +53,21 @@ def test_default_run_logs_config_metrics_figures_data_and_a_loadable_model(store
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2], key
     assert run.data.metrics[contract.VAL_ACCURACY] == pytest.approx(result.metrics[contract.VAL_ACCURACY])
     assert run.data.metrics[contract.PARAMETER_COUNT] == 1479798  # the course's model, as the README says
+    # the per-class evaluation, once: 10 digits, so top-3 and top-5 accuracy too
+    logged = run.data.metrics
+    assert {"val_recall/0", "val_f1/9", "val_macro_f1", "val_top3_accuracy", "class_count/7"} <= set(logged)
+    # speed and memory, once: the weights' bytes are the parameters' float32s
+    speed = {"train_seconds_per_epoch", "inference_ms_per_image/batch_1", "inference_ms_per_image/batch_128"}
+    assert all(logged[key] > 0 for key in speed | {"peak_memory_mb"})
+    assert logged["model_size_mb"] == pytest.approx(1479798 * 4 / 1e6)
     # artifacts: Hydra's configs and the figures
     files = {a.path for folder in ("figures", ".hydra") for a in client.list_artifacts(result.run_id, folder)}
     assert {
         "figures/learning_curves.png",
         "figures/confusion_matrix.png",
         "figures/filters_and_feature_maps.png",
+        "figures/val_roc_pr.png",
+        "figures/val_mistakes.png",
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
     } <= files

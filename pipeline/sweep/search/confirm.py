@@ -69,7 +69,9 @@ def confirm(sweeper, study, space, context, env: list[str], top_k: int = 3, seed
     while True:  # bounded: each (configuration, seed) is launched once, seeds up to ``seeds``
         frame = load.load_runs(context.experiment_name, context.parent, context.uri)
         _leave_unfinished(frame, launched, left)
-        summary = load.summary_table(frame, baseline=_leader(frame, study, left))
+        summary = load.summary_table(
+            frame, context.metric, baseline=_leader(frame, study, left, context.metric)
+        )
         if len(variants) - len(left) < 2:
             break
         jobs, stopped = adaptive.plan(frame, summary, seeds)
@@ -121,7 +123,7 @@ def _leave_unfinished(frame, launched: set[tuple[str, str]], left: dict[str, str
                         row.variant, row.seed, row.status, f": {row.error}" if row.error else "")  # fmt: skip
 
 
-def _leader(frame, study, left: dict[str, str]) -> str:
+def _leader(frame, study, left: dict[str, str], metric: str) -> str:
     """The confirmed variant with the best mean over its finished seeds (of those still in)."""
     from optuna.study import StudyDirection
 
@@ -130,5 +132,5 @@ def _leader(frame, study, left: dict[str, str]) -> str:
         raise ConvlabError(
             "the confirm stage: no confirmed configuration finished a run (see the warnings above)"
         )
-    means = done.groupby("variant")[contract.VAL_ACCURACY].mean()
+    means = done.groupby("variant")[metric].mean()
     return str(means.idxmax() if study.direction == StudyDirection.MAXIMIZE else means.idxmin())

@@ -65,7 +65,7 @@ def epochs(study, context, verdict: Verdict | None) -> dict[str, float]:
         metrics["study.confirm_epochs"] = float(confirm_epochs)
         metrics["study.epochs_spent"] = float(search + confirm_epochs)
         row = verdict.summary.set_index("variant").loc[verdict.winner]
-        metrics["study.winner_mean"] = float(row[f"{contract.VAL_ACCURACY}_mean"])
+        metrics["study.winner_mean"] = float(row[f"{verdict.summary.attrs['metric']}_mean"])
     else:
         metrics["study.epochs_spent"] = float(search)
     return metrics
@@ -85,7 +85,7 @@ def describe(study, verdict: Verdict | None, metrics: dict[str, float], pruner: 
             lines + ["No configuration confirmed (hydra.sweeper.confirm.top_k=0, or no trial completed)."]
         )
     summary = verdict.summary.set_index("variant")
-    metric = contract.VAL_ACCURACY
+    metric = verdict.summary.attrs["metric"]
     lines += [
         f"**Confirmed** over seeds (paired t-tests against the leader, Holm): "
         f"{metrics['study.confirm_epochs']:.0f} more epochs.",

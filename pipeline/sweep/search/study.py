@@ -45,6 +45,7 @@ class Context:
     sweep_id: str
     storage: str  # the study storage's spec (``studies.open_storage``)
     epochs: int
+    metric: str = "val_accuracy"  # sweep.metric: the objective each trial returns and reports
 
 
 class StudySweeper:
@@ -114,6 +115,7 @@ class StudySweeper:
         return Context(
             uri, name, parent, os.environ.get(contract.ENV_SWEEP_ID, ""),
             studies.storage_for(uri, self.storage), int(self.config.trainer.epochs),
+            str(self.config.sweep.get("metric", contract.VAL_ACCURACY)),
         )  # fmt: skip
 
     def _study(self, space: search_space.Space, context: Context):
@@ -140,8 +142,8 @@ class StudySweeper:
             contract.TOTAL_JOBS: str(total),
         })  # fmt: skip
         log.info(
-            "study %s: %d trials, %s, %s val_accuracy, pruner %s, storage %s",
-            name, self.n_trials, type(sampler).__name__, self.direction, self.pruner["kind"],
+            "study %s: %d trials, %s, %s %s, pruner %s, storage %s",
+            name, self.n_trials, type(sampler).__name__, self.direction, context.metric, self.pruner["kind"],
             store.redact(context.storage),
         )  # fmt: skip
         return study
@@ -253,7 +255,7 @@ def recover(study, context: Context) -> None:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return
-    by_trial = studies.trial_runs(context.uri, context.parent)
+    by_trial = studies.trial_runs(context.uri, context.parent, context.metric)
     for trial in running:
         run = by_trial.get(trial.number)
         status = run["status"] if run else None
