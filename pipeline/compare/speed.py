@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.compare import stats
-from pipeline.tracking import contract
+from pipeline.tracking import contract, plots
 
 MEASURES = {  # metric -> (more, less): what a ratio above and below 1 means
     contract.TRAIN_SECONDS_PER_EPOCH: ("slower per epoch", "faster per epoch"),
@@ -92,8 +92,6 @@ def ratio_text(ratio: float, low: float, high: float, more: str, less: str) -> s
 def accuracy_vs_speed(runs: pd.DataFrame, summary: pd.DataFrame, measure: str = contract.inference_ms(1)):
     """Each variant's metric (mean, 95% CI) against its inference time (geometric mean over seeds,
     95% CI), the Pareto front (no other variant both faster and better) drawn and labelled."""
-    from pipeline.tracking import plots
-
     plt = plots.pyplot()
     metric, done = summary.attrs["metric"], runs[runs.status == contract.FINISHED]
     points = []
