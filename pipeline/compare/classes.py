@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.compare import stats
-from pipeline.tracking import contract
+from pipeline.tracking import contract, plots
 
 STAT = "recall"  # the per-class metric compared
 COLUMNS = ["variant", "class", "n_compared", "difference", "ci_low", "ci_high", "p_value", "p_adjusted",
@@ -85,8 +85,6 @@ def sentences(frame: pd.DataFrame, decided_only: bool = False) -> list[str]:
 def heatmap(frame: pd.DataFrame):
     """Variants (rows) by classes (columns): the difference in recall from the baseline, red worse,
     blue better, a ``*`` on each decided cell (Holm across the variant's classes)."""
-    from pipeline.tracking import plots
-
     plt = plots.pyplot()
     variants, classes = list(dict.fromkeys(frame.variant)), list(dict.fromkeys(frame["class"]))
     grid = frame.pivot(index="variant", columns="class", values="difference").reindex(variants)[classes]
