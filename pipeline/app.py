@@ -18,7 +18,7 @@ from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import jobs
 from pipeline.tracking import contract, faults, registry, store, sweep_runs
-from pipeline.training import runner
+from pipeline.training import checkpoint, runner
 from pipeline.training.runner import RunInfo
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,11 @@ def task(cfg) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, tags
         )
-        if job is not None:  # each job is trained once, however many processes run the sweep
+        if job is None:
+            info = _resumed(run, info)
+        elif resumed := _resumable_job(job, digest, run, info):  # its killed run, from its checkpoint
+            claimed, info = resumed.claimed_run_id, resumed
+        else:  # each job is trained once, however many processes run the sweep
             name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
             claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
             if claimed is None:
@@ -126,7 +130,39 @@ def run_overrides(lines: list[str], config_name: str = "config"):
         info = _run_info(
             choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}
         )
-        return runner.execute(run, info)
+        return runner.execute(run, _resumed(run, info))
+
+
+def _resumed(run, info: RunInfo) -> RunInfo:
+    """``info`` resuming the run ``trainer.resume`` names, from its checkpoint (checked here, before
+    TensorFlow loads: a FINISHED run, no checkpoint or another config are one line)."""
+    if run.task != "train" or run.trainer.resume is None:
+        return info
+    run_id = run.trainer.resume
+    status, logged_through = sweep_runs.run_progress(run.tracking.uri, run_id)
+    state = checkpoint.check_resume(run.trainer.checkpoint.dir, run_id, status, info.params)
+    log.info("resuming run %s after epoch %d", run_id, state["epoch"])
+    sweep_runs.reopen_run(run.tracking.uri, run_id)
+    return dataclasses.replace(
+        info, claimed_run_id=run_id, resumed=state | {"logged_through": logged_through}
+    )
+
+
+def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
+    """A resumed sweep's job whose run was KILLED after a checkpoint: that run, reopened, resumed."""
+    for child in sweep_runs.children(job.tracking_uri, job.parent_run_id):
+        if child["config_hash"] != digest or child["status"] != contract.KILLED:
+            continue
+        state = checkpoint.read(run.trainer.checkpoint.dir, child["run_id"])
+        if state is not None and state["identity"] == checkpoint.identity(info.params):
+            _, logged_through = sweep_runs.run_progress(job.tracking_uri, child["run_id"])
+            sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
+            log.info(
+                "[sweep] %s: resuming run %s after epoch %d", info.variant, child["run_id"], state["epoch"]
+            )
+            resumed = state | {"logged_through": logged_through}
+            return dataclasses.replace(info, claimed_run_id=child["run_id"], resumed=resumed)
+    return None
 
 
 def _validate(cfg):

@@ -176,6 +176,21 @@ class MultiGpuConfig(AcceleratorConfig):
     logical_cpus: NonNegativeInt  # split the CPU first (testing distribution without GPUs)
 
 
+class CheckpointConfig(Schema):
+    """A run's checkpoint at epoch ends (weights, optimizer, epoch, RNG, callbacks' state)."""
+
+    dir: str  # one folder per run id under it; removed when the run ends FINISHED
+    every_seconds: float = Field(ge=0)  # at an epoch's end if this long since the last one (0: every epoch)
+
+
+class EarlyStoppingConfig(Schema):
+    """Keras' ``EarlyStopping(restore_best_weights=True)``; off while ``patience`` is null."""
+
+    monitor: Literal["val_accuracy", "val_loss"]  # a validation metric: the training ones only improve
+    patience: PositiveInt | None  # epochs without improvement before stopping; null: off
+    min_delta: float = Field(ge=0)  # a smaller change is no improvement
+
+
 class TrainerConfig(Schema):
     epochs: PositiveInt
     batch_size: PositiveInt
@@ -186,6 +201,9 @@ class TrainerConfig(Schema):
     cache_features: bool  # frozen pretrained backbone, no augmentation: features computed once
     feature_cache_dir: str | None  # also keep them on disk here, shared across runs
     max_parameters: PositiveInt  # a scratch CNN estimated over this is refused before TensorFlow loads
+    resume: str | None  # a run id: continue that KILLED (or dead RUNNING) run from its last checkpoint
+    checkpoint: CheckpointConfig
+    early_stopping: EarlyStoppingConfig
 
 
 class PredictConfig(Schema):

@@ -54,6 +54,12 @@ def wait() -> None:
         _opening[-1].wait()
 
 
+def run_id() -> str:
+    """The id of this ``run_context``'s run, once it is open (waits for it)."""
+    _opening[-1].wait()
+    return _opening[-1].run_id
+
+
 def settle() -> None:
     """Waits until the run is open and what an outage queued is written (no-op outside a run)."""
     if _opening:

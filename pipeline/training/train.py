@@ -16,17 +16,23 @@ import numpy as np
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, optimizers, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks
+from pipeline.training import artifacts, callbacks, checkpoint
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
 
 
-def train(plan: Plan, strategy) -> Outcome:
-    """Trains the planned model under ``strategy``; returns final metrics, history and model URI."""
+def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None = None) -> Outcome:
+    """Trains the planned model under ``strategy``; returns final metrics, history and model URI.
+
+    ``identity``: the run's config, kept in its checkpoint; ``resumed``: the checkpoint's state to
+    continue from (its epoch, history and callbacks' state), or None.
+    """
+    first = resumed["epoch"] if resumed else 0  # epochs already trained
     # Data
     data = sources.load(**plan.data)
-    _log_data(data)
+    if not resumed:  # logged by the run's first process
+        _log_data(data)
     augmentation = augment.build_augmentation(**plan.augmentation)
     # Model: what fit() trains is the whole model on images, or its head on backbone features
     # computed once; a frozen backbone with augmentation scores validation on features computed once.
@@ -38,11 +44,10 @@ def train(plan: Plan, strategy) -> Outcome:
         trainee, fit_data = _cached_head(plan, model, data) if plan.cache_features else (model, data)
         on_features = _val_features(plan, model, data) if plan.val_on_features else None
     lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
+    steps, passes, skip = _passes(plan, len(fit_data.y_train), first)
     train_ds, val_ds = sources.to_tf_datasets(
-        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None
+        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None, passes=passes, skip=skip
     )
-    if plan.steps_per_epoch:
-        train_ds = train_ds.repeat()
     with strategy.scope():
         trainee.compile(
             optimizer=optimizers.build(*plan.optimizer),
@@ -50,23 +55,40 @@ def train(plan: Plan, strategy) -> Outcome:
             metrics=["accuracy"],
             jit_compile=plan.jit_compile,
         )
-    _log_parameter_counts(model)
+    if not resumed:
+        _log_parameter_counts(model)
     # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
     # figures and the logged model's signature), so there is no second pass after fit().
-    logger = callbacks.epoch_logger(_train_images(plan, len(data.y_train)))
+    logger = callbacks.epoch_logger(
+        _train_images(plan, len(data.y_train)), resumed is not None, (resumed or {}).get("logged_through", 0)
+    )
     scorer = callbacks.val_scorer(
         *(on_features or (trainee, val_ds)), np.asarray(fit_data.y_val), started=logger.on_test_begin
     )
-    fit = trainee.fit(
+    stopper = [callbacks.early_stopping(*plan.early_stopping, plan.epochs)] if plan.early_stopping else []
+    fitting = [scorer, logger, *callbacks.trial_reporters(plan.epochs), *stopper]  # val_*, logged, reported
+    stateful = [callback for callback in fitting if hasattr(callback, "checkpoint_state")]
+    saver = checkpoint.checkpointer(
+        plan.checkpoint_dir, lifecycle.run_id, plan.checkpoint_every, plan.epochs, identity, stateful, resumed
+    )
+    trainee.fit(
         train_ds,
         epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
+        initial_epoch=first,
+        steps_per_epoch=steps,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[scorer, logger, *callbacks.trial_reporters(plan.epochs)],  # val_*, logged, reported
+        callbacks=[*fitting, saver],  # the checkpoint last: it saves what the others did
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
-    history = {k: [float(v) for v in values] for k, values in fit.history.items() if k != "learning_rate"}
+    history = {
+        k: [float(epoch[k]) for epoch in saver.history] for k in saver.history[-1] if k != "learning_rate"
+    }
     # Log: figures, final metrics, the Kaggle submission, the model
+    if stopper:  # the model holds the best epoch's weights: score them, log when it stopped
+        scorer.on_epoch_end(-1, {})
+        record.log_metrics(
+            {contract.STOPPED_EPOCH: stopper[0].stopped_epoch + 1 if stopper[0].stopped_epoch else 0}
+        )
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
@@ -81,6 +103,15 @@ def train(plan: Plan, strategy) -> Outcome:
         example, epochs = artifacts.first_val_image(data)[None], len(history[contract.LOSS])
         model_uri = record.log_keras_model(model, example, probabilities[:1], epochs, data.class_names)
     return metrics, history, model_uri
+
+
+def _passes(plan: Plan, images: int, first: int) -> tuple[int, tuple[int, int], int]:
+    """Batches per epoch, the passes over the training set that epochs ``first..`` need, and the
+    batches of the first pass already trained (``trainer.steps_per_epoch`` cuts passes)."""
+    per_pass = -(-images // plan.batch_size)
+    steps = plan.steps_per_epoch or per_pass
+    done, total = first * steps, plan.epochs * steps
+    return steps, (done // per_pass, -(-total // per_pass)), done % per_pass
 
 
 def _log_data(data) -> None:

@@ -46,6 +46,9 @@ class Plan:
     val_on_features: bool  # frozen backbone with augmentation: validation features computed once
     backbone_identity: dict[str, Any]  # the backbone's config: part of the feature cache's key
     feature_cache_dir: str | None
+    checkpoint_dir: str  # a folder per run id: the checkpoint written at epoch ends
+    checkpoint_every: float  # seconds between checkpoints (0: every epoch)
+    early_stopping: tuple[str, int, float] | None  # monitor, patience, min_delta; None: off
 
 
 def plan(run: RunConfig) -> Plan:
@@ -77,7 +80,17 @@ def plan(run: RunConfig) -> Plan:
         val_on_features=_scores_val_on_features(run),
         backbone_identity=run.backbone.model_dump(),
         feature_cache_dir=run.trainer.feature_cache_dir,
+        checkpoint_dir=run.trainer.checkpoint.dir,
+        checkpoint_every=run.trainer.checkpoint.every_seconds,
+        early_stopping=_early_stopping(run),
     )
+
+
+def _early_stopping(run: RunConfig) -> tuple[str, int, float] | None:
+    stopping = run.trainer.early_stopping
+    if stopping.patience is None:
+        return None
+    return stopping.monitor, stopping.patience, stopping.min_delta
 
 
 def data_arguments(run: RunConfig) -> dict[str, Any]:
