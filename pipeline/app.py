@@ -60,7 +60,11 @@ def task(cfg) -> float:
                 log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
                 return math.nan
             info = dataclasses.replace(info, claimed_run_id=claimed)
-        return runner.execute(run, info).metrics.get("val_accuracy", math.nan)
+        # what a search optimises: the final epoch's val_accuracy, or with early stopping the best
+        # epoch's (its weights are the run's model); a pruner meanwhile sees every epoch's
+        stopping = run.trainer.early_stopping.patience is not None
+        objective = contract.BEST_VAL_ACCURACY if stopping else contract.VAL_ACCURACY
+        return runner.execute(run, info).metrics.get(objective, math.nan)
     except Exception as err:
         if job is None:
             if isinstance(err, ConvlabError):  # the user's own mistake: one line, no traceback

@@ -189,7 +189,17 @@ def _open(config) -> dict:
              config.hydra.sweep.dir)  # fmt: skip
     return {"sweep_id": sweep_id, "parent": parent, "uri": uri, "experiment_name": name,
             "sweep_dir": str(config.hydra.sweep.dir), "started": now,
-            "register": options.register, "register_undecided": options.register_undecided}  # fmt: skip
+            "register": options.register, "register_undecided": options.register_undecided,
+            "metric": compared_metric(config)}  # fmt: skip
+
+
+def compared_metric(config) -> str:
+    """What the sweep compares: the final val_accuracy, or with early stopping (whose runs keep the
+    best epoch's weights) the best epoch's, ``best_val_accuracy``: the model each run hands on."""
+    from omegaconf import OmegaConf
+
+    stopping = OmegaConf.select(config, "trainer.early_stopping.patience", default=None) is not None
+    return contract.BEST_VAL_ACCURACY if stopping else contract.VAL_ACCURACY
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:

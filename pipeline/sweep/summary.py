@@ -80,7 +80,8 @@ def _publish(state: dict, stopped: dict[str, str] | None) -> None:
     uri, parent = state["uri"], state["parent"]
     runs = load.load_runs(state["experiment_name"], parent, uri)
     out = os.path.join(state["sweep_dir"], "comparison")
-    result = load.report_runs(runs, out=out, log=True, echo=True, stopped=stopped)
+    compared = state.get("metric", contract.VAL_ACCURACY)  # best_val_accuracy under early stopping
+    result = load.report_runs(runs, compared, out=out, log=True, echo=True, stopped=stopped)
     metric = result.summary.attrs["metric"]
     means = {
         f"{metric}/{_metric_key(row['variant'])}": row[f"{metric}_mean"]

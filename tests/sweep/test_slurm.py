@@ -239,3 +239,30 @@ def test_ctrl_c_cancels_every_job_and_leaves_nothing_running(slurm, store, tmp_p
     parent, children = sweep_runs(store.uri, store.experiment)
     assert parent.info.status == contract.KILLED
     assert len(children) >= 2 and {c.info.status for c in children} == {contract.KILLED}
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_finishes_its_run_from_the_checkpoint(
+    slurm, store, tmp_path
+):
+    """A 1-minute limit, SLURM's warning 25 s before it: the job checkpoints at every epoch, is
+    requeued by submitit (``hydra.launcher.max_num_timeout``) and continues the same run."""
+    requeue = [
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=25",
+        "hydra.launcher.max_num_timeout=4",
+    ]
+    # about 40 s of epochs: longer than what one allocation leaves after TensorFlow has loaded
+    args = ["seed=0", "trainer.epochs=14", "dataset.max_samples=1500", "trainer.batch_size=32",
+            "tracking.log_model=false", "trainer.checkpoint.every_seconds=0", *store.overrides,
+            *CPU_SIZED, *requeue]  # fmt: skip
+    result = cli("-m", *args, cwd=tmp_path, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    parent, children = sweep_runs(store.uri, store.experiment)
+    assert parent.info.status == contract.FINISHED and len(children) == 1, output[-3000:]
+    (run,) = children
+    assert run.info.status == contract.FINISHED
+    history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, 15))  # every epoch once, in one run
+    logs = list((tmp_path / "multirun").rglob("*_log.err"))
+    assert any("this job is timed-out" in path.read_text() for path in logs)  # requeued at least once
