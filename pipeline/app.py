@@ -153,19 +153,23 @@ def _resumed(run, info: RunInfo) -> RunInfo:
 
 
 def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
-    """A resumed sweep's job whose run was KILLED after a checkpoint: that run, reopened, resumed."""
+    """A resumed (or requeued) sweep job whose run was KILLED: that run, reopened, continued from
+    its checkpoint, or from the start when it ended before logging an epoch (a SLURM warning
+    during start-up); None for a job to claim afresh."""
     for child in sweep_runs.children(job.tracking_uri, job.parent_run_id):
         if child["config_hash"] != digest or child["status"] != contract.KILLED:
             continue
         state = checkpoint.read(run.trainer.checkpoint.dir, child["run_id"])
-        if state is not None and state["identity"] == checkpoint.identity(info.params):
-            _, logged_through = sweep_runs.run_progress(job.tracking_uri, child["run_id"])
-            sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
-            log.info(
-                "[sweep] %s: resuming run %s after epoch %d", info.variant, child["run_id"], state["epoch"]
-            )
-            resumed = state | {"logged_through": logged_through}
-            return dataclasses.replace(info, claimed_run_id=child["run_id"], resumed=resumed)
+        if state is not None and state["identity"] != checkpoint.identity(info.params):
+            continue
+        _, logged_through = sweep_runs.run_progress(job.tracking_uri, child["run_id"])
+        if state is None and logged_through:
+            continue  # epochs logged, none checkpointed: a new run trains it
+        sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
+        after = f"after epoch {state['epoch']}" if state else "from the start"
+        log.info("[sweep] %s: resuming run %s %s", info.variant, child["run_id"], after)
+        resumed = state | {"logged_through": logged_through} if state else None
+        return dataclasses.replace(info, claimed_run_id=child["run_id"], resumed=resumed)
     return None
 
 

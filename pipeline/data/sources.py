@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import folders
 from pipeline.config.errors import DataError
+from pipeline.data import epochs
 from pipeline.data.decode import decode_files, decode_image  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
@@ -270,45 +271,11 @@ def to_tf_datasets(
         if augment is not None:
             train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
     else:
-        train = _passes(images, len(data.y_train), buffer, batch_size, seed, passes, skip, augment)
+        train = epochs.passes(images, len(data.y_train), buffer, batch_size, seed, passes, skip, augment)
     if not val:
         return train.prefetch(autotune), None
     val_ds = image_dataset(data, data.x_val, data.y_val).batch(batch_size)
     return train.prefetch(autotune), val_ds.prefetch(autotune)
-
-
-PASS_SEEDS = 1_000_003  # pass p of seed s shuffles with seed s * PASS_SEEDS + p
-DRAWS_PER_BATCH = 1 << 16  # an augmentation layer's seed counter starts each batch this far apart
-
-
-def _passes(images, size: int, buffer: int, batch_size: int, seed: int, passes, skip: int, augment):
-    """Passes ``first..end`` over ``images``, pass p shuffled by ``(seed, p)``, augmentation
-    seeded by ``(seed, batch index)``: a pure function of where the batch is in the run."""
-    import tensorflow as tf
-
-    first, end = passes
-    train = None
-    for number in range(first, end):  # a shuffle's seed is a Python int: one dataset per pass
-        order = images.shuffle(buffer, seed=seed * PASS_SEEDS + number, reshuffle_each_iteration=False)
-        batches = order.batch(batch_size)
-        train = batches if train is None else train.concatenate(batches)
-    train = train.skip(skip)
-    if augment is None:
-        return train
-    start = first * -(-size // batch_size) + skip  # batches before this one
-    layers = [layer for layer in augment.layers if hasattr(layer, "generator")]
-
-    def augment_batch(index, batch):
-        x, y = batch
-        # each layer's Keras seed counter set from the batch's index: the draws depend on it alone
-        # (tf.data orders the stateful assign before the layers' reads of the same variable)
-        for layer in layers:
-            state = tf.stack([tf.constant(layer.seed, tf.int64), index * DRAWS_PER_BATCH])
-            layer.generator.state.assign(tf.cast(state, layer.generator.state.dtype))
-        return augment(x, training=True), y
-
-    # sequential: a parallel map would interleave the counters' resets and draws
-    return train.enumerate(start=start).map(augment_batch)
 
 
 def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray):

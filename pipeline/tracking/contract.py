@@ -90,6 +90,7 @@ HEARTBEAT = "heartbeat"  # wall-clock time at each epoch's end: resume's stalene
 # once per run
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
+CHECKPOINT_SECONDS = "checkpoint_seconds"  # time spent writing checkpoints (this process)
 STOPPED_EPOCH = "stopped_epoch"  # early stopping: the epoch it stopped after (0: it did not)
 PARAMETER_COUNT = "parameter_count"
 TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"

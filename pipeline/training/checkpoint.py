@@ -115,6 +115,7 @@ def checkpointer(
 
     class RunCheckpoint(keras.callbacks.Callback):
         history: list[dict[str, float]]  # every epoch's logs, those before a resume included
+        seconds = 0.0  # spent writing checkpoints
 
         def on_train_begin(self, logs=None):
             self.history = list(resumed["history"]) if resumed else []
@@ -137,7 +138,9 @@ def checkpointer(
             self.history.append({k: float(v) for k, v in (logs or {}).items()})
             last = epoch + 1 >= epochs or self.model.stop_training
             if not last and time.monotonic() - self._saved >= every_seconds:
+                started = time.perf_counter()
                 self._save(epoch)
+                self.seconds += time.perf_counter() - started
                 self._saved = time.monotonic()
 
         def _backup_for(self, run: str):

@@ -80,6 +80,7 @@ def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None =
         callbacks=[*fitting, saver],  # the checkpoint last: it saves what the others did
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
+    record.log_metrics({contract.CHECKPOINT_SECONDS: saver.seconds})
     history = {
         k: [float(epoch[k]) for epoch in saver.history] for k in saver.history[-1] if k != "learning_rate"
     }

@@ -31,15 +31,16 @@ def _val_accuracy(store, run_id):
 
 
 def _kill_after_epoch(store, overrides, cwd, epoch: int) -> str:
-    """Starts a run, SIGKILLs it once its checkpoint holds ``epoch``; returns its run id."""
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], cwd=cwd,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    """Starts a run (or a sweep), SIGKILLs it once its checkpoint holds ``epoch``; returns its run id."""
+    command = [sys.executable, "-m", "pipeline", *overrides]
+    process = subprocess.Popen(command, cwd=cwd, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and process.poll() is None:
             states = list((cwd / "checkpoints").glob("*/state.json"))
             if states and f'"epoch": {epoch},' in states[0].read_text():
-                os.kill(process.pid, signal.SIGKILL)
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 return states[0].parent.name
             time.sleep(0.05)
@@ -101,3 +102,17 @@ def test_a_resume_without_a_checkpoint_or_under_another_config_is_one_line(store
     ):
         run([*overrides, f"trainer.resume={run_id}"])
     assert store.client().get_run(run_id).info.status == "RUNNING"  # untouched: nothing trained
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_continues_its_killed_job_in_the_same_run(store, tmp_path):
+    overrides = ["-m", "seed=0", *RUN, *store.overrides, f"trainer.checkpoint.dir={tmp_path / 'checkpoints'}"]
+    run_id = _kill_after_epoch(store, overrides, tmp_path, epoch=3)
+    resumed = cli(*overrides, "sweep.resume=last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {run_id} after epoch 3" in resumed.stdout + resumed.stderr
+    children = [run for run in store.runs() if run.data.tags.get("convlab.role") == "job"]
+    assert [child.info.run_id for child in children] == [run_id]  # no second run for the job
+    assert children[0].info.status == "FINISHED"
+    _, steps = _val_accuracy(store, run_id)
+    assert steps == list(range(1, EPOCHS + 1))
