@@ -51,6 +51,10 @@ def task(cfg) -> float:
         )
         if job is None:
             info = _resumed(run, info)
+        elif run.trainer.resume is not None:
+            raise ConfigError(
+                f"trainer.resume={run.trainer.resume} resumes one run: a sweep resumes with sweep.resume"
+            )
         elif resumed := _resumable_job(job, digest, run, info):  # its killed run, from its checkpoint
             claimed, info = resumed.claimed_run_id, resumed
         else:  # each job is trained once, however many processes run the sweep
