@@ -76,8 +76,11 @@ def check_resume(root: str, run_id: str, status: str | None, params: dict) -> di
             f"{key}: no checkpoint in {folder(root, run_id)} (the run stopped before its first, "
             "or trainer.checkpoint.dir differs): rerun it without trainer.resume"
         )
-    metadata = folder(root, run_id) / "training_metadata.json"  # BackupAndRestore's epoch
-    if json.loads(metadata.read_text()).get("epoch") != state["epoch"]:
+    try:  # BackupAndRestore's own record of the epoch its weights are from
+        saved = json.loads((folder(root, run_id) / "training_metadata.json").read_text()).get("epoch")
+    except (OSError, ValueError):
+        saved = None
+    if saved != state["epoch"]:
         raise ConfigError(
             f"{key}: its checkpoint was cut short while written: rerun it without trainer.resume"
         )

@@ -36,9 +36,8 @@ class RunInfo:
     variant: str  # short label: the overrides that define the variant, seed left out
     sweep_tags: dict[str, str] = dataclasses.field(default_factory=dict)
     claimed_run_id: str | None = None  # a sweep job's claim: its run, created before training
-    resumed: dict | None = (
-        None  # the checkpoint's state a resumed run continues from (its run: claimed_run_id)
-    )
+    reopened: bool = False  # claimed_run_id is a KILLED run reopened: it has its params already
+    resumed: dict | None = None  # the checkpoint's state it continues from (None: from epoch 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +59,7 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
     with lifecycle.run_context(run.tracking.uri, run.tracking.experiment_name, run_name(run, info),
                                run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
                                run.tracking.system_metrics) as active:  # fmt: skip
-        if info.resumed is None:  # a resumed run has them (its checkpoint checked they are the same)
+        if not info.reopened:  # a reopened run has them (and sweep.resume=last would differ)
             params = record.flatten(info.params)
             record.log_params({k: v for k, v in params.items() if k != "trainer.resume"})
         if info.output_dir is not None:
