@@ -51,7 +51,9 @@ def pipeline(args: list[str], uri: str, cwd: str, name: str) -> tuple[float, dic
     started = time.perf_counter()
     command = [sys.executable, "-m", "pipeline", *args, f"tracking.uri={uri}", f"tracking.run_name={name}",
                "tracking.experiment_name=bench_longruns", "tracking.log_model=false"]  # fmt: skip
-    subprocess.run(command, cwd=cwd, env=QUIET, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=cwd, env=QUIET, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"failed: {' '.join(args)}\n{done.stderr[-2000:]}")
     wall = time.perf_counter() - started
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("bench_longruns")
@@ -73,11 +75,11 @@ def bench_checkpoint(paths, uri: str, cwd: str, repeats: int) -> None:
         "default run (digits, 5 epochs)": [],
         "MobileNet 0.25 fine-tuning, photos, 3 epochs": fine_tuning(paths, 3),
     }
-    for label, args in cases.items():
+    for case, (label, args) in enumerate(cases.items()):
         for every in ("0", "30"):
             every_args = [*args, f"trainer.checkpoint.every_seconds={every}"]
             shares = [
-                checkpoint_share(uri, cwd, every_args, f"ck-{label}-{every}-{i}") for i in range(repeats)
+                checkpoint_share(uri, cwd, every_args, f"ck-{case}-{every}-{i}") for i in range(repeats)
             ]
             print(f"{label}, every_seconds={every}: checkpoint {statistics.median(shares):.2f}% of training "
                   f"(median of {repeats}: {', '.join(f'{s:.2f}' for s in shares)})", flush=True)  # fmt: skip

@@ -151,7 +151,7 @@ def _resumed(run, info: RunInfo) -> RunInfo:
     state = checkpoint.check_resume(run.trainer.checkpoint.dir, run_id, status, info.params)
     log.info("resuming run %s after epoch %d", run_id, state["epoch"])
     sweep_runs.reopen_run(run.tracking.uri, run_id)
-    resumed = state | {"logged_through": logged_through}
+    resumed = state | {"logged_through": logged_through, "run_id": run_id}
     return dataclasses.replace(info, claimed_run_id=run_id, reopened=True, resumed=resumed)
 
 
@@ -171,7 +171,7 @@ def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
         sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
         after = f"after epoch {state['epoch']}" if state else "from the start"
         log.info("[sweep] %s: resuming run %s %s", info.variant, child["run_id"], after)
-        resumed = state | {"logged_through": logged_through} if state else None
+        resumed = state | {"logged_through": logged_through, "run_id": child["run_id"]} if state else None
         return dataclasses.replace(info, claimed_run_id=child["run_id"], reopened=True, resumed=resumed)
     return None
 

@@ -54,10 +54,11 @@ def wait() -> None:
         _opening[-1].wait()
 
 
-def run_id() -> str:
-    """The id of this ``run_context``'s run, once it is open (waits for it)."""
-    _opening[-1].wait()
-    return _opening[-1].run_id
+def run_id() -> str | None:
+    """The id of this ``run_context``'s run once it has been created, else None (no wait: the
+    store may still be loading in its thread)."""
+    run = _opening[-1] if _opening else None
+    return run.run_id if run is not None and run.ready else None
 
 
 def settle() -> None:

@@ -99,7 +99,7 @@ def remove(root: str, run_id: str) -> None:
 
 def checkpointer(
     root: str,
-    run_id: Callable[[], str],
+    run_id: Callable[[], str | None],
     every_seconds: float,
     epochs: int,
     identity_: dict[str, str],
@@ -110,11 +110,14 @@ def checkpointer(
     list (after early stopping resets itself in ``on_train_begin``, after val_* are in the logs).
 
     Args:
-        run_id: the run's id, when the first checkpoint is written (the run opens meanwhile).
+        run_id: the run's id, None until the run has been created (it opens in a thread while
+            the first epochs train: no checkpoint waits for it).
         stateful: the callbacks whose state goes in too.
-        resumed: the ``state.json`` to resume from, or None.
+        resumed: the ``state.json`` to resume from (plus its run's ``run_id``), or None.
     """
     import keras
+
+    resumed_run = resumed["run_id"] if resumed else None
 
     class RunCheckpoint(keras.callbacks.Callback):
         history: list[dict[str, float]]  # every epoch's logs, those before a resume included
@@ -126,7 +129,7 @@ def checkpointer(
             self._backup = None
             if resumed is None:
                 return
-            self._backup_for(run_id()).on_train_begin()  # weights and optimizer, Keras' own way
+            self._backup_for(resumed_run).on_train_begin()  # weights and optimizer, Keras' own way
             with np.load(self._dir / RNG) as rng:
                 for variable, value in zip(_rng_variables(self.model), rng.values(), strict=True):
                     variable.assign(value)
@@ -140,9 +143,10 @@ def checkpointer(
         def on_epoch_end(self, epoch, logs=None):
             self.history.append({k: float(v) for k, v in (logs or {}).items()})
             last = epoch + 1 >= epochs or self.model.stop_training
-            if not last and time.monotonic() - self._saved >= every_seconds:
+            run = resumed_run or run_id()
+            if not last and run is not None and time.monotonic() - self._saved >= every_seconds:
                 started = time.perf_counter()
-                self._save(epoch)
+                self._save(epoch, run)
                 self.seconds += time.perf_counter() - started
                 self._saved = time.monotonic()
 
@@ -153,8 +157,8 @@ def checkpointer(
                 self._backup.set_model(self.model)
             return self._backup
 
-        def _save(self, epoch: int) -> None:
-            self._backup_for(run_id()).on_epoch_end(epoch)  # latest.weights.h5, training_metadata.json
+        def _save(self, epoch: int, run: str) -> None:
+            self._backup_for(run).on_epoch_end(epoch)  # latest.weights.h5, training_metadata.json
             np.savez(self._dir / RNG, *[np.asarray(v) for v in _rng_variables(self.model)])
             states = {}
             for index, callback in enumerate(stateful):
