@@ -3,6 +3,7 @@ uninterrupted run would have; a resume that cannot be is one line before trainin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,34 +31,37 @@ def _val_accuracy(store, run_id):
     return [m.value for m in sorted(history, key=lambda m: m.step)], sorted(m.step for m in history)
 
 
-def _kill_after_epoch(store, overrides, cwd, epoch: int) -> str:
-    """Starts a run (or a sweep), SIGKILLs it once its checkpoint holds ``epoch``; returns its run id."""
+def _kill_after_epoch(store, overrides, cwd, epoch: int) -> tuple[str, int]:
+    """Starts a run (or a sweep), SIGKILLs it once its checkpoint holds ``epoch`` or a later one
+    (the first checkpoint waits for the run to be created); returns its run id and that epoch."""
     command = [sys.executable, "-m", "pipeline", *overrides]
     process = subprocess.Popen(command, cwd=cwd, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            states = list((cwd / "checkpoints").glob("*/state.json"))
-            if states and f'"epoch": {epoch},' in states[0].read_text():
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                return states[0].parent.name
+            for path in (cwd / "checkpoints").glob("*/state.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    saved = json.loads(path.read_text())["epoch"]
+                    if saved >= epoch:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        process.wait()
+                        return path.parent.name, saved
             time.sleep(0.05)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
     raise AssertionError(f"no checkpoint of epoch {epoch} (exit code {process.returncode})")
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_into_the_same_run_with_the_uninterrupted_metrics(store, tmp_path):
     overrides = [*RUN, *store.overrides, f"trainer.checkpoint.dir={tmp_path / 'checkpoints'}"]
-    run_id = _kill_after_epoch(store, overrides, tmp_path, epoch=3)
-    assert store.client().get_run(run_id).info.status == "RUNNING"  # SIGKILL: nothing ended it
+    run_id, epoch = _kill_after_epoch(store, overrides, tmp_path, epoch=3)
+    assert epoch < EPOCHS and store.client().get_run(run_id).info.status == "RUNNING"  # nothing ended it
     result = cli(*overrides, f"trainer.resume={run_id}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming run {run_id} after epoch 3" in result.stdout
+    assert f"resuming run {run_id} after epoch {epoch}" in result.stdout
     uninterrupted = cli(*overrides, "tracking.run_name=uninterrupted", cwd=tmp_path)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
@@ -107,10 +111,10 @@ def test_a_resume_without_a_checkpoint_or_under_another_config_is_one_line(store
 @pytest.mark.slow
 def test_a_resumed_sweep_continues_its_killed_job_in_the_same_run(store, tmp_path):
     overrides = ["-m", "seed=0", *RUN, *store.overrides, f"trainer.checkpoint.dir={tmp_path / 'checkpoints'}"]
-    run_id = _kill_after_epoch(store, overrides, tmp_path, epoch=3)
+    run_id, epoch = _kill_after_epoch(store, overrides, tmp_path, epoch=3)
     resumed = cli(*overrides, "sweep.resume=last", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming run {run_id} after epoch 3" in resumed.stdout + resumed.stderr
+    assert f"resuming run {run_id} after epoch {epoch}" in resumed.stdout + resumed.stderr
     children = [run for run in store.runs() if run.data.tags.get("convlab.role") == "job"]
     assert [child.info.run_id for child in children] == [run_id]  # no second run for the job
     assert children[0].info.status == "FINISHED"
