@@ -8,7 +8,8 @@ Every number comes from whole ``python -m pipeline`` processes and the metrics t
    (``trainer.checkpoint.every_seconds=0``) and with the default interval (30 s);
 2. resume: the fine-tuning killed (SIGKILL) once its checkpoint holds half its epochs, then
    resumed (``trainer.resume=RUN_ID``): both processes' wall time against an uninterrupted run's;
-3. early stopping on the photo folder (scratch CNN, patience 3, at most 30 epochs): epochs
+3. early stopping on the photo folder (scratch CNN with max-pooling and flips/shifts at 32x32,
+   patience 3, at most 30 epochs): epochs
    trained, and the best epoch's val_accuracy against the last epoch's.
 
 No ImageNet weights can be downloaded here: MobileNet starts from random weights that this
@@ -114,8 +115,9 @@ def bench_resume(paths, uri: str, cwd: str, epochs: int = 8) -> None:
 def bench_early(paths, uri: str, cwd: str) -> None:
     import mlflow
 
-    args = ["dataset=image_folder", f"dataset.path={paths['photos']}", "dataset.image_size=[64,64]",
-            "dataset.color_mode=rgb", "trainer.epochs=30", "trainer.early_stopping.patience=3"]  # fmt: skip
+    args = ["dataset=image_folder", f"dataset.path={paths['photos']}", "dataset.image_size=[32,32]",
+            "dataset.color_mode=rgb", "downsample=maxpool", "augmentation=flip_shift",
+            "trainer.batch_size=16", "trainer.epochs=30", "trainer.early_stopping.patience=3"]  # fmt: skip
     wall, metrics = pipeline(args, uri, cwd, "early")
     history = mlflow.MlflowClient(uri).get_metric_history(metrics["run_id"], "val_accuracy")
     last = max(history, key=lambda m: m.step)
