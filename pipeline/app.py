@@ -18,7 +18,7 @@ from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import jobs
 from pipeline.tracking import contract, faults, redaction, registry, store, sweep_runs
-from pipeline.training import runner
+from pipeline.training import checkpoint, runner
 from pipeline.training.runner import RunInfo
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def _single_run(cfg, hydra_cfg, sweep_dir: str | None) -> float:
         info = _run_info(
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, {}
         )
+        info = _resumed(run, info)  # trainer.resume=RUN_ID: that run, from its checkpoint
         return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
@@ -84,13 +85,25 @@ def _sweep_job(cfg, hydra_cfg, job: jobs.SweepJob) -> float:
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant,
             job.tags(pairs, digest),
         )  # fmt: skip
-        name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
-        claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
-        if claimed is None:
-            log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
-            return math.nan
-        info = dataclasses.replace(info, claimed_run_id=claimed)
-        return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
+        if run.trainer.resume is not None:
+            raise ConfigError(
+                f"trainer.resume={run.trainer.resume} resumes one run: a sweep resumes with sweep.resume"
+            )
+        if resumed := _resumable_job(job, digest, run, info):  # its killed run, from its checkpoint
+            claimed, info = resumed.claimed_run_id, resumed
+        else:  # each job is trained once, however many processes run the sweep
+            name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
+            claimed, reason = jobs.claim(job, digest, run.tracking.experiment_name, name, claim_tags)
+            if claimed is None:
+                log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
+                return math.nan
+            info = dataclasses.replace(info, claimed_run_id=claimed)
+        # what a search optimises: sweep.metric, the final epoch's; with early stopping val_accuracy
+        # is the best epoch's (its weights are the run's model); a pruner meanwhile sees every epoch's
+        stopping = run.trainer.early_stopping.patience is not None
+        best = stopping and run.sweep.metric == contract.VAL_ACCURACY
+        objective = contract.BEST_VAL_ACCURACY if best else run.sweep.metric
+        return runner.execute(run, info).metrics.get(objective, math.nan)
     except Exception as err:
         # recorded FAILED here if it failed before its run opened, and named in the sweep's summary
         unrecordable = isinstance(err, (faults.DiskFullError, faults.OutageError))  # the store cannot take it
@@ -134,7 +147,42 @@ def run_overrides(lines: list[str], config_name: str = "config"):
         info = _run_info(
             choices, lines, Path(folder), resolved, overrides.variant(overrides.values(lines)), {}
         )
-        return runner.execute(run, info)
+        return runner.execute(run, _resumed(run, info))
+
+
+def _resumed(run, info: RunInfo) -> RunInfo:
+    """``info`` resuming the run ``trainer.resume`` names, from its checkpoint (checked here, before
+    TensorFlow loads: a FINISHED run, no checkpoint or another config are one line)."""
+    if run.task != "train" or run.trainer.resume is None:
+        return info
+    run_id = run.trainer.resume
+    status, logged_through = sweep_runs.run_progress(run.tracking.uri, run_id)
+    state = checkpoint.check_resume(run.trainer.checkpoint.dir, run_id, status, info.params)
+    log.info("resuming run %s after epoch %d", run_id, state["epoch"])
+    sweep_runs.reopen_run(run.tracking.uri, run_id)
+    resumed = state | {"logged_through": logged_through, "run_id": run_id}
+    return dataclasses.replace(info, claimed_run_id=run_id, reopened=True, resumed=resumed)
+
+
+def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
+    """A resumed (or requeued) sweep job whose run was KILLED: that run, reopened, continued from
+    its checkpoint, or from the start when it ended before logging an epoch (a SLURM warning
+    during start-up); None for a job to claim afresh."""
+    for child in sweep_runs.children(job.tracking_uri, job.parent_run_id):
+        if child["config_hash"] != digest or child["status"] != contract.KILLED:
+            continue
+        state = checkpoint.read(run.trainer.checkpoint.dir, child["run_id"])
+        if state is not None and state["identity"] != checkpoint.identity(info.params):
+            continue
+        _, logged_through = sweep_runs.run_progress(job.tracking_uri, child["run_id"])
+        if state is None and logged_through:
+            continue  # epochs logged, none checkpointed: a new run trains it
+        sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
+        after = f"after epoch {state['epoch']}" if state else "from the start"
+        log.info("[sweep] %s: resuming run %s %s", info.variant, child["run_id"], after)
+        resumed = state | {"logged_through": logged_through, "run_id": child["run_id"]} if state else None
+        return dataclasses.replace(info, claimed_run_id=child["run_id"], reopened=True, resumed=resumed)
+    return None
 
 
 def _validate(cfg):

@@ -25,10 +25,15 @@ log = logging.getLogger(__name__)
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
-        """The job itself, on its node. submitit turns SLURM's warning signal (``signal_delay_s``
-        before the time limit) into an error that ends the run FAILED; ignored here, so the run
-        trains until SLURM's SIGTERM at the limit, ends KILLED, and the sweep names the reason."""
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        """The job itself, on its node. SLURM's warning signal (``signal_delay_s`` before the time
+        limit, or a preemption) goes to submitit's own handler while it may requeue the job
+        (``hydra.launcher.max_num_timeout`` times after a time limit): ``checkpoint()`` (the
+        plugin's: the same call, resubmitted), ``scontrol requeue``, and the run ends KILLED; the
+        requeued job finds it and continues it from its last checkpoint (``pipeline.app``).
+        Past that bound, or where submitit would raise an error that ends the run FAILED, it is
+        ignored: the run trains until SLURM's SIGTERM at the limit, ends KILLED, and the sweep names
+        the reason. ``scancel`` sends no warning: its SIGTERM ends the run KILLED, no requeue."""
+        signal.signal(signal.SIGUSR2, _requeue_while_allowed(signal.getsignal(signal.SIGUSR2)))
         return super().__call__(*args, **kwargs)
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
@@ -46,6 +51,25 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             timeout_min=int(self.params.get("timeout_min", 0)),
         )
         return with_failed(results, job_overrides, sweep_dir)
+
+
+def _requeue_while_allowed(submitit_handler):
+    """SIGUSR2's handler: submitit's requeue while its count of time-outs allows one, else nothing."""
+    handler = getattr(submitit_handler, "__self__", None)  # submitit's SignalHandler, when it set one
+
+    def on_warning(signum, frame) -> None:
+        delayed = getattr(handler, "_delayed", None)
+        if delayed is None or delayed._timeout_countdown - handler.has_timed_out() < 0:
+            log.info("SLURM's warning signal: no requeue left (hydra.launcher.max_num_timeout); training on")
+            return
+        try:
+            submitit_handler(signum, frame)  # checkpoint(), scontrol requeue, then sys.exit
+        except SystemExit:
+            # the run ends KILLED (as on SLURM's SIGTERM), not FAILED, and the job leaves no result:
+            # the requeued job resumes the run
+            raise KeyboardInterrupt("requeued") from None
+
+    return on_warning
 
 
 def submit(launcher, job_overrides, initial_job_idx: int) -> tuple[list, list[str], Path]:

@@ -61,6 +61,21 @@ from pipeline.config.groups import (  # noqa: F401 (re-exported: schemas.X stays
 )
 
 
+class CheckpointConfig(Schema):
+    """A run's checkpoint at epoch ends (weights, optimizer, epoch, RNG, callbacks' state)."""
+
+    dir: str  # one folder per run id under it; removed when the run ends FINISHED
+    every_seconds: float = Field(ge=0)  # at an epoch's end if this long since the last one (0: every epoch)
+
+
+class EarlyStoppingConfig(Schema):
+    """Keras' ``EarlyStopping(restore_best_weights=True)``; off while ``patience`` is null."""
+
+    monitor: Literal["val_accuracy", "val_loss"]  # a validation metric: the training ones only improve
+    patience: PositiveInt | None  # epochs without improvement before stopping; null: off
+    min_delta: float = Field(ge=0)  # a smaller change is no improvement
+
+
 class TrainerConfig(Schema):
     epochs: PositiveInt
     batch_size: PositiveInt
@@ -74,6 +89,9 @@ class TrainerConfig(Schema):
     # evaluation (issue 27)
     evaluate: bool  # per-class metrics, table, ROC/PR curves once after the last epoch
     class_weight: Literal["balanced"] | None  # balanced: loss weighted by inverse class frequency
+    resume: str | None  # a run id: continue that KILLED (or dead RUNNING) run from its last checkpoint
+    checkpoint: CheckpointConfig
+    early_stopping: EarlyStoppingConfig
 
 
 class FineTuneConfig(Schema):

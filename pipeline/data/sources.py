@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import folders
 from pipeline.config.errors import DataError
+from pipeline.data import epochs
 from pipeline.data.decode import decode_files, decode_image  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
@@ -243,23 +244,34 @@ def _resize(images: np.ndarray, size) -> np.ndarray:
     return tf.image.resize(images, size, antialias=True).numpy().clip(0, 255)
 
 
-def to_tf_datasets(data: ImageData, batch_size: int, seed: int, augment=None, val: bool = True):
+def to_tf_datasets(
+    data: ImageData, batch_size: int, seed: int, augment=None, val: bool = True, passes=None, skip: int = 0
+):
     """Returns ``(train, val)`` ``tf.data`` pipelines: cached, seeded shuffle, prefetched.
 
     ``val=False``: no validation pipeline (None), when the caller scores validation otherwise.
 
     ``augment`` (a callable on image batches, e.g. a Keras ``Sequential`` of ``Random*``
     layers) runs on the training pipeline only: validation images are never augmented.
+
+    ``passes=(first, end)``: the training pipeline is those passes over
+    the training set, one after the other, and pass ``p``'s order and augmentation depend on
+    ``(seed, p)`` and the batch's place alone, so a run resumed at pass ``p`` in a new process
+    sees what an uninterrupted run would have; ``skip`` batches of the first pass are dropped.
+    ``passes=None``: one pass, reshuffled at each iteration (a plain Keras ``fit(epochs=...)``).
     """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
     streamed = data.from_files and data.cache != "memory"  # a whole-set shuffle buffer would hold it all
     buffer = min(len(data.y_train), SHUFFLE_BUFFER) if streamed else len(data.y_train)
-    train = image_dataset(data, data.x_train, data.y_train).shuffle(buffer, seed=seed)
-    train = train.batch(batch_size)
-    if augment is not None:
-        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    images = image_dataset(data, data.x_train, data.y_train)
+    if passes is None:
+        train = images.shuffle(buffer, seed=seed).batch(batch_size)
+        if augment is not None:
+            train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    else:
+        train = epochs.passes(images, len(data.y_train), buffer, batch_size, seed, passes, skip, augment)
     if not val:
         return train.prefetch(autotune), None
     val_ds = image_dataset(data, data.x_val, data.y_val).batch(batch_size)

@@ -202,8 +202,19 @@ def _open(config) -> summary.SweepPass:
         started=now,
         register=options.register,
         register_undecided=options.register_undecided,
-        metric=options.metric,
+        metric=compared_metric(config),
     )
+
+
+def compared_metric(config) -> str:
+    """What the sweep compares: ``sweep.metric``; with early stopping (whose runs keep the best
+    epoch's weights) val_accuracy means the best epoch's, ``best_val_accuracy``: the model each run
+    hands on."""
+    from omegaconf import OmegaConf
+
+    metric = OmegaConf.select(config, "sweep.metric", default=contract.VAL_ACCURACY)
+    stopping = OmegaConf.select(config, "trainer.early_stopping.patience", default=None) is not None
+    return contract.BEST_VAL_ACCURACY if stopping and metric == contract.VAL_ACCURACY else metric
 
 
 def _reopen(uri: str, name: str, resume: str, experiment: str, stale_after: float) -> tuple[str, str]:

@@ -94,6 +94,8 @@ STAGE = "stage"  # two-stage fine-tuning: 1 (head on the frozen backbone) or 2 (
 # once per run
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
+CHECKPOINT_SECONDS = "checkpoint_seconds"  # time spent writing checkpoints (this process)
+STOPPED_EPOCH = "stopped_epoch"  # early stopping: the epoch it stopped after (0: it did not)
 PARAMETER_COUNT = "parameter_count"
 TRAINABLE_PARAMETER_COUNT = "trainable_parameter_count"
 RUN_SECONDS = "run_seconds"

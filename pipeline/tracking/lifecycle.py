@@ -54,6 +54,13 @@ def wait() -> None:
         _opening[-1].wait()
 
 
+def run_id() -> str | None:
+    """The id of this ``run_context``'s run once it has been created, else None (no wait: the
+    store may still be loading in its thread)."""
+    run = _opening[-1] if _opening else None
+    return run.run_id if run is not None and run.ready else None
+
+
 def settle() -> None:
     """Waits until the run is open and what an outage queued is written (no-op outside a run)."""
     if _opening:

@@ -55,10 +55,27 @@ def end_if_running(uri: str, run_id: str, status: str, error: str) -> None:
 
 
 def reopen_run(uri: str, run_id: str) -> None:
-    """Sets an ended run RUNNING again: a resumed sweep's parent."""
+    """Sets an ended run RUNNING again (a resumed sweep's parent, a run resumed from its
+    checkpoint), without the error its end left."""
     import mlflow
 
-    mlflow.MlflowClient(uri).update_run(run_id, status=contract.RUNNING)
+    client = mlflow.MlflowClient(uri)
+    client.update_run(run_id, status=contract.RUNNING)
+    if contract.ERROR in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, contract.ERROR)
+
+
+def run_progress(uri: str, run_id: str) -> tuple[str | None, int]:
+    """A run's status (None: no such run) and the last epoch it logged (``val_accuracy``'s step)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None, 0
+    steps = [m.step for m in client.get_metric_history(run_id, contract.VAL_ACCURACY)]
+    return run.info.status, max(steps, default=0)
 
 
 def run_tags(uri: str, run_id: str) -> dict[str, str]:

@@ -20,13 +20,14 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-7  # Keras clips probabilities so in its cross-entropy
 
 
-def epoch_logger(train_images: int, log_setup: bool = True):
+def epoch_logger(train_images: int, log_setup: bool = True, logged_through: int = 0):
     """A Keras callback logging each epoch: loss, accuracy, val_*, learning_rate, epoch_seconds and
     images_per_second (training images over training time, validation excluded), step = epoch; at
     the start, the optimizer's settings (params ``opt_*``) and the model's summary
     (``model_summary.txt``), as MLflow's own ``MlflowCallback`` does, unless ``log_setup`` is False
-    (a second fit in the same run: MLflow params cannot change). Calls made before the run is
-    open are queued."""
+    (a second fit in the same run, or a resumed run: MLflow params cannot change). The epochs up to
+    ``logged_through``, which a killed process logged after its last checkpoint, are not logged
+    again: no step twice. Calls made before the run is open are queued."""
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
@@ -54,7 +55,8 @@ def epoch_logger(train_images: int, log_setup: bool = True):
             metrics[contract.EPOCH_SECONDS] = now - self._started
             metrics[contract.IMAGES_PER_SECOND] = train_images / max(train_seconds, 1e-9)
             self.train_seconds = [*self.train_seconds, train_seconds]
-            record.log_metrics(metrics, step=epoch + 1)
+            if epoch + 1 > logged_through:
+                record.log_metrics(metrics, step=epoch + 1)
 
         def on_train_end(self, logs=None):
             lifecycle.wait()  # what waited for the run is logged now, in order
@@ -143,3 +145,45 @@ def trial_reporters(epochs: int, metric: str = contract.VAL_ACCURACY) -> list:
                 self.model.stop_training = True
 
     return [ReportToStudy()]
+
+
+def early_stopping(monitor: str, patience: int, min_delta: float, epochs: int):
+    """Keras' ``EarlyStopping(restore_best_weights=True)``, its state kept in the run's checkpoint.
+
+    After ``fit`` the model holds the best epoch's weights (Keras restores them whatever ended
+    training: patience or the last epoch). ``epochs``: for the log line.
+    """
+    import keras
+
+    class BestWeights(keras.callbacks.EarlyStopping):
+        def __init__(self):
+            super().__init__(
+                monitor=monitor, min_delta=min_delta, patience=patience, restore_best_weights=True
+            )
+
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            if self.stopped_epoch:
+                log.info("early stopping after epoch %d of %d: best %s at epoch %d",
+                         self.stopped_epoch + 1, epochs, monitor, self.best_epoch + 1)  # fmt: skip
+
+        def checkpoint_state(self) -> dict:
+            best = None if self.best is None else float(self.best)
+            return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch,
+                    "stopped_epoch": self.stopped_epoch}  # fmt: skip
+
+        def restore_checkpoint_state(self, state: dict) -> None:
+            self.wait, self.best_epoch, self.stopped_epoch = (
+                state["wait"],
+                state["best_epoch"],
+                state["stopped_epoch"],
+            )
+            self.best = state["best"]
+
+        def checkpoint_arrays(self) -> list:
+            return list(self.best_weights or [])
+
+        def restore_checkpoint_arrays(self, arrays: list) -> None:
+            self.best_weights = arrays or None
+
+    return BestWeights()

@@ -20,7 +20,7 @@ from pipeline.config import sizes
 from pipeline.config.schemas import RunConfig
 from pipeline.model import accelerator
 from pipeline.tracking import contract, heartbeat, lifecycle, record
-from pipeline.training import predict, train, wiring
+from pipeline.training import checkpoint, predict, train, wiring
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class RunInfo:
     variant: str  # short label: the overrides that define the variant, seed left out
     sweep_tags: dict[str, str] = dataclasses.field(default_factory=dict)
     claimed_run_id: str | None = None  # a sweep job's claim: its run, created before training
+    reopened: bool = False  # claimed_run_id is a KILLED run reopened: it has its params already
+    resumed: dict | None = None  # the checkpoint's state it continues from (None: from epoch 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +60,9 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
                                run_tags(run, info), info.claimed_run_id, run.tracking.outage_seconds,
                                run.tracking.system_metrics,
                                heartbeat.every(run.sweep.stale_after)) as active:  # fmt: skip
-        record.log_params(record.flatten(info.params))
+        if not info.reopened:  # a reopened run has them (and sweep.resume=last would differ)
+            params = record.flatten(info.params)
+            record.log_params({k: v for k, v in params.items() if k != "trainer.resume"})
         if info.output_dir is not None:  # Hydra's records of the run, redacted
             record.log_artifacts(info.output_dir / ".hydra", ".hydra")
         strategy = setup_keras(run)
@@ -66,9 +70,12 @@ def execute(run: RunConfig, info: RunInfo) -> RunResult:
             active.open_in_background()  # MLflow loads while the images decode and the model predicts
             metrics, history, model_uri = predict.predict_and_log(run, strategy), {}, None
         else:
-            metrics, history, model_uri = train.train(plan, strategy)
+            identity = checkpoint.identity(info.params)
+            metrics, history, model_uri = train.train(plan, strategy, identity, info.resumed)
             log.info("run %s: val_accuracy=%.4f", active.run_id, metrics[contract.VAL_ACCURACY])
         record.log_metrics({contract.RUN_SECONDS: time.perf_counter() - started})
+    if run.task == "train":  # FINISHED: nothing left to resume
+        checkpoint.remove(run.trainer.checkpoint.dir, active.run_id)
     return RunResult(active.run_id, active.experiment_id, contract.FINISHED, metrics, history, model_uri)
 
 

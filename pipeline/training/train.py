@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 
@@ -17,18 +18,24 @@ from pipeline.config.errors import DataError
 from pipeline.data import augment, sources
 from pipeline.model import backbones, features, scratch
 from pipeline.tracking import contract, lifecycle, record
-from pipeline.training import artifacts, callbacks, evaluate, mistakes, schedules, speed, stages
+from pipeline.training import artifacts, callbacks, checkpoint, evaluate, mistakes, schedules, speed, stages
 from pipeline.training.wiring import Plan
 
 Outcome = tuple[dict[str, float], dict[str, list[float]], str | None]  # metrics, history, model URI
 
 
-def train(plan: Plan, strategy) -> Outcome:
-    """Trains the planned model under ``strategy``; returns final metrics, history and model URI."""
+def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None = None) -> Outcome:
+    """Trains the planned model under ``strategy``; returns final metrics, history and model URI.
+
+    ``identity``: the run's config, kept in its checkpoint; ``resumed``: the checkpoint's state to
+    continue from (its epoch, history and callbacks' state), or None.
+    """
     speed.reset_peak_memory()  # this run's peak, not an earlier run's in the same process
+    first = resumed["epoch"] if resumed else 0  # epochs already trained
     # Data
     data = sources.load(**plan.data)
-    _log_data(data)
+    if not resumed:  # logged by the run's first process
+        _log_data(data)
     class_weight = _class_weight(data) if plan.class_weight else None
     augmentation = augment.build_augmentation(**plan.augmentation)
     # Model: what fit() trains is the whole model on images, or its head on backbone features
@@ -41,12 +48,10 @@ def train(plan: Plan, strategy) -> Outcome:
         trainee, fit_data = _cached_head(plan, model, data) if plan.cache_features else (model, data)
         on_features = _val_features(plan, model, data) if plan.val_on_features else None
     lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
+    steps, passes, skip = _passes(plan, len(fit_data.y_train), first)
     train_ds, val_ds = sources.to_tf_datasets(
-        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None
+        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None, passes=passes, skip=skip
     )
-    if plan.steps_per_epoch:
-        train_ds = train_ds.repeat()
-    steps = schedules.steps_per_epoch(len(fit_data.y_train), plan.batch_size, plan.steps_per_epoch)
     with strategy.scope():
         trainee.compile(
             optimizer=schedules.optimizer(plan.optimizer, plan.schedule, plan.epochs, steps),
@@ -54,11 +59,14 @@ def train(plan: Plan, strategy) -> Outcome:
             metrics=["accuracy"],
             jit_compile=plan.jit_compile,
         )
-    _log_parameter_counts(model)
+    if not resumed:
+        _log_parameter_counts(model)
     # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
     # figures and the logged model's signature), so there is no second pass after fit().
     train_images = _train_images(plan, len(data.y_train))
-    logger = callbacks.epoch_logger(train_images)
+    logger = callbacks.epoch_logger(
+        train_images, log_setup=resumed is None, logged_through=(resumed or {}).get("logged_through", 0)
+    )
     scorer = callbacks.val_scorer(
         *(on_features or (trainee, val_ds)),
         np.asarray(fit_data.y_val),
@@ -66,21 +74,36 @@ def train(plan: Plan, strategy) -> Outcome:
         f1=plan.objective.endswith("_f1"),  # a study's objective: per epoch
     )
     reporters = callbacks.trial_reporters(stages.total_epochs(plan), plan.objective)
-    fit = trainee.fit(
+    stopper = [callbacks.early_stopping(*plan.early_stopping, plan.epochs)] if plan.early_stopping else []
+    rates = schedules.callbacks(plan.schedule, stages.first_stage(plan))  # the rate (and its plateau)
+    fitting = [scorer, *rates, logger, *reporters, *stopper]  # val_*, the rate, logged, reported
+    stateful = [callback for callback in fitting if hasattr(callback, "checkpoint_state")]
+    # a two-stage run writes no checkpoint: its second stage is a fit of its own (a resume reruns it)
+    every = math.inf if plan.fine_tune else plan.checkpoint_every
+    saver = checkpoint.checkpointer(
+        plan.checkpoint_dir, lifecycle.run_id, every, plan.epochs, identity, stateful, resumed
+    )
+    trainee.fit(
         train_ds,
         epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
+        initial_epoch=first,
+        steps_per_epoch=steps,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        # val_*, the rate (and its plateau), logged, reported
-        callbacks=[scorer, *schedules.callbacks(plan.schedule, stages.first_stage(plan)), logger, *reporters],
+        callbacks=[*fitting, saver],  # the checkpoint last: it saves what the others did
         class_weight=class_weight,
         verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
     )
-    history = _history(fit.history)
+    record.log_metrics({contract.CHECKPOINT_SECONDS: saver.seconds})
+    history = _history({k: [epoch[k] for epoch in saver.history] for k in saver.history[-1]})
     if plan.fine_tune and not trainee.stop_training:  # a trial pruned in stage 1 ends there
         scorer, more = stages.second_stage(plan, strategy, model, data, augmentation, train_images, reporters)
         history = {k: values + _history(more).get(k, []) for k, values in history.items()}
     # Log: figures, final metrics, the Kaggle submission, the model
+    if stopper:  # the model holds the best epoch's weights: score them, log when it stopped
+        scorer.on_epoch_end(-1, {})
+        record.log_metrics(
+            {contract.STOPPED_EPOCH: stopper[0].stopped_epoch + 1 if stopper[0].stopped_epoch else 0}
+        )
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     metrics = _final_metrics(history)
@@ -117,7 +140,8 @@ def _evaluate(plan: Plan, model, data, probabilities, history, train_seconds: li
         mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
         metrics |= speed.measure(model)  # inference time, size, peak memory
     timed = train_seconds[1:] or train_seconds  # the first epoch traces
-    metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(timed))
+    if timed:  # a resumed run times the epochs its own process trained
+        metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(timed))
     record.log_metrics({k: metrics[k] for k in speed.LOGGED if k in metrics})
     if plan.evaluate:
         metrics[contract.EVALUATION_SECONDS] = time.perf_counter() - started
@@ -132,6 +156,15 @@ def _evaluate_test(data, probabilities, seconds_before: float) -> dict:
     metrics[contract.EVALUATION_SECONDS] = seconds_before + time.perf_counter() - started
     record.log_metrics({contract.EVALUATION_SECONDS: metrics[contract.EVALUATION_SECONDS]})
     return metrics
+
+
+def _passes(plan: Plan, images: int, first: int) -> tuple[int, tuple[int, int], int]:
+    """Batches per epoch, the passes over the training set that epochs ``first..`` need, and the
+    batches of the first pass already trained (``trainer.steps_per_epoch`` cuts passes)."""
+    per_pass = -(-images // plan.batch_size)
+    steps = plan.steps_per_epoch or per_pass
+    done, total = first * steps, plan.epochs * steps
+    return steps, (done // per_pass, -(-total // per_pass)), done % per_pass
 
 
 def _log_data(data) -> None:

@@ -49,6 +49,9 @@ class Plan:
     evaluate: bool  # the per-class evaluation after the last epoch (``training.evaluate``)
     class_weight: str | None  # "balanced": the loss weighted by inverse class frequency
     objective: str  # sweep.metric: what a study's trial reports per epoch
+    checkpoint_dir: str  # a folder per run id: the checkpoint written at epoch ends
+    checkpoint_every: float  # seconds between checkpoints (0: every epoch)
+    early_stopping: tuple[str, int, float] | None  # monitor, patience, min_delta; None: off
     schedule: tuple[str, dict[str, Any]] = ("constant", {})  # ``schedules.optimizer``'s name and keys
     fine_tune: FineTune | None = None  # a second stage; None: one stage
 
@@ -94,9 +97,19 @@ def plan(run: RunConfig) -> Plan:
         evaluate=run.trainer.evaluate,
         class_weight=run.trainer.class_weight,
         objective=run.sweep.metric,
+        checkpoint_dir=run.trainer.checkpoint.dir,
+        checkpoint_every=run.trainer.checkpoint.every_seconds,
+        early_stopping=_early_stopping(run),
         schedule=(run.schedule.name, run.schedule.model_dump(exclude={"name"})),
         fine_tune=FineTune(**run.fine_tune.model_dump()) if run.fine_tune.epochs else None,
     )
+
+
+def _early_stopping(run: RunConfig) -> tuple[str, int, float] | None:
+    stopping = run.trainer.early_stopping
+    if stopping.patience is None:
+        return None
+    return stopping.monitor, stopping.patience, stopping.min_delta
 
 
 def data_arguments(run: RunConfig) -> dict[str, Any]:

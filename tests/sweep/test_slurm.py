@@ -204,3 +204,35 @@ def test_ctrl_c_cancels_every_job_and_leaves_nothing_running(slurm, store, tmp_p
     parent, children = sweep_runs(store.uri, store.experiment)
     assert parent.info.status == contract.KILLED
     assert len(children) >= 2 and {c.info.status for c in children} == {contract.KILLED}
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_finishes_its_run_from_the_checkpoint(
+    slurm, store, tmp_path
+):
+    """A 2-minute limit: SLURM's warning comes 85 to 115 s in (it checks every 30 s whether
+    ``signal_delay_s`` + 30 s are left), the job has checkpointed every epoch, submitit requeues it
+    (``hydra.launcher.max_num_timeout`` times at most) and the requeued job continues the same run.
+    ``.ci/slurm-setup`` sets ``cred_expire=10``: a requeued job starts 10 s later, not 120.
+    A 1-minute limit leaves too little: TensorFlow's start and the first epoch take 40 s here."""
+    requeue = [
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=5",
+        "hydra.launcher.max_num_timeout=4",
+    ]
+    # 60 epochs of 1.5 to 3 s (load): more than one allocation trains (at most 115 s, 40 of them
+    # TensorFlow's start and the first epoch), fewer than five
+    args = ["seed=0", "trainer.epochs=60", "dataset.max_samples=1500", "trainer.batch_size=32",
+            "tracking.log_model=false", "trainer.checkpoint.every_seconds=0", *store.overrides,
+            *CPU_SIZED, *requeue]  # fmt: skip
+    result = cli("-m", *args, cwd=tmp_path, timeout=720)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    parent, children = sweep_runs(store.uri, store.experiment)
+    assert parent.info.status == contract.FINISHED and len(children) == 1, output[-3000:]
+    (run,) = children
+    assert run.info.status == contract.FINISHED
+    history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, 61))  # every epoch once, in one run
+    logs = [path.read_text() for path in (tmp_path / "multirun").rglob("*_log.*")]
+    assert any("Requeued job" in log for log in logs)  # submitit requeued it at least once
+    assert any("resuming run" in log for log in logs)  # ...and the requeued job resumed the run

@@ -1,0 +1,42 @@
+"""A run's training batches as passes over the training set, each a pure function of where it is.
+
+Pass ``p`` is shuffled with the seed ``(seed, p)`` and each batch is augmented with Keras' seed
+counters set from the batch's index, so epoch k of a run resumed in a new process sees the
+batches an uninterrupted run's epoch k saw (``tf.data``'s ``reshuffle_each_iteration`` and the
+augmentation layers' running counters would depend on how many epochs this process ran).
+"""
+
+from __future__ import annotations
+
+PASS_SEEDS = 1_000_003  # pass p of seed s shuffles with seed s * PASS_SEEDS + p
+DRAWS_PER_BATCH = 1 << 16  # an augmentation layer's seed counter starts each batch this far apart
+
+
+def passes(images, size: int, buffer: int, batch_size: int, seed: int, span, skip: int, augment):
+    """Passes ``span = (first, end)`` over ``images``, pass p shuffled by ``(seed, p)``, augmentation
+    seeded by ``(seed, batch index)``: a pure function of where the batch is in the run."""
+    import tensorflow as tf
+
+    first, end = span
+    train = None
+    for number in range(first, end):  # a shuffle's seed is a Python int: one dataset per pass
+        order = images.shuffle(buffer, seed=seed * PASS_SEEDS + number, reshuffle_each_iteration=False)
+        batches = order.batch(batch_size)
+        train = batches if train is None else train.concatenate(batches)
+    train = train.skip(skip)
+    if augment is None:
+        return train
+    start = first * -(-size // batch_size) + skip  # batches before this one
+    layers = [layer for layer in augment.layers if hasattr(layer, "generator")]
+
+    def augment_batch(index, batch):
+        x, y = batch
+        # each layer's Keras seed counter set from the batch's index: the draws depend on it alone
+        # (tf.data orders the stateful assign before the layers' reads of the same variable)
+        for layer in layers:
+            state = tf.stack([tf.constant(layer.seed, tf.int64), index * DRAWS_PER_BATCH])
+            layer.generator.state.assign(tf.cast(state, layer.generator.state.dtype))
+        return augment(x, training=True), y
+
+    # sequential: a parallel map would interleave the counters' resets and draws
+    return train.enumerate(start=start).map(augment_batch)
