@@ -2,8 +2,9 @@
 
 idle = workers x wall - the trials' busy time, where wall runs from the first trial's start to
 the last trial's end and a trial is busy from its run's start to its end (the store's times).
-So idle holds both a worker waiting for its batch to end (what ask-and-tell removes) and each
-job's own start-up in its worker before its run opens. Confirm is off: the search alone.
+So idle holds a worker waiting for its batch to end (what ask-and-tell removes), each job's own
+start-up in its worker before its run opens, and the study's edges (the last trial running
+alone). ``gaps``: the share between two trials on one worker (the first two). Confirm is off.
 
     python benchmarks/bench_idle.py                           # the README's numbers (3 studies)
     python benchmarks/bench_idle.py --code /work/main         # the same, on another checkout's code
@@ -56,8 +57,14 @@ def idle(uri: str, experiment: str) -> dict:
     wall = (max(r.info.end_time for r in trials) - start) / 1000
     busy = sum(r.info.end_time - r.info.start_time for r in trials) / 1000
     pruned = sum(contract.PRUNED_AT_EPOCH in r.data.tags for r in trials)
+    gaps = 0.0  # between two trials on one worker (its pid): a job's start-up, and any batch's wait
+    for pid in {r.data.tags[contract.PID] for r in trials}:
+        mine = sorted((t.info.start_time, t.info.end_time) for t in trials
+                      if t.data.tags[contract.PID] == pid)  # fmt: skip
+        gaps += sum(max(0, later[0] - earlier[1]) for earlier, later in zip(mine, mine[1:])) / 1000
+    # the rest of idle is at the edges: the first trials starting, the last trial running alone
     return {"trials": len(trials), "pruned": pruned, "wall_s": wall, "busy_s": busy,
-            "idle": 1 - busy / (WORKERS * wall)}  # fmt: skip
+            "idle": 1 - busy / (WORKERS * wall), "gaps": gaps / (WORKERS * wall)}  # fmt: skip
 
 
 def main() -> None:
