@@ -75,7 +75,7 @@ class OptunaSweeperConf:
     storage: str | None = None  # null: beside the tracking store (README: where a study lives)
     study_name: str | None = None  # null: one study per sweep, named after its sweep id
     n_trials: int = 20
-    n_jobs: int = 1  # trials asked at a time: set it to the launcher's parallelism
+    n_jobs: int = 1  # trials in flight, a new one as soon as one ends: the launcher's parallelism
     max_failure_rate: float = 1.0  # stop once more than this share of a batch failed
     params: dict[str, Any] | None = None
     pruner: str = "none"  # median | hyperband | none, on the per-epoch val_accuracy

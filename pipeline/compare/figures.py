@@ -14,6 +14,8 @@ import pandas as pd
 from pipeline.compare import stats
 from pipeline.tracking import contract, plots
 
+LEGEND_CHARACTERS = 150  # what the curves' 11-inch legend holds across, at font size 8
+
 
 def curves(runs: pd.DataFrame, variants: list[str]):
     """Loss and val_accuracy per epoch: each variant's mean over seeds, with a ±1 std band."""
@@ -39,8 +41,9 @@ def curves(runs: pd.DataFrame, variants: list[str]):
         if bounded:
             _within_unit(ax, "y")
     handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8)
+    if handles:  # as many columns as the longest label leaves room for (8 long variant names: 2)
+        columns = max(1, min(len(labels), 3, LEGEND_CHARACTERS // (max(map(len, labels)) + 6)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=8)
     return fig
 
 
@@ -60,7 +63,8 @@ def final_metric(runs: pd.DataFrame, summary: pd.DataFrame):
     done = runs[runs.status == contract.FINISHED]
     for row_y, variant in zip(y, summary.variant, strict=True):
         seeds = done.loc[done.variant == variant, metric].to_numpy(dtype=float)
-        ax.plot(seeds, np.full(len(seeds), row_y - 0.15), ".", color="0.5", label="_seeds")
+        alpha = 1.0 if len(seeds) <= 20 else 0.25  # 250 seeds: a cloud whose density shows, not a bar
+        ax.plot(seeds, np.full(len(seeds), row_y - 0.15), ".", color="0.5", alpha=alpha, label="_seeds")
     base = summary.loc[summary.variant == baseline, f"{metric}_mean"]
     if len(base) and not math.isnan(base.iloc[0]):
         ax.axvline(base.iloc[0], color="0.6", linestyle="--", linewidth=1, label=f"baseline {baseline}")

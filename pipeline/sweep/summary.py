@@ -117,7 +117,8 @@ def _publish(state: SweepPass, stopped: dict[str, str] | None) -> tuple | None:
     note = f"{study_note}\n\n{note}" if study_note else note  # a study: its verdict first
     sweep_runs.set_run_tags(uri, parent, {contract.NOTE: note})
     experiment_id = store.get_or_create_experiment(uri, state.experiment_name)
-    print(ui.sweep_view_hint(uri, experiment_id, parent))  # the sweep's runs, grouped by variant
+    # the variant summary first (the parent's means: one row however many runs), the runs grouped by variant
+    print(ui.sweep_view_hint(uri, experiment_id, parent, list(means)))
     if not state.register:
         return None
     found = winner.choose(runs, result.summary, state.register_undecided)

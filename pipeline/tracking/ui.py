@@ -9,6 +9,12 @@ saved views. MLflow 3.17 picks its GenAI or model-training view by the sidebar's
 for the training view. ``sweep_view_url`` writes such a view for one sweep (its child runs,
 grouped by the ``convlab.variant`` tag, best ``val_accuracy`` first) and returns its URL.
 
+The UI groups only the runs it has loaded, 100 at a time: a sweep of 1,000 runs needs nine "load
+more" clicks before its groups are whole. So the link a sweep prints (``sweep_view_hint`` with
+the parent's per-variant metrics) opens a second view, the variant summary: the parent run alone,
+one column per variant's mean (its description holds the table and the verdict, ``comparison/``
+the figures); the grouped view stays in the page's list of saved views.
+
     from pipeline.tracking import ui
     print(ui.sweep_view_hint(tracking_uri, experiment_id, parent_run_id))
 """
@@ -25,9 +31,20 @@ DEFAULT_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's column id for run names
 
 
-def view_key(parent_run_id: str) -> str:
-    """The saved view's key: one per sweep, so saving it again replaces it."""
-    return f"convlab-{parent_run_id}"
+def view_key(parent_run_id: str, summary: bool = False) -> str:
+    """The saved view's key: one per sweep (and its summary), so saving it again replaces it."""
+    return f"convlab-{parent_run_id}" + ("-summary" if summary else "")
+
+
+def summary_state(parent_run_id: str, metrics: list[str]) -> dict:
+    """The experiment page's state: the sweep's parent alone, a column per variant's mean."""
+    columns = [f"metrics.`{name}`" for name in metrics]
+    return {
+        "searchFilter": f"attributes.run_id = '{parent_run_id}'",
+        "selectedColumns": columns,
+        "columnOrder": [RUN_NAME_COLUMN, *columns],
+        "columnWidths": {RUN_NAME_COLUMN: 300},
+    }
 
 
 def view_state(parent_run_id: str) -> dict:
@@ -73,45 +90,52 @@ def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
     return None if address is None else f"{address}{experiment_path(experiment_id)}"
 
 
-def save_sweep_view(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
-    """Writes the sweep's view to the experiment's tags; returns its key."""
+def save_sweep_view(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: list[str] | None = None
+) -> str:
+    """Writes the sweep's view to the experiment's tags, and with ``metrics`` (the parent's
+    per-variant means) its summary view too; returns the key of the view to open."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     run_name = client.get_run(parent_run_id).info.run_name or parent_run_id
+    views = {view_key(parent_run_id): (f"{run_name}: runs by variant", view_state(parent_run_id))}
+    if metrics:
+        state = summary_state(parent_run_id, metrics)
+        views[view_key(parent_run_id, summary=True)] = (f"{run_name}: variant summary", state)
     now = int(time.time() * 1000)
-    envelope = {
-        "name": f"{run_name}: runs by variant",
-        "createdAt": now,
-        "updatedAt": now,
-        "state": json.dumps(view_state(parent_run_id)),
-    }
-    key = view_key(parent_run_id)
-    client.set_experiment_tag(experiment_id, f"{contract.SAVED_VIEW_PREFIX}{key}", json.dumps(envelope))
+    for key, (name, state) in views.items():
+        envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        client.set_experiment_tag(experiment_id, f"{contract.SAVED_VIEW_PREFIX}{key}", json.dumps(envelope))
     return key
 
 
-def sweep_view_url(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str | None:
-    """Saves the sweep's view and returns the URL that opens it.
+def sweep_view_url(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: list[str] | None = None
+) -> str | None:
+    """Saves the sweep's view (with ``metrics``: and its variant summary) and returns the URL
+    that opens it (the summary, when there is one).
 
     Returns:
         The URL on a tracking server; None for a store with no UI of its own (SQLite, files),
         where ``sweep_view_hint`` says how to open it with ``mlflow ui``. The view is saved
         either way.
     """
-    key = save_sweep_view(tracking_uri, experiment_id, parent_run_id)
+    key = save_sweep_view(tracking_uri, experiment_id, parent_run_id, metrics)
     address = ui_address(tracking_uri)
     return None if address is None else f"{address}{view_path(experiment_id, key)}"
 
 
-def sweep_view_hint(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
+def sweep_view_hint(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: list[str] | None = None
+) -> str:
     """One line for the terminal: the sweep view's URL, or how to serve the store and open it."""
-    url = sweep_view_url(tracking_uri, experiment_id, parent_run_id)
+    url = sweep_view_url(tracking_uri, experiment_id, parent_run_id, metrics)
     if url is not None:
         return f"MLflow: {url}"
     if tracking_uri.startswith("databricks"):
         return f"MLflow: experiment {experiment_id} in your Databricks workspace"
-    path = view_path(experiment_id, view_key(parent_run_id))
+    path = view_path(experiment_id, view_key(parent_run_id, summary=bool(metrics)))
     store = redaction.redact(_absolute(tracking_uri))  # a terminal line: the password stays yours
     return f"MLflow: mlflow ui --backend-store-uri {store}, then open {DEFAULT_UI}{path}"
 

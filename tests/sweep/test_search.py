@@ -160,6 +160,33 @@ def test_joblib_trials_two_at_a_time_share_one_study(parallel_pruned_study):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_a_free_worker_starts_the_next_trial_before_the_batch_ends(tmp_path_factory, tracking_uri, launcher):
+    """Trials of 30 and 1 epochs side by side (the sampler, seeded 2, draws 30, 1, 2): the third
+    trial is asked (and launched) as soon as the short one ends, before the long one has; on
+    joblib's warm workers its run even starts before."""
+    study = _study(tmp_path_factory, tracking_uri, f"study_free_{launcher}", [
+        "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=2",
+        "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", f"hydra/launcher={launcher}",
+        "hydra.sweeper.confirm.top_k=0", "trainer.epochs=choice(1, 2, 30)", *TINY,
+        *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
+    ])  # fmt: skip
+    result = study.run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, trials, _ = study.parent_and_trials()
+    by_number = {int(t.data.tags[contract.TRIAL]): t for t in trials}
+    epochs = [int(by_number[n].data.params["trainer.epochs"]) for n in range(3)]
+    assert epochs == [30, 1, 2], epochs
+    long_end = by_number[0].info.end_time / 1000
+    asked = study.optuna_study().trials[2].datetime_start.timestamp()  # Optuna's clock: local time
+    assert by_number[1].info.end_time / 1000 < asked < long_end, "the third trial waited for the batch"
+    if launcher == "joblib":  # a new process (submitit) takes longer to start than 28 epochs here
+        assert by_number[2].info.start_time / 1000 < long_end
+    folders = {p.parent.parent.name for p in study.cwd.glob("multirun/*/*/*/.hydra/overrides.yaml")}
+    assert folders == {"0", "1", "2"}  # every trial its own job number and folder
+
+
+@pytest.mark.slow
 def test_a_killed_study_resumes_to_exactly_n_trials_with_nothing_rerun(tmp_path_factory, tracking_uri):
     study = _study(tmp_path_factory, tracking_uri, "study_killed", [
         *STUDY, "hydra.sweeper.n_trials=4", "hydra.sweeper.confirm.top_k=0", "trainer.epochs=3",

@@ -236,6 +236,30 @@ def test_sweep_view_on_a_sqlite_store_says_how_to_open_it(tmp_path, monkeypatch)
     ]
 
 
+def test_a_sweeps_link_opens_on_its_variant_summary_one_row_however_many_runs(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = store.get_or_create_experiment(uri, "sweeps")
+    parent = client.create_run(experiment_id, run_name="sweep x").info.run_id
+    means = {"val_accuracy/downsample:stride": 0.91, "val_accuracy/downsample:maxpool": 0.93}
+    client.log_batch(parent, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in means.items()])
+    for seed in range(3):  # children: the view leaves them out
+        client.create_run(experiment_id, tags={contract.PARENT: parent}, run_name=f"seed={seed}")
+
+    hint = ui.sweep_view_hint(uri, experiment_id, parent, list(means))
+    assert ui.view_path(experiment_id, ui.view_key(parent, summary=True)) in hint
+    tags = client.get_experiment(experiment_id).tags
+    saved = json.loads(tags[f"{contract.SAVED_VIEW_PREFIX}{ui.view_key(parent, summary=True)}"])
+    state = json.loads(saved["state"])
+    assert saved["name"] == "sweep x: variant summary"
+    assert state["selectedColumns"] == [f"metrics.`{name}`" for name in means]
+    shown = client.search_runs([experiment_id], state["searchFilter"])  # the filter the page sends
+    assert [r.info.run_id for r in shown] == [parent]
+    assert f"{contract.SAVED_VIEW_PREFIX}{ui.view_key(parent)}" in tags  # the runs by variant: listed too
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 
 from pipeline.sweep.launch import local_jobs, workers
@@ -30,6 +31,8 @@ from pipeline.tracking import contract, sweep_runs
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_SECONDS = 60.0  # running jobs end their runs KILLED within this
+POLL_SECONDS = 0.5
+_starting = threading.Lock()  # a study launches each trial from a thread of its own: Ray starts once
 # a Ray worker has the cluster's environment: these, where this command has them, go with each
 # job in Ray's runtime_env (secrets travel in the environment, never in a job's overrides)
 PASSED_ENV = (contract.ENV_STUDY_STORAGE, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -65,7 +68,8 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info(f"Ray Launcher is launching {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
     launcher.ray_cfg.init.setdefault("object_store_memory", 78643200)  # the plugin's default
-    start_ray(launcher.ray_cfg.init)
+    with _starting:
+        start_ray(launcher.ray_cfg.init)
     remote = _with_env(launcher.ray_cfg.remote)
     refs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -105,6 +109,8 @@ def collect(refs: list, job_overrides, uri: str, sweep_dir: Path) -> list:
     results = []
     for ref, overrides in zip(refs, job_overrides):
         try:
+            while not ray.wait([ref], timeout=POLL_SECONDS)[0]:
+                pass  # polled: a study's slot thread gets its KeyboardInterrupt between polls
             results.append(ray.get(ref))
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError):
             _lost(list(overrides), uri)

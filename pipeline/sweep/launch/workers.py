@@ -67,7 +67,10 @@ class ResilientParallel:
             watch = DeathWatch()
             try:
                 batch = Parallel(return_as="generator", **self.kwargs)(tasks[i] for i in todo)
-                for index, result in zip(todo, batch, strict=False):
+                # strict: the generator is run to its end, not dropped; a dropped one aborts, and
+                # its abort kills loky's shared workers, with any other call's job on them (a
+                # study launches each trial in a thread of its own: pipeline.sweep.search.slots)
+                for index, result in zip(todo, batch, strict=True):
                     results[index] = result
                 return results
             except TerminatedWorkerError as err:

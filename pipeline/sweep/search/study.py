@@ -1,7 +1,8 @@
 """``hydra/sweeper=optuna``: a study whose trials are the sweep's child runs, then its winner confirmed.
 
-Ask and tell (Optuna 4+): ``n_jobs`` trials are asked at a time and launched as one batch through
-whichever Hydra launcher the command chose (basic, joblib, submitit, SLURM); each job trains
+Ask and tell (Optuna 4+): up to ``n_jobs`` trials are in flight, each launched on its own through
+whichever Hydra launcher the command chose (basic, joblib, submitit, SLURM, Ray), and a new one is
+asked the moment one ends (``pipeline.sweep.search.slots``: no worker waits for a batch); each job trains
 with its trial's overrides and reports val_accuracy per epoch to the study's storage
 (``pipeline.run.pruning``), where the pruner may stop it; the job's return value is told back.
 The sweep's callback (``pipeline.sweep.callback``) owns the parent run; trials are its
@@ -16,6 +17,7 @@ the study goes on until it has ``n_trials`` trials.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -24,7 +26,7 @@ import os
 from typing import Any
 
 from pipeline.config.errors import ConfigError
-from pipeline.sweep.search import confirm
+from pipeline.sweep.search import confirm, slots
 from pipeline.sweep.search import report as study_report
 from pipeline.sweep.search import space as search_space
 from pipeline.tracking import contract, store, studies, sweep_runs
@@ -101,8 +103,11 @@ class StudySweeper:
         verdict = confirm.confirm(self, study, space, context, env, **self.confirm)
         study_report.publish(study, context, verdict, self.pruner["kind"])
 
-    def launch(self, jobs: list[list[str]]) -> list:
-        """Runs ``jobs`` (override lists) as one batch through the launcher; their JobReturns."""
+    def launch(self, jobs: list[list[str]], job_idx: int | None = None) -> list:
+        """Runs ``jobs`` (override lists) as one batch through the launcher; their JobReturns.
+        ``job_idx``: the first job's number, drawn by the caller (a slot's thread); else the next."""
+        if job_idx is not None:
+            return list(self.launcher.launch([tuple(job) for job in jobs], initial_job_idx=job_idx))
         returns = self.launcher.launch([tuple(job) for job in jobs], initial_job_idx=self.job_idx)
         self.job_idx += len(returns)
         return list(returns)
@@ -164,26 +169,45 @@ class StudySweeper:
         return instantiate(node, seed=int(node.seed) + done) if done else sampler
 
     def _search(self, study, space: search_space.Space, context: Context) -> None:
+        """Asks a trial whenever a slot is free (``slots``): no worker waits for a batch to end."""
         distributions = space.distributions()
-        while (left := self.n_trials - counted(study)) > 0:
-            batch, jobs = [], []
-            for _ in range(min(self.n_jobs, left)):
-                trial = study.ask(distributions)
-                values = {key: trial.params[key] for key in space.params}
-                searched = [f"{key}={search_space.format_value(value)}" for key, value in values.items()]
-                trial.set_user_attr(OVERRIDES_ATTR, searched)
-                if repeat_of(study, trial, searched):
-                    continue
-                batch.append(trial)
-                jobs.append(
-                    [*space.fixed.values(), *searched, *trial_env(study.study_name, context, trial.number)]
-                )
-            returns = self.launch(jobs) if jobs else []
-            failures = sum(not tell(study, trial, job) for trial, job in zip(batch, returns))
-            if batch and failures / len(batch) > self.max_failure_rate:
-                log.error("%d of %d trials failed (hydra.sweeper.max_failure_rate=%s): the study stops",
-                          failures, len(batch), self.max_failure_rate)  # fmt: skip
-                return
+        pool = slots.Slots(self.launch, self._slots())
+        told: collections.deque[bool] = collections.deque(maxlen=pool.size)  # the last trials' outcomes
+        stopping = False
+        try:
+            while True:
+                while not stopping and pool.free and self.n_trials - counted(study) > 0:
+                    trial, job = self._ask(study, space, context, distributions)
+                    if job:
+                        pool.start(trial, job, self.job_idx)
+                        self.job_idx += 1
+                if not pool.busy:
+                    return
+                for trial, job in pool.wait():
+                    told.append(tell(study, trial, job))
+                failures = told.count(False)
+                if not stopping and len(told) == told.maxlen and failures / len(told) > self.max_failure_rate:
+                    log.error("%d of the last %d trials failed (hydra.sweeper.max_failure_rate=%s): "
+                              "the study stops", failures, len(told), self.max_failure_rate)  # fmt: skip
+                    stopping = True
+        except BaseException:  # Ctrl-C, SIGTERM, a launcher's error: the slots' jobs stop too
+            pool.interrupt()
+            raise
+
+    def _ask(self, study, space: search_space.Space, context: Context, distributions) -> tuple:
+        """The next trial and its job's overrides (none: it repeats a finished trial's values)."""
+        trial = study.ask(distributions)
+        values = {key: trial.params[key] for key in space.params}
+        searched = [f"{key}={search_space.format_value(value)}" for key, value in values.items()]
+        trial.set_user_attr(OVERRIDES_ATTR, searched)
+        if repeat_of(study, trial, searched):
+            return trial, None
+        return trial, [*space.fixed.values(), *searched, *trial_env(study.study_name, context, trial.number)]
+
+    def _slots(self) -> int:
+        """Trials in flight: ``n_jobs``, or one where the launcher runs jobs in this process."""
+        target = str(self.config.hydra.launcher.get("_target_", ""))
+        return 1 if target.endswith(".BasicLauncher") else self.n_jobs
 
 
 def trial_env(study_name: str, context: Context, number: int | None) -> list[str]:
