@@ -59,7 +59,7 @@ def test_a_configuration_that_always_fails_leaves_the_confirmation_once(tmp_path
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("confirm", artifact_location=str(tmp_path / "artifacts"))
     parent = write_sweep_run(client, experiment_id, [KEY], {}, 1)
-    context = types.SimpleNamespace(uri=uri, parent=parent, experiment_name="confirm")
+    context = types.SimpleNamespace(uri=uri, parent=parent, experiment_name="confirm", metric="val_accuracy")
     space = types.SimpleNamespace(fixed={"seed": "seed=0"})
     launcher = Launcher(client, experiment_id, parent)
 
@@ -89,7 +89,7 @@ def test_the_confirm_stage_says_so_when_no_configuration_finishes(tmp_path):
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("confirm", artifact_location=str(tmp_path / "artifacts"))
     parent = write_sweep_run(client, experiment_id, [KEY], {}, 1)
-    context = types.SimpleNamespace(uri=uri, parent=parent, experiment_name="confirm")
+    context = types.SimpleNamespace(uri=uri, parent=parent, experiment_name="confirm", metric="val_accuracy")
     launcher = Launcher(client, experiment_id, parent)
     space = types.SimpleNamespace(fixed={"seed": "seed=0"})
 
