@@ -46,6 +46,18 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uris_kept():
+    """Each test leaves MLflow's process-wide tracking and registry URIs, and the variables
+    ``mlflow.set_*_uri`` write, as it found them: an in-process run or model load of one test's
+    store must not send a later test's ``mlflow.MlflowClient(uri)`` (whose registry is the set one)
+    or ``mlflow.pyfunc.load_model`` there, nor its subprocesses (which inherit the variables)."""
+    from pipeline.tracking import registry
+
+    with registry.kept_uris():
+        yield
+
+
 def compose(overrides=()):
     """The composed config for ``overrides``, as ``python -m pipeline`` composes it (no Hydra keys)."""
     from hydra import compose as hydra_compose

@@ -11,8 +11,9 @@ MLflow or TensorFlow:
   then names the best mean, for ``sweep.register_undecided=true``. A variant without a finished
   seed (every job of it failed) leaves the verdict undecided: nothing is known of it.
 
-Of the winner's seeds the run handed on is the median one on the compared metric (for an even
-count, the lower of the two middle runs: a real run, not an average of two).
+Of the winner's seeds the run handed on is the median one on the compared metric (the runs
+ordered by it, runs tied on it by seed; for an even count, the lower of the two middle runs: a
+real run, not an average of two).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dataclasses
 
 import pandas as pd
 
-from pipeline.compare import stats
+from pipeline.compare import stats, tables
 from pipeline.tracking import contract
 
 
@@ -96,8 +97,10 @@ def best_mean(runs: pd.DataFrame, summary: pd.DataFrame) -> Winner:
 def median_run(runs: pd.DataFrame, variant: str, metric: str) -> tuple[str, str, list[str]]:
     """``(run_id, seed, seeds)``: the variant's finished run at the median of ``metric``."""
     mine = runs[(runs.variant == variant) & (runs.status == contract.FINISHED)].dropna(subset=[metric])
-    ordered = mine.sort_values([metric, "seed"], kind="stable")
-    middle = ordered.iloc[(len(ordered) - 1) // 2]
+    # runs tied on the metric (a small validation set gives few distinct values) by seed, in numeric order
+    keys = [(value, tables.sort_key(seed)) for value, seed in zip(mine[metric], mine.seed, strict=True)]
+    ordered = sorted(range(len(mine)), key=keys.__getitem__)
+    middle = mine.iloc[ordered[(len(ordered) - 1) // 2]]
     return str(middle.run_id), str(middle.seed), [str(seed) for seed in mine.seed]
 
 

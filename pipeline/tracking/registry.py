@@ -11,8 +11,11 @@ name, an alias or version it does not have, a run that does not exist or logged 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
 
 from pipeline.config.errors import ConvlabError
 from pipeline.tracking import contract, redaction
@@ -84,11 +87,9 @@ def register(
     """Registers ``run_id``'s logged model as a new version of ``name`` (created on first use),
     with ``description``, ``tags`` and ``alias`` (moved from any earlier version). Returns the
     ``ModelVersion``."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     model_id = logged_model_id(uri, run_id)
-    mlflow.set_tracking_uri(uri)  # MLflow resolves the version's source (models:/m-...) there
     mlflow_client = client(uri)
     try:
         mlflow_client.get_registered_model(name)
@@ -98,14 +99,15 @@ def register(
         except MlflowException as err:  # another process created it first, or a bad name
             if "already exists" not in str(err).lower():
                 raise ModelError(f"cannot register a model named {name!r}: {_first_line(err)}") from None
-    version = mlflow_client.create_model_version(
-        name,
-        source=f"models:/{model_id}",
-        run_id=run_id,
-        tags=redaction.redact_values(tags),
-        description=redaction.redact(description),
-        model_id=model_id,
-    )
+    with using(uri):  # MLflow resolves the version's source (models:/m-...) in the global store
+        version = mlflow_client.create_model_version(
+            name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            tags=redaction.redact_values(tags),
+            description=redaction.redact(description),
+            model_id=model_id,
+        )
     mlflow_client.set_registered_model_alias(name, alias, version.version)
     return mlflow_client.get_model_version(name, version.version)
 
@@ -122,10 +124,9 @@ def model_spec(uri: str, model_uri: str) -> ModelSpec:
 
     model_id = _check_exists(uri, model_uri)
     _quiet_downloads()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     try:
-        info = mlflow.models.get_model_info(model_uri)
+        with using(uri):
+            info = mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as err:
         raise ModelError(f"predict.model={model_uri}: {_first_line(err)}") from None
     inputs = info.signature.inputs.to_dict()[0] if info.signature else {}
@@ -145,10 +146,59 @@ def load_pyfunc(uri: str, model_uri: str):
     import mlflow
 
     _quiet_downloads()
+    with using(uri):
+        return mlflow.pyfunc.load_model(model_uri)
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow.pyfunc.load_model(model_uri)
+
+@contextlib.contextmanager
+def using(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to ``uri`` for the block, then put back
+    (``kept_uris``): the calls that only read the global URIs (resolving ``models:/...``, loading
+    a model) read this store, and nothing after them is sent to it (an ``MlflowClient(other_uri)``
+    takes the global registry URI, when one is set, over its own tracking URI)."""
+    import mlflow
+
+    with kept_uris():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield
+
+
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # what mlflow.set_*_uri also write
+
+
+@contextlib.contextmanager
+def kept_uris() -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs, and the variables ``mlflow.set_*_uri``
+    write (which the processes started later inherit), as they were before the block. Without
+    importing MLflow where it is not imported yet (then both URIs were unset)."""
+    environ = {name: os.environ.get(name) for name in URI_VARIABLES}
+    before = _set_uris()
+    try:
+        yield
+    finally:
+        if "mlflow" in sys.modules:
+            import mlflow
+            from mlflow.tracking._model_registry import utils as registry_utils
+
+            mlflow.set_tracking_uri(before[0])  # None: MLflow's default again
+            registry_utils._registry_uri = before[1]  # (set_registry_uri(None) keeps its variable)
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _set_uris() -> tuple[str | None, str | None]:
+    """The tracking and registry URIs set in this process (``mlflow.set_*_uri``), else None: MLflow
+    keeps them private (``get_tracking_uri`` answers with the variable or the default instead)."""
+    if "mlflow" not in sys.modules:
+        return None, None
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri
 
 
 def _quiet_downloads() -> None:

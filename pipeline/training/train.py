@@ -106,7 +106,10 @@ def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None =
         )
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
-    metrics = _final_metrics(history)
+    # early stopping's best epoch (its min_delta counts) is the one whose weights the model holds;
+    # a two-stage run's model holds its second stage's, which that stopper did not watch
+    held = stopper[0].best_epoch if stopper and not plan.fine_tune else None
+    metrics = _final_metrics(history, held)
     metrics |= _evaluate(plan, model, data, probabilities, history, logger.train_seconds)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
@@ -206,9 +209,10 @@ def _train_images(plan: Plan, available: int) -> int:
     return available
 
 
-def _final_metrics(history: dict[str, list[float]]) -> dict[str, float]:
-    """The last epoch's metrics plus the best epoch's val_accuracy (logged once)."""
-    best = int(np.argmax(history[contract.VAL_ACCURACY]))
+def _final_metrics(history: dict[str, list[float]], best: int | None = None) -> dict[str, float]:
+    """The last epoch's metrics plus the best epoch's val_accuracy (logged once). ``best``: the
+    0-based epoch whose weights the model holds (early stopping's); else the highest val_accuracy's."""
+    best = int(np.argmax(history[contract.VAL_ACCURACY])) if best is None else int(best)
     best_metrics = {
         contract.BEST_VAL_ACCURACY: history[contract.VAL_ACCURACY][best],
         contract.BEST_EPOCH: best + 1,

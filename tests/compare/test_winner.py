@@ -94,6 +94,22 @@ def test_a_sweep_over_seeds_alone_hands_on_its_median_run(decide):
     assert "the sweep's only variant" in found.description
 
 
+def test_runs_tied_on_the_metric_are_ordered_by_seed_for_the_median():
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "variant": ["v"] * 4,
+            "status": [contract.FINISHED] * 4,
+            "seed": ["10", "2", "1", "3"],
+            contract.VAL_ACCURACY: [0.8, 0.8, 0.6, 0.9],
+        }
+    )
+    # 0.6 (seed 1), 0.8 (seed 2), 0.8 (seed 10), 0.9 (seed 3): the lower middle one is seed 2's
+    assert winner.median_run(runs, "v", contract.VAL_ACCURACY) == ("b", "2", ["10", "2", "1", "3"])
+
+
 def test_a_variant_without_a_finished_seed_leaves_the_verdict_undecided(decide):
     runs, summary, _ = decide("one_failed", {"0.001": [0.90, 0.91, 0.92], "0.003": [0.95, 0.96, 0.97]})
     failed = runs.assign(status=runs.status.where(runs.variant == f"{FACTOR}=0.001", contract.FAILED))

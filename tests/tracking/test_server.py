@@ -140,7 +140,10 @@ def test_a_sweep_registers_its_decided_winner_on_the_server(server_uri, server_s
     parent, children = _sweep_runs(client, EXPERIMENT)
     version = client.get_model_version_by_alias(MODEL, contract.CHAMPION)
     winners = [c for c in children if c.data.tags[contract.VARIANT] == WINNER]
-    ranked = sorted(winners, key=lambda run: run.data.metrics[contract.VAL_ACCURACY])
+    # ordered as the median is taken (README): by val_accuracy, runs tied on it by seed
+    ranked = sorted(
+        winners, key=lambda run: (run.data.metrics[contract.VAL_ACCURACY], int(run.data.tags[contract.SEED]))
+    )
     assert version.run_id == ranked[1].info.run_id  # the median of the winner's 3 seeds
     assert version.tags[contract.SWEEP_ID] == parent.data.tags[contract.SWEEP_ID]
     assert version.tags[contract.SEEDS] == "0,1,2"
