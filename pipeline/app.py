@@ -9,19 +9,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import socket
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from pipeline.config import checks, composition, overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
-from pipeline.sweep import jobs
+from pipeline.sweep import interrupts, jobs
 from pipeline.tracking import contract, faults, redaction, registry, store, sweep_runs
 from pipeline.training import checkpoint, runner
 from pipeline.training.runner import RunInfo
 
 log = logging.getLogger(__name__)
+# the parent's params ``convlab.reopen.<run id>.<end time>``: which process reopened a KILLED run
+REOPEN_PREFIX = "convlab.reopen."
 
 
 def task(cfg) -> float:
@@ -89,7 +94,11 @@ def _sweep_job(cfg, hydra_cfg, job: jobs.SweepJob) -> float:
             raise ConfigError(
                 f"trainer.resume={run.trainer.resume} resumes one run: a sweep resumes with sweep.resume"
             )
-        if resumed := _resumable_job(job, digest, run, info):  # its killed run, from its checkpoint
+        resumed, reason = _resumable_job(job, digest, run, info)  # its killed run, from its checkpoint
+        if reason:
+            log.info("[sweep] %s seed=%s: skipped, %s", variant, pairs.get("seed", "?"), reason)
+            return math.nan
+        if resumed is not None:
             claimed, info = resumed.claimed_run_id, resumed
         else:  # each job is trained once, however many processes run the sweep
             name, claim_tags = runner.run_name(run, info), runner.run_tags(run, info)  # variant, seed...
@@ -164,10 +173,14 @@ def _resumed(run, info: RunInfo) -> RunInfo:
     return dataclasses.replace(info, claimed_run_id=run_id, reopened=True, resumed=resumed)
 
 
-def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
+def _resumable_job(job, digest: str, run, info: RunInfo) -> tuple[RunInfo | None, str]:
     """A resumed (or requeued) sweep job whose run was KILLED: that run, reopened, continued from
     its checkpoint, or from the start when it ended before logging an epoch (a SLURM warning
-    during start-up); None for a job to claim afresh."""
+    during start-up); None for a job to claim afresh. The reopening is claimed once, as
+    ``jobs.claim`` claims a new run: of two processes that find the same KILLED run (two resumes
+    of one sweep at once; in a study, two trials with the same values) one reopens it, the other
+    skips the job (the reason, second). The claim's key names that KILLED end of the run (its
+    end time), so a run killed again after its resume can be resumed again."""
     for child in sweep_runs.children(job.tracking_uri, job.parent_run_id):
         if child["config_hash"] != digest or child["status"] != contract.KILLED:
             continue
@@ -177,12 +190,24 @@ def _resumable_job(job, digest: str, run, info: RunInfo) -> RunInfo | None:
         _, logged_through = sweep_runs.run_progress(job.tracking_uri, child["run_id"])
         if state is None and logged_through:
             continue  # epochs logged, none checkpointed: a new run trains it
+        me = f"{os.getpid()} {socket.gethostname()} {uuid.uuid4().hex}"
+        key = f"{REOPEN_PREFIX}{child['run_id']}.{child['end_time']}"
+        first = sweep_runs.write_once(job.tracking_uri, job.parent_run_id, key, me)
+        if first != me:  # another process reopened it first
+            pid, host, *_ = [*first.split(" "), "?", "?"]
+            if (
+                host == socket.gethostname()
+                and pid.isdigit()
+                and not interrupts.process_alive(int(pid), None)
+            ):
+                continue  # it died before reopening the run: a new run trains the job
+            return None, f"running in process {pid} on {host}"
         sweep_runs.reopen_run(job.tracking_uri, child["run_id"])
         after = f"after epoch {state['epoch']}" if state else "from the start"
         log.info("[sweep] %s: resuming run %s %s", info.variant, child["run_id"], after)
         resumed = state | {"logged_through": logged_through, "run_id": child["run_id"]} if state else None
-        return dataclasses.replace(info, claimed_run_id=child["run_id"], reopened=True, resumed=resumed)
-    return None
+        return dataclasses.replace(info, claimed_run_id=child["run_id"], reopened=True, resumed=resumed), ""
+    return None, ""
 
 
 def _validate(cfg):

@@ -196,6 +196,7 @@ def _child(run) -> dict:
         "run_id": run.info.run_id,
         "status": run.info.status,
         "start_time": run.info.start_time or 0,
+        "end_time": run.info.end_time or 0,  # a KILLED run's: which end a resume reopens (app)
         "variant": tags.get(contract.VARIANT, "?"),
         "seed": tags.get(contract.SEED, "?"),
         "error": tags.get(contract.ERROR, ""),

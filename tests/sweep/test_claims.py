@@ -4,6 +4,7 @@ together, never train the same (variant, seed) twice; a job running elsewhere is
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import threading
@@ -105,3 +106,48 @@ def test_two_claimants_whose_clocks_differ_by_5_s_train_each_job_once(sweep):
     for thread in threads:
         thread.join(120)
     assert collections.Counter(won) == dict.fromkeys(digests, 1)
+
+
+def test_two_resumes_that_find_one_killed_run_reopen_it_once(sweep):
+    """``sweep.resume`` continues a job's KILLED run in that run (``app._resumable_job``): two
+    resumes at once (in a study, two trials with the same values) reopen it once, the other skips
+    the job as running elsewhere; killed again, the run is reopened again by the next resume."""
+    import socket
+    import types
+
+    import mlflow
+
+    from pipeline import app
+    from pipeline.tracking import sweep_runs
+    from pipeline.training.runner import RunInfo
+
+    client = mlflow.MlflowClient(sweep.tracking_uri)
+    tags = sweep.tags({}, "job0") | {contract.PARENT: sweep.parent_run_id}
+    killed = sweep_runs.create_child_run(sweep.tracking_uri, "claims", "job job0", tags)
+    client.set_terminated(killed, contract.KILLED)  # before its first epoch: no checkpoint, none logged
+    run = types.SimpleNamespace(
+        trainer=types.SimpleNamespace(checkpoint=types.SimpleNamespace(dir="/nonexistent"))
+    )
+    info = RunInfo({}, [], None, {}, "default")
+    results: list = []
+    start = threading.Barrier(2, timeout=60)
+
+    def resume() -> None:
+        start.wait()
+        results.append(app._resumable_job(sweep, "job0", run, info))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    reopened = [found.claimed_run_id for found, _ in results if found is not None]
+    assert reopened == [killed] and client.get_run(killed).info.status == contract.RUNNING  # once
+    # the other lost the claim, or came late and found it RUNNING (then ``jobs.claim`` skips the job)
+    (reason,) = [reason for found, reason in results if found is None]
+    assert reason in ("", f"running in process {os.getpid()} on {socket.gethostname()}")
+
+    time.sleep(0.01)
+    client.set_terminated(killed, contract.KILLED)  # killed again: its next resume reopens it again
+    found, reason = app._resumable_job(sweep, "job0", run, info)
+    assert found is not None and found.claimed_run_id == killed and reason == ""

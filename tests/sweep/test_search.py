@@ -188,6 +188,8 @@ def test_a_free_worker_starts_the_next_trial_before_the_batch_ends(tmp_path_fact
 
 @pytest.mark.slow
 def test_a_killed_study_resumes_to_exactly_n_trials_with_nothing_rerun(tmp_path_factory, tracking_uri):
+    import mlflow
+
     study = _study(tmp_path_factory, tracking_uri, "study_killed", [
         *STUDY, "hydra.sweeper.n_trials=4", "hydra.sweeper.confirm.top_k=0", "trainer.epochs=3",
         "optimizer.learning_rate=tag(log, interval(1e-4, 1e-1))", *TINY,
@@ -207,20 +209,38 @@ def test_a_killed_study_resumes_to_exactly_n_trials_with_nothing_rerun(tmp_path_
     os.killpg(process.pid, signal.SIGKILL)  # a lost node: nothing gets to clean up
     process.wait(timeout=30)
     first = {r.info.run_id for r in study.runs() if r.info.status == contract.FINISHED}
+    (killed,) = [c.info.run_id for c in study.parent_and_trials()[2] if c.info.status == contract.RUNNING]
+    # the killed trial's run goes on in the same run (from its checkpoint, or from the start when it
+    # logged no epoch), for the trial that reruns its values; else a new run and it stays KILLED
+    logged = mlflow.MlflowClient(study.uri).get_metric_history(killed, contract.VAL_ACCURACY)
+    continued = (study.cwd / ".convlab" / "checkpoints" / killed / "state.json").exists() or not logged
 
     resumed = study.run("sweep.resume=last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    parent, trials, _ = study.parent_and_trials()
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    parent, trials, children = study.parent_and_trials()
     finished = [t for t in trials if t.info.status == contract.FINISHED]
     assert len(finished) == 4 and parent.info.status == contract.FINISHED
     assert first <= {t.info.run_id for t in finished}  # what had finished did not run again
-    assert [t.info.status for t in trials if t.info.status != contract.FINISHED] == [contract.KILLED]
-    states = [t.state.name for t in study.optuna_study().trials]
+    left = [(c.info.run_id, c.info.status) for c in children if c.info.status != contract.FINISHED]
+    if continued:
+        assert f"resuming run {killed}" in resumed.stdout + resumed.stderr
+        assert killed in {t.info.run_id for t in finished} and left == [] and len(children) == 4
+    else:
+        assert left == [(killed, contract.KILLED)]
+    optuna_trials = study.optuna_study().trials
+    states = [t.state.name for t in optuna_trials]
     assert (
         states.count("COMPLETE") + states.count("PRUNED") == 4 and states.count("FAIL") == 1
     )  # the lost one
-    killed = next(t for t in trials if t.info.status == contract.KILLED)
-    rerun = [t for t in finished if t.data.tags[contract.VARIANT] == killed.data.tags[contract.VARIANT]]
+    # one run per trial that counts, none for the lost one: the continued run is its rerun's
+    counted = sorted(t.number for t in optuna_trials if t.state.name in ("COMPLETE", "PRUNED"))
+    assert sorted(int(t.data.tags[contract.TRIAL]) for t in finished) == counted
+    for run in finished:  # every epoch once, the continued run's too
+        history = mlflow.MlflowClient(study.uri).get_metric_history(run.info.run_id, contract.VAL_ACCURACY)
+        last = int(run.data.tags.get(contract.PRUNED_AT_EPOCH, 3))  # trainer.epochs=3
+        assert sorted(m.step for m in history) == list(range(1, last + 1))
+    variant = mlflow.MlflowClient(study.uri).get_run(killed).data.tags[contract.VARIANT]
+    rerun = [t for t in finished if t.data.tags[contract.VARIANT] == variant]
     assert len(rerun) == 1  # its slot ran again, with the same values
 
 

@@ -258,7 +258,9 @@ def test_interrupting_a_parallel_sweep_ends_every_process_and_run(store, tmp_pat
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_duplicates(store, tmp_path):
-    args = ["seed=0,1,2", "optimizer=adam", *SHRUNK, "dataset.max_samples=150", *store.overrides]
+    checkpoints = tmp_path / "checkpoints"
+    args = ["seed=0,1,2", "optimizer=adam", *SHRUNK, "dataset.max_samples=150", *store.overrides,
+            f"trainer.checkpoint.dir={checkpoints}"]  # fmt: skip
     process = _start_sweep(tmp_path, *args)
 
     def one_finished_one_running():
@@ -269,23 +271,44 @@ def test_a_killed_sweep_resumes_without_duplicates(store, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # a lost node: nothing gets to clean up
     process.communicate(timeout=30)
     first = {r.info.run_id for r in store.runs() if r.info.status == contract.FINISHED}
+    (killed,) = [
+        r.info.run_id for r in _by_role(store)[1][_parent_id(store)] if r.info.status == contract.RUNNING
+    ]
+    continued = _continues(store.client(), killed, checkpoints)
 
     resumed = cli("-m", *args, "sweep.resume=last", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     parents, children = _by_role(store)
     runs = children[parents[0].info.run_id]
     assert len(parents) == 1 and parents[0].info.status == contract.FINISHED
     finished = [r for r in runs if r.info.status == contract.FINISHED]
     assert sorted(r.data.tags[contract.SEED] for r in finished) == ["0", "1", "2"]  # one each
     assert first <= {r.info.run_id for r in finished}  # what had finished did not run again
-    assert [r.info.status for r in runs if r.info.status != contract.FINISHED] == [contract.KILLED]  # stale
-    assert "stale" in next(r for r in runs if r.info.status == contract.KILLED).data.tags[contract.ERROR]
+    left = [(r.info.run_id, r.info.status) for r in runs if r.info.status != contract.FINISHED]
+    if continued:  # the killed job went on in its own run: the same run id, nothing left behind
+        assert f"resuming run {killed}" in resumed.stdout + resumed.stderr
+        assert killed in {r.info.run_id for r in finished} and left == [] and len(runs) == 3
+    else:  # it had logged epochs and no checkpoint: the stale run stays KILLED, a new run trains the job
+        assert left == [(killed, contract.KILLED)]
+        assert "stale" in next(r for r in runs if r.info.status == contract.KILLED).data.tags[contract.ERROR]
+    for run in finished:  # every epoch once, in the continued run too
+        steps = sorted(
+            m.step for m in store.client().get_metric_history(run.info.run_id, contract.VAL_ACCURACY)
+        )
+        assert steps == [1]  # trainer.epochs=1
 
     again = cli("-m", *args, "sweep.resume=last", cwd=tmp_path)
     assert again.returncode == 0 and len(store.runs()) == len(runs) + 1  # nothing trained
     assert (
         again.stdout.count("skipped, already finished") + again.stderr.count("skipped, already finished") == 3
     )
+
+
+def _continues(client, run_id: str, checkpoints: Path) -> bool:
+    """Whether ``sweep.resume`` continues the killed job's run ``run_id`` in that same run: from its
+    checkpoint, or from the start when it logged no epoch (else a new run trains the job)."""
+    logged = client.get_metric_history(run_id, contract.VAL_ACCURACY)
+    return (checkpoints / run_id / "state.json").exists() or not logged
 
 
 def _parent_id(store):
