@@ -18,12 +18,21 @@ def passes(images, size: int, buffer: int, batch_size: int, seed: int, span, ski
     import tensorflow as tf
 
     first, end = span
-    train = None
-    for number in range(first, end):  # a shuffle's seed is a Python int: one dataset per pass
-        order = images.shuffle(buffer, seed=seed * PASS_SEEDS + number, reshuffle_each_iteration=False)
-        batches = order.batch(batch_size)
-        train = batches if train is None else train.concatenate(batches)
-    train = train.skip(skip)
+
+    def one_pass(number):
+        # the pass's seed is a tensor here, and TF's Python check of a global seed of 0 against it
+        # fails in a graph: the order comes from the pass's seed alone, whatever the global seed
+        graph = tf.compat.v1.get_default_graph()
+        graph.seed, outer = None, graph.seed
+        try:
+            order = images.shuffle(buffer, seed=seed * PASS_SEEDS + number, reshuffle_each_iteration=False)
+        finally:
+            graph.seed = outer
+        return order.batch(batch_size)
+
+    # made lazily, one pass at a time: a chain of one dataset per pass took minutes to build for
+    # long runs (``trainer.epochs=100000``) before the first batch
+    train = tf.data.Dataset.range(first, end).flat_map(one_pass).skip(skip)
     if augment is None:
         return train
     start = first * -(-size // batch_size) + skip  # batches before this one

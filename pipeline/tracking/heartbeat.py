@@ -28,7 +28,7 @@ def every(stale_after: float) -> float:
 
 
 class Heartbeat:
-    """Logs ``contract.HEARTBEAT`` (step = the beat's number) every ``seconds``, from now on."""
+    """Logs ``contract.HEARTBEAT`` (step = the beat's number) now and every ``seconds`` after."""
 
     def __init__(self, uri: str, run_id: str, seconds: float):
         self.uri, self.run_id, self.seconds = uri, run_id, seconds
@@ -47,7 +47,9 @@ class Heartbeat:
         from mlflow import MlflowClient
 
         client, step = MlflowClient(self.uri), 0
-        while not self._stop.wait(self.seconds):  # the run's start is its first sign of life
+        while True:  # a first beat at once: a run that ends within ``seconds`` has beaten too
             with contextlib.suppress(Exception):  # an outage: no beat until the store answers
                 client.log_metric(self.run_id, contract.HEARTBEAT, time.time(), step=step)
                 step += 1
+            if self._stop.wait(self.seconds):
+                return

@@ -38,22 +38,66 @@ def test_slurm_launcher_is_the_plugins_own_with_a_watch():
     assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in bases
 
 
-def test_a_slurm_job_ignores_slurms_warning_signal(tmp_path):
-    """The job itself (``__call__`` on its node) ignores SIGUSR2, which submitit would turn into an
-    error before the time limit: the run trains on until SLURM's SIGTERM ends it KILLED. In a
-    process of its own: the job's start resets Hydra's state, which this one shares with other tests."""
+def test_a_slurm_job_ignores_slurms_warning_signal_with_no_requeue(tmp_path):
+    """The job itself (``__call__`` on its node) ignores SIGUSR2 where no requeue can follow (here no
+    submitit handler at all): the run trains on until SLURM's SIGTERM ends it KILLED. In a process
+    of its own: the job's start resets Hydra's state, which this one shares with other tests."""
     job = (
-        "import signal\n"
+        "import os, signal\n"
         "from hydra_plugins.convlab_launchers.slurm_launcher import SlurmLauncher\n"
-        f"launcher = SlurmLauncher(submitit_folder={str(tmp_path)!r})\n"
+        f"launcher = SlurmLauncher(submitit_folder={str(tmp_path)!r}, max_num_timeout=0)\n"
         "try:\n"
         "    launcher([], 'hydra.sweep.dir', 0, 'job_id_for_0', {})  # no sweep config: fails once started\n"
         "except Exception:\n"
         "    pass\n"
-        "print(signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN)\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's warning: the default action would end the job\n"
+        "print('trained on')\n"
     )
     done = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    assert done.returncode == 0 and done.stdout.strip() == "trained on", done.stderr[-2000:]
+
+
+class _SubmititHandler:
+    """submitit's ``SignalHandler`` as the job's SIGUSR2 handler reads it (checked on submitit 1.5.4):
+    ``_delayed._timeout_countdown`` (``max_num_timeout`` at submission, less each requeue after a
+    time-out), ``has_timed_out()``; its ``checkpoint_and_try_requeue`` requeues, then exits."""
+
+    def __init__(self, countdown: int, timed_out: bool = True):
+        import types
+
+        self._delayed = types.SimpleNamespace(_timeout_countdown=countdown)
+        self.timed_out, self.calls = timed_out, 0
+
+    def has_timed_out(self) -> bool:
+        return self.timed_out
+
+    def checkpoint_and_try_requeue(self, signum, frame=None) -> None:
+        self.calls += 1
+        raise SystemExit(-1)
+
+
+def test_slurms_warning_signal_requeues_only_while_max_num_timeout_allows():
+    """While ``hydra.launcher.max_num_timeout`` allows a requeue, SLURM's warning goes to submitit's
+    handler (checkpoint, ``scontrol requeue``) and the run ends as interrupted (KILLED), not FAILED;
+    with none left (``max_num_timeout=0`` after a time-out) it is ignored and the run trains on."""
+    import signal
+
+    from hydra_plugins.convlab_launchers.slurm_launcher import _requeue_while_allowed
+
+    allowed = _SubmititHandler(countdown=1)
+    with pytest.raises(KeyboardInterrupt, match="requeued"):
+        _requeue_while_allowed(allowed.checkpoint_and_try_requeue)(signal.SIGUSR2, None)
+    assert allowed.calls == 1
+
+    preempted = _SubmititHandler(countdown=0, timed_out=False)  # a preemption spends no time-out
+    with pytest.raises(KeyboardInterrupt, match="requeued"):
+        _requeue_while_allowed(preempted.checkpoint_and_try_requeue)(signal.SIGUSR2, None)
+
+    none_left = _SubmititHandler(countdown=0)  # max_num_timeout=0, past its time limit
+    _requeue_while_allowed(none_left.checkpoint_and_try_requeue)(signal.SIGUSR2, None)  # returns
+    assert none_left.calls == 0
+
+    _requeue_while_allowed(signal.SIG_DFL)(signal.SIGUSR2, None)  # not in a submitit job: returns
 
 
 def test_the_watch_submits_with_the_presets_resources_as_the_plugin_does(tmp_path):

@@ -217,14 +217,14 @@ def test_a_job_past_its_time_limit_is_requeued_and_finishes_its_run_from_the_che
     requeue = [
         "hydra.launcher.timeout_min=2",
         "hydra.launcher.signal_delay_s=5",
-        "hydra.launcher.max_num_timeout=4",
+        "hydra.launcher.max_num_timeout=6",
     ]
-    # 60 epochs of 1.5 to 3 s (load): more than one allocation trains (at most 115 s, 40 of them
-    # TensorFlow's start and the first epoch), fewer than five
-    args = ["seed=0", "trainer.epochs=60", "dataset.max_samples=1500", "trainer.batch_size=32",
+    # 120 epochs of 1.4 s (idle: 60 ended inside one allocation) to 3 s (load): more than one
+    # allocation trains (at most 115 s, 40 of them TensorFlow's start and the first epoch), at most seven
+    args = ["seed=0", "trainer.epochs=120", "dataset.max_samples=1500", "trainer.batch_size=32",
             "tracking.log_model=false", "trainer.checkpoint.every_seconds=0", *store.overrides,
             *CPU_SIZED, *requeue]  # fmt: skip
-    result = cli("-m", *args, cwd=tmp_path, timeout=720)
+    result = cli("-m", *args, cwd=tmp_path, timeout=840)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
     parent, children = sweep_runs(store.uri, store.experiment)
@@ -232,7 +232,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_finishes_its_run_from_the_che
     (run,) = children
     assert run.info.status == contract.FINISHED
     history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
-    assert sorted(m.step for m in history) == list(range(1, 61))  # every epoch once, in one run
+    assert sorted(m.step for m in history) == list(range(1, 121))  # every epoch once, in one run
     logs = [path.read_text() for path in (tmp_path / "multirun").rglob("*_log.*")]
     assert any("Requeued job" in log for log in logs)  # submitit requeued it at least once
     assert any("resuming run" in log for log in logs)  # ...and the requeued job resumed the run
