@@ -4,7 +4,9 @@ record stays RUNNING, and a resume reruns it. Needs PostgreSQL, as the team-serv
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import time
 
 import pytest
@@ -15,10 +17,12 @@ from watch import child_after_first_epoch, start_tiny_sweep
 from pipeline.server import postgres
 from pipeline.tracking import contract
 
+EPOCHS = 24  # a tiny epoch takes about 0.15 s: enough of them to be left when the server dies
+
 
 @pytest.fixture
 def restartable_server(tmp_path):
-    """``(url, restart)``: a server of our own, on a fixed port, that the test may stop and start."""
+    """``(url, start, kill)``: a server of our own, on a fixed port, that the test may kill and start."""
     require(POSTGRESQL, postgres.unavailable())
     database = postgres.Database(f"convlab_outage_{secrets.token_hex(4)}", "convlab_test", "convlab_test")
     port = free_port()
@@ -29,12 +33,12 @@ def restartable_server(tmp_path):
         processes.append(teamserver.launch(database, tmp_path / "artifacts", port, tmp_path / "server.log"))
         teamserver.wait_until_ready(url, processes[-1], timeout=240)
 
-    def stop():
-        teamserver.stop(processes[-1])
+    def kill():
+        teamserver.kill(processes[-1])
 
     start()
-    yield url, start, stop
-    stop()
+    yield url, start, kill
+    teamserver.stop(processes[-1])
     postgres.drop_database(database)
 
 
@@ -43,14 +47,18 @@ def restartable_server(tmp_path):
 def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(restartable_server, tmp_path):
     import mlflow
 
-    url, start, stop = restartable_server
+    url, start, kill = restartable_server
     client = mlflow.MlflowClient(url)
 
-    # 1. killed after the first epoch, back a few seconds later: training goes on, nothing is lost
-    ridden = start_tiny_sweep(tmp_path, url, "seed=0", "tracking.experiment_name=blip", epochs=8)
+    # 1. killed after the first epoch, back a few seconds later: training goes on, nothing is lost.
+    # The run is held (SIGSTOP) while the server dies, so that the outage begins mid-run however
+    # late the test sees the first epoch
+    ridden = start_tiny_sweep(tmp_path, url, "seed=0", "tracking.experiment_name=blip", epochs=EPOCHS)
     child = child_after_first_epoch(client, "blip", ridden)
-    stop()
+    os.killpg(ridden.pid, signal.SIGSTOP)
     down = time.time()
+    kill()
+    os.killpg(ridden.pid, signal.SIGCONT)
     time.sleep(3)
     start()
     up = time.time()
@@ -60,7 +68,7 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(
     run = client.get_run(child.info.run_id)
     assert run.info.status == contract.FINISHED
     history = client.get_metric_history(run.info.run_id, contract.VAL_ACCURACY)
-    assert sorted(m.step for m in history) == list(range(1, 9))  # every epoch's metrics
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))  # every epoch's metrics
     # training went on while the server was down: epochs ended (a metric's time is its epoch's
     # end, not its upload) between the server's stop and its return
     during = sorted(m.step for m in history if down < m.timestamp / 1000 < up)
@@ -72,7 +80,7 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_longer_outage_is_one_line(
     args = ["seed=1", "tracking.experiment_name=outage", "tracking.outage_seconds=2"]
     lost = start_tiny_sweep(tmp_path, url, *args)
     child = child_after_first_epoch(client, "outage", lost)
-    stop()
+    kill()
     stdout, stderr = lost.communicate(timeout=300)
     start()
     assert lost.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
