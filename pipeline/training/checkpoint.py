@@ -9,8 +9,10 @@ The folder ``trainer.checkpoint.dir/<run id>/`` holds, after epoch N:
   under another one), and the state of each callback that has ``checkpoint_state()`` (the
   convention with the schedules: ``checkpoint_state() -> dict`` and
   ``restore_checkpoint_state(state)``; arrays through ``checkpoint_arrays()`` /
-  ``restore_checkpoint_arrays(arrays)``). Written last, atomically: it names the epoch whose
-  arrays count, so a checkpoint cut short leaves the previous one whole.
+  ``restore_checkpoint_arrays(arrays)``), and the fine-tuning stage (``stages``: a checkpoint of
+  the second stage holds the whole unfrozen model and its own optimizer, and a resume from it
+  skips the first stage). Written last, atomically: it names the epoch whose arrays count, so a
+  checkpoint cut short leaves the previous one whole.
 
 Why not Keras' ``BackupAndRestore``, which restores weights, optimizer and epoch the same way:
 its ``save_weights`` walks Keras' object graph into an HDF5 file, 2 to 4 s for MobileNet alpha
@@ -109,6 +111,8 @@ def checkpointer(
     identity_: dict[str, str],
     stateful: list,
     resumed: dict | None,
+    before: list[dict[str, float]] | None = None,
+    stage: int | None = None,
 ):
     """The Keras callback that writes the checkpoint and, resuming, restores it; last in ``fit``'s
     list (after early stopping resets itself in ``on_train_begin``, after val_* are in the logs).
@@ -116,8 +120,12 @@ def checkpointer(
     Args:
         run_id: the run's id, None until the run has been created (it opens in a thread while
             the first epochs train: no checkpoint waits for it).
+        epochs: the run's last epoch: no checkpoint after it.
         stateful: the callbacks whose state goes in too.
         resumed: the ``state.json`` to resume from (plus its run's ``run_id``), or None.
+        before: the logs of the epochs an earlier fit of this run trained (a second stage's
+            checkpoint holds the first stage's too); by default the resumed checkpoint's.
+        stage: the fine-tuning stage this fit trains, kept in the state (None: one stage).
     """
     import keras
 
@@ -128,7 +136,7 @@ def checkpointer(
         seconds = 0.0  # spent writing checkpoints
 
         def on_train_begin(self, logs=None):
-            self.history = list(resumed["history"]) if resumed else []
+            self.history = list(before if before is not None else (resumed or {}).get("history", []))
             self._saved = time.monotonic()
             if resumed is None:
                 return
@@ -167,6 +175,7 @@ def checkpointer(
                 if hasattr(callback, "checkpoint_arrays"):
                     np.savez(where / ARRAYS.format(epoch, name), *callback.checkpoint_arrays())
             state = {"epoch": epoch, "history": self.history, "identity": identity_, "callbacks": states}
+            state["stage"] = stage
             partial = where / f"{STATE}.partial"
             partial.write_text(json.dumps(state))
             os.replace(partial, where / STATE)  # the switch: a checkpoint cut short leaves the previous one

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import time
 
@@ -31,86 +30,48 @@ def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None =
     continue from (its epoch, history and callbacks' state), or None.
     """
     speed.reset_peak_memory()  # this run's peak, not an earlier run's in the same process
-    first = resumed["epoch"] if resumed else 0  # epochs already trained
+    late = stages.resumes_second(plan, resumed)  # its checkpoint is of stage 2: stage 1 is done
     # Data
     data = sources.load(**plan.data)
     if not resumed:  # logged by the run's first process
         _log_data(data)
     class_weight = _class_weight(data) if plan.class_weight else None
     augmentation = augment.build_augmentation(**plan.augmentation)
-    # Model: what fit() trains is the whole model on images, or its head on backbone features
-    # computed once; a frozen backbone with augmentation scores validation on features computed once.
     with strategy.scope():
         model = scratch.build_model(
             (*data.image_size, data.channels), data.num_classes, plan.backbone, plan.head_units,
             plan.head_activation,
         )  # fmt: skip
-        trainee, fit_data = _cached_head(plan, model, data) if plan.cache_features else (model, data)
-        on_features = _val_features(plan, model, data) if plan.val_on_features else None
-    lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
-    steps, passes, skip = _passes(plan, len(fit_data.y_train), first)
-    train_ds, val_ds = sources.to_tf_datasets(
-        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None, passes=passes, skip=skip
-    )
-    with strategy.scope():
-        trainee.compile(
-            optimizer=schedules.optimizer(plan.optimizer, plan.schedule, plan.epochs, steps),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=plan.jit_compile,
-        )
-    if not resumed:
-        _log_parameter_counts(model)
-    # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
-    # figures and the logged model's signature), so there is no second pass after fit().
-    train_images = _train_images(plan, len(data.y_train))
-    logger = callbacks.epoch_logger(
-        train_images, log_setup=resumed is None, logged_through=(resumed or {}).get("logged_through", 0)
-    )
-    scorer = callbacks.val_scorer(
-        *(on_features or (trainee, val_ds)),
-        np.asarray(fit_data.y_val),
-        started=logger.on_test_begin,
-        f1=plan.objective.endswith("_f1"),  # a study's objective: per epoch
-    )
-    reporters = callbacks.trial_reporters(stages.total_epochs(plan), plan.objective)
-    stopper = [callbacks.early_stopping(*plan.early_stopping, plan.epochs)] if plan.early_stopping else []
-    rates = schedules.callbacks(plan.schedule, stages.first_stage(plan))  # the rate (and its plateau)
-    fitting = [scorer, *rates, logger, *reporters, *stopper]  # val_*, the rate, logged, reported
-    stateful = [callback for callback in fitting if hasattr(callback, "checkpoint_state")]
-    # a two-stage run writes no checkpoint: its second stage is a fit of its own (a resume reruns it)
-    every = math.inf if plan.fine_tune else plan.checkpoint_every
-    saver = checkpoint.checkpointer(
-        plan.checkpoint_dir, lifecycle.run_id, every, plan.epochs, identity, stateful, resumed
-    )
-    trainee.fit(
-        train_ds,
-        epochs=plan.epochs,
-        initial_epoch=first,
-        steps_per_epoch=steps,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        callbacks=[*fitting, saver],  # the checkpoint last: it saves what the others did
-        class_weight=class_weight,
-        verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
-    )
-    record.log_metrics({contract.CHECKPOINT_SECONDS: saver.seconds})
-    history = _history({k: [epoch[k] for epoch in saver.history] for k in saver.history[-1]})
-    if plan.fine_tune and not trainee.stop_training:  # a trial pruned in stage 1 ends there
-        scorer, more = stages.second_stage(plan, strategy, model, data, augmentation, train_images, reporters)
-        history = {k: values + _history(more).get(k, []) for k, values in history.items()}
+    run = {"train_images": _train_images(plan, len(data.y_train)), "identity": identity, "resumed": resumed}
+    run["reporters"] = callbacks.trial_reporters(stages.total_epochs(plan), plan.objective)
+    if late:
+        lifecycle.open_in_background()
+        fitted, stopper, stopped = stages.Fitted(None, list(resumed["history"]), []), [], False
+    else:
+        fitted, stopper, stopped = _first_stage(plan, strategy, model, data, augmentation, class_weight, run)
+    timed, spent = fitted.train_seconds, fitted.checkpoint_seconds
+    if plan.fine_tune and not stopped:  # a trial pruned in stage 1 ends there
+        fitted = stages.second_stage(plan, strategy, model, data, augmentation, fitted, run)
+        timed, spent = timed or fitted.train_seconds, spent + fitted.checkpoint_seconds
+    record.log_metrics({contract.CHECKPOINT_SECONDS: spent})
+    names = fitted.epochs[0]  # the first epoch's keys (stage 2 scores no per-epoch F1)
+    history = _history({k: [epoch[k] for epoch in fitted.epochs if k in epoch] for k in names})
+    scorer = fitted.scorer
     # Log: figures, final metrics, the Kaggle submission, the model
     if stopper:  # the model holds the best epoch's weights: score them, log when it stopped
         scorer.on_epoch_end(-1, {})
         record.log_metrics(
             {contract.STOPPED_EPOCH: stopper[0].stopped_epoch + 1 if stopper[0].stopped_epoch else 0}
         )
+    elif late and plan.early_stopping:  # stage 2 ran: stage 1 did not stop early
+        record.log_metrics({contract.STOPPED_EPOCH: 0})
     probabilities = scorer.probabilities
     artifacts.log_figures(model, data, history, probabilities)
     # early stopping's best epoch (its min_delta counts) is the one whose weights the model holds;
     # a two-stage run's model holds its second stage's, which that stopper did not watch
     held = stopper[0].best_epoch if stopper and not plan.fine_tune else None
     metrics = _final_metrics(history, held)
-    metrics |= _evaluate(plan, model, data, probabilities, history, logger.train_seconds)
+    metrics |= _evaluate(plan, model, data, probabilities, history, timed)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics
@@ -161,13 +122,65 @@ def _evaluate_test(data, probabilities, seconds_before: float) -> dict:
     return metrics
 
 
-def _passes(plan: Plan, images: int, first: int) -> tuple[int, tuple[int, int], int]:
-    """Batches per epoch, the passes over the training set that epochs ``first..`` need, and the
-    batches of the first pass already trained (``trainer.steps_per_epoch`` cuts passes)."""
-    per_pass = -(-images // plan.batch_size)
-    steps = plan.steps_per_epoch or per_pass
-    done, total = first * steps, plan.epochs * steps
-    return steps, (done // per_pass, -(-total // per_pass)), done % per_pass
+def _first_stage(plan: Plan, strategy, model, data, augmentation, class_weight, run: dict):
+    """Stage 1, a one-stage run's only one: ``trainer.epochs`` of the model on images, or of its
+    head on backbone features computed once, from the checkpoint's epoch when resumed.
+
+    Returns:
+        ``(fitted, stopper, stopped)``: the ``stages.Fitted``, early stopping's callback in a list
+        (empty without it), and whether the fit was stopped (early, or a pruned trial).
+    """
+    resumed = run["resumed"]
+    first = resumed["epoch"] if resumed else 0  # epochs already trained
+    # what fit() trains is the whole model on images, or its head on backbone features computed
+    # once; a frozen backbone with augmentation scores validation on features computed once.
+    with strategy.scope():
+        trainee, fit_data = _cached_head(plan, model, data) if plan.cache_features else (model, data)
+        on_features = _val_features(plan, model, data) if plan.val_on_features else None
+    lifecycle.open_in_background()  # MLflow loads while the model trains (TensorFlow lets go of the GIL)
+    steps, passes, skip = stages.passes(plan, len(fit_data.y_train), first, plan.epochs)
+    train_ds, val_ds = sources.to_tf_datasets(
+        fit_data, plan.batch_size, plan.seed, augmentation, val=on_features is None, passes=passes, skip=skip
+    )
+    with strategy.scope():
+        trainee.compile(
+            optimizer=schedules.optimizer(plan.optimizer, plan.schedule, plan.epochs, steps),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=plan.jit_compile,
+        )
+    if not resumed:
+        _log_parameter_counts(model)
+    # Fit: validation scored by a callback that keeps the last epoch's probabilities (for the
+    # figures and the logged model's signature), so there is no second pass after fit().
+    logged = (resumed or {}).get("logged_through", 0)
+    logger = callbacks.epoch_logger(run["train_images"], log_setup=resumed is None, logged_through=logged)
+    scorer = callbacks.val_scorer(
+        *(on_features or (trainee, val_ds)),
+        np.asarray(fit_data.y_val),
+        started=logger.on_test_begin,
+        f1=plan.objective.endswith("_f1"),  # a study's objective: per epoch
+    )
+    stopper = [callbacks.early_stopping(*plan.early_stopping, plan.epochs)] if plan.early_stopping else []
+    rates = schedules.callbacks(plan.schedule, stages.first_stage(plan))  # the rate (and its plateau)
+    fitting = [scorer, *rates, logger, *run["reporters"], *stopper]  # val_*, the rate, logged, reported
+    stateful = [callback for callback in fitting if hasattr(callback, "checkpoint_state")]
+    saver = checkpoint.checkpointer(
+        plan.checkpoint_dir, lifecycle.run_id, plan.checkpoint_every, plan.epochs, run["identity"], stateful,
+        resumed, stage=stages.first_stage(plan),
+    )  # fmt: skip
+    trainee.fit(
+        train_ds,
+        epochs=plan.epochs,
+        initial_epoch=first,
+        steps_per_epoch=steps,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        callbacks=[*fitting, saver],  # the checkpoint last: it saves what the others did
+        class_weight=class_weight,
+        verbose=2 if os.environ.get("CONVLAB_VERBOSE") else 0,
+    )
+    fitted = stages.Fitted(scorer, saver.history, logger.train_seconds, saver.seconds)
+    return fitted, stopper, bool(trainee.stop_training)
 
 
 def _log_data(data) -> None:

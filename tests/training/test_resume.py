@@ -16,7 +16,7 @@ import pytest
 from pipeline.config.errors import ConfigError
 from pipeline.tracking import sweep_runs
 from pipeline.training import checkpoint
-from tests.conftest import cli, compose
+from tests.conftest import cli, compose, write_image_folder
 
 EPOCHS = 6
 # augmentation and dropout: the shuffle, the augmentation and the dropout masks of epoch 4 must
@@ -120,3 +120,39 @@ def test_a_resumed_sweep_continues_its_killed_job_in_the_same_run(store, tmp_pat
     assert children[0].info.status == "FINISHED"
     _, steps = _val_accuracy(store, run_id)
     assert steps == list(range(1, EPOCHS + 1))
+
+
+# two-stage fine-tuning (MobileNetV2 alpha 0.35, random weights, 32x32): 2 epochs on the frozen
+# backbone, then 4 with its last 10 layers unfrozen, augmented
+TWO_STAGES = ["backbone=mobilenet_v2", "backbone.alpha=0.35", "backbone.weights=null",
+              "backbone.input_size=[32,32]", "augmentation=flip_shift", "trainer.epochs=2",
+              "fine_tune.epochs=4", "fine_tune.layers=10", "trainer.batch_size=8", "tracking.log_model=false",
+              "tracking.system_metrics=false", "trainer.checkpoint.every_seconds=0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_two_stage_run_killed_in_its_second_stage_resumes_there_with_the_uninterrupted_metrics(
+    store, tmp_path
+):
+    images = write_image_folder(tmp_path / "images", per_class=16, size=32)
+    checkpoints = tmp_path / "checkpoints"
+    overrides = ["dataset=image_folder", f"dataset.path={images}", *TWO_STAGES, *store.overrides,
+                 f"trainer.checkpoint.dir={checkpoints}"]  # fmt: skip
+    run_id, epoch = _kill_after_epoch(store, overrides, tmp_path, epoch=3)  # stage 2's first epoch
+    assert 3 <= epoch < 6
+    assert json.loads((checkpoints / run_id / "state.json").read_text())["stage"] == 2
+    result = cli(*overrides, f"trainer.resume={run_id}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming run {run_id} after epoch {epoch}" in result.stdout
+    uninterrupted = cli(*overrides, "tracking.run_name=uninterrupted", cwd=tmp_path)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    reference = next(run for run in store.runs() if run.info.run_name == "uninterrupted")
+    assert store.client().get_run(run_id).info.status == "FINISHED"
+    values, steps = _val_accuracy(store, run_id)
+    expected, _ = _val_accuracy(store, reference.info.run_id)
+    assert steps == list(range(1, 7))  # both stages' epochs, each once
+    assert values == pytest.approx(expected, abs=1e-6)
+    stage = sorted((m.step, m.value) for m in store.client().get_metric_history(run_id, "stage"))
+    assert [value for _, value in stage] == [1, 1, 2, 2, 2, 2]
+    assert not (checkpoints / run_id).exists()
