@@ -253,6 +253,35 @@ def cli_reference() -> str:
     return "\n".join(out) + "\n"
 
 
+def floors() -> str:
+    """The floors of ``pipeline/`` and every import-linter contract, read from ``pyproject.toml``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c["type"] == "layers")
+    rows = [[name.strip().removeprefix("pipeline.") for name in layer.split("|")] for layer in layers]
+    width = max(len("   ".join(row)) for row in rows) + 4
+    box = ["+" + "-" * width + "+"]
+    for i, row in enumerate(rows):
+        box.append("|" + "   ".join(row).center(width) + "|")
+        box.append("+" + "-" * width + "+" if i == len(rows) - 1 else "|" + " v ".center(width, "-") + "|")
+    out = ["```text", "   the CLI and the Python API (pipeline/__main__.py, app.py, __init__.py)", *box]
+    out += ["   (each floor may import only the floors below it)", "```", "", "| contract | kind | what |"]
+    out += ["|---|---|---|"]
+    for c in contracts:
+        if c["type"] == "layers":
+            what = " > ".join(" | ".join(row) for row in rows)
+        elif c["type"] == "forbidden":
+            what = f"{', '.join(c['source_modules'])} may not import {', '.join(c['forbidden_modules'])}"
+        else:
+            what = f"no cycles among the sub-packages of {', '.join(c.get('ancestors', []))}"
+        out.append(f"| {c['name']} | {c['type']} | {_cell(what)} |")
+    return "\n".join(out) + "\n"
+
+
 # --- the MkDocs hook ----------------------------------------------------------------------------
 def on_files(files, config):  # noqa: ANN001, ANN201 (MkDocs' hook signature)
     from mkdocs.structure.files import File
@@ -266,7 +295,12 @@ def on_files(files, config):  # noqa: ANN001, ANN201 (MkDocs' hook signature)
     return files
 
 
+def on_page_markdown(markdown, page, config, files):  # noqa: ANN001, ANN201
+    """``<!-- floors -->`` in a page becomes the floors' diagram and their contracts."""
+    return markdown.replace("<!-- floors -->", floors()) if "<!-- floors -->" in markdown else markdown
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    pages = {"contract": contract_reference, "cli": cli_reference}
+    pages = {"contract": contract_reference, "cli": cli_reference, "floors": floors}
     print(pages.get(sys.argv[1] if sys.argv[1:] else "", config_reference)())
