@@ -168,3 +168,17 @@ def test_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     check_md_file(DOCS / "reference" / "api.md", lang="python")
+
+
+def test_every_dependency_says_why_on_the_design_page():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    design = (DOCS / "design.md").read_text()
+    table = design[design.index("## Why each dependency") :]
+    for requirement in [
+        *project["dependencies"],
+        *(f"extra `{name}`" for name in project["optional-dependencies"]),
+    ]:
+        name = re.split(r"[<>=\[ ]", requirement)[0] if not requirement.startswith("extra") else requirement
+        assert f"`{name}`" in table or name in table, f"{name}: no line in design.md's 'Why each dependency'"
