@@ -79,6 +79,28 @@ def schema_types(model: type, prefix: str) -> dict[str, str]:
     return types
 
 
+def schema_comments(model: type, prefix: str) -> dict[str, str]:
+    """The comment written beside each field in the schema's source (``epochs: PositiveInt  # ...``),
+    for the keys whose YAML line has none; nested models walked."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if "model_fields" not in vars(cls) and cls is not model:
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for name, comment in re.findall(r"^    (\w+): [^#\n]*#\s*(.+)$", source, flags=re.M):
+            comments[f"{prefix}.{name}"] = comment.strip()
+    for name, field in model.model_fields.items():
+        nested = field.annotation if isinstance(field.annotation, type) else None
+        if nested is not None and hasattr(nested, "model_fields"):
+            comments.update(schema_comments(nested, f"{prefix}.{field.alias or name}"))
+    return comments
+
+
 def describe(prop: dict) -> str:
     """A JSON schema property in a few words: ``integer > 0 or null``, ``val_accuracy | val_loss``."""
     if "anyOf" in prop:
@@ -122,17 +144,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _table(rows: list[tuple[str, str, str]], types: dict[str, str]) -> list[str]:
+def _table(rows: list[tuple[str, str, str]], types: dict[str, str], notes: dict[str, str]) -> list[str]:
     out = ["| key | default | type | what it sets |", "|---|---|---|---|"]
     seen = set()
     for key, value, comment in rows:
         seen.add(key)
         env = ENV.fullmatch(value)  # ${oc.env:VAR,default}
         shown = f"`{env[2]}` (or `${env[1]}` when set)" if env else f"`{value}`" if value else ""
-        out.append(f"| `{key}` | {shown} | {types.get(key, '')} | {_cell(comment)} |")
+        out.append(f"| `{key}` | {shown} | {types.get(key, '')} | {_cell(comment or notes.get(key, ''))} |")
     for key, kind in types.items():  # a key the schema has but no YAML file sets
         if key not in seen:
-            out.append(f"| `{key}` | (none in conf/) | {kind} | |")
+            out.append(f"| `{key}` | (none in conf/) | {kind} | {_cell(notes.get(key, ''))} |")
     return out + [""]
 
 
@@ -156,6 +178,8 @@ def config_reference() -> str:
     ]
     _, rows = yaml_keys(catalog.CONF_DIR / "config.yaml", "")
     types: dict[str, str] = {}
+    notes = schema_comments(schemas.RunConfig, "").copy()
+    notes = {key.lstrip("."): note for key, note in notes.items()}
     for name, field in schemas.RunConfig.model_fields.items():
         if name in GROUPS:
             continue
@@ -165,7 +189,7 @@ def config_reference() -> str:
             types.update(schema_types(model, name))
         else:
             types[name] = describe(schemas.RunConfig.model_json_schema()["properties"][name])
-    out += _table(rows, types)
+    out += _table(rows, types, notes)
     for group in GROUPS:
         out += [
             f"## `{group}`",
@@ -179,7 +203,7 @@ def config_reference() -> str:
             schema = option_schema(group, path.stem)
             out += [f"### `{group}={path.stem}`{mark}", "", " ".join(intro), ""]
             out += [f"Schema: `{schema.__name__}`.", ""]
-            out += _table(rows, schema_types(schema, group))
+            out += _table(rows, schema_types(schema, group), schema_comments(schema, group))
     out += [
         "## `experiment`",
         "",
