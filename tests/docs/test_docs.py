@@ -26,6 +26,7 @@ PAGES = sorted(DOCS.rglob("*.md"))
 # Every heading of the README as it stood before the docs site (1,334 lines): each must be a
 # heading somewhere in docs/ ("every section has a home").
 OLD_README_HEADINGS = [
+    "convlab",
     "Just train",
     "One run",
     "Long runs: checkpoints, resume, early stopping",
@@ -122,6 +123,12 @@ def test_every_old_readme_section_has_a_home_in_the_docs():
             if not fence and line.startswith("#"):
                 headings.add(line.lstrip("#").strip())
     assert not [h for h in OLD_README_HEADINGS if h not in headings]
+
+
+def test_no_code_fence_is_left_open():
+    for page in [ROOT / "README.md", *PAGES]:
+        fences = [line for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
+        assert len(fences) % 2 == 0, f"{page.relative_to(ROOT)}: a code fence is left open"
 
 
 def test_the_readme_fits_on_a_screen():
