@@ -22,7 +22,7 @@ def run(overrides=(), *, config_name: str = "config"):
     """Composes the config like the CLI, trains, logs to MLflow; returns a ``RunResult``.
 
     Args:
-        overrides: Hydra overrides, e.g. ``["optimizer=sgd", "trainer.epochs=1"]``.
+        overrides (list[str]): Hydra overrides, e.g. ``["optimizer=sgd", "trainer.epochs=1"]``.
 
     Raises:
         pipeline.errors.ConfigError: a bad override or config value (before TensorFlow loads).

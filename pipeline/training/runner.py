@@ -42,6 +42,18 @@ class RunInfo:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
+    """What ``pipeline.run`` returns: the finished run, as MLflow recorded it.
+
+    Attributes:
+        run_id: The MLflow run's id.
+        experiment_id: Its MLflow experiment's id.
+        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        metrics: The final epoch's metrics, plus ``best_val_accuracy`` and ``best_epoch``.
+        history: Each metric per epoch.
+        model_uri: The logged model (``models:/m-...``), for ``mlflow.pyfunc.load_model``;
+            None with ``tracking.log_model=false``.
+    """
+
     run_id: str
     experiment_id: str
     status: str
