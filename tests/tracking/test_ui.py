@@ -262,12 +262,14 @@ def test_mlflow_3_18_opens_a_bare_experiment_url_in_the_genai_view_whatever_its_
 
 
 def screenshot(served: ServedSweep, url: str, name: str) -> None:
-    """Saves the page as ``name`` in ``$CONVLAB_UI_SCREENSHOTS`` (nothing when unset), reached by a
-    name MLflow's UI does not take for a local server: its Assistant panel stays closed."""
-    folder = os.environ.get("CONVLAB_UI_SCREENSHOTS")
-    if not folder:
-        return
-    shot = Path(folder) / name
+    """Saves the page as ``name`` in ``$CONVLAB_UI_SCREENSHOTS`` (nothing when unset)."""
+    if folder := os.environ.get("CONVLAB_UI_SCREENSHOTS"):
+        save_page(served, url, Path(folder) / name)
+
+
+def save_page(served: ServedSweep, url: str, shot: Path) -> None:
+    """Saves the page at ``url`` as the PNG ``shot``, reached by a name MLflow's UI does not take
+    for a local server (``UNLOOPED``), where its Assistant panel does not open itself."""
     shot.parent.mkdir(parents=True, exist_ok=True)
     flags = ["--hide-scrollbars", "--window-size=1400,900", f"--host-resolver-rules=MAP {UNLOOPED} 127.0.0.1"]
     chromium(served.profile, *flags, f"--screenshot={shot}", url.replace("127.0.0.1", UNLOOPED, 1))
@@ -286,10 +288,7 @@ def test_sweep_view_lists_the_jobs_grouped_by_variant(served_sweep, tmp_path):
     assert set(served_sweep.child_names) <= set(strings)
     assert served_sweep.parent_name not in strings  # only the sweep's jobs
 
-    shot = Path(os.environ.get("CONVLAB_SCREENSHOT") or tmp_path / "sweep.png")
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    chromium(served_sweep.profile, "--hide-scrollbars", "--window-size=1400,900", f"--screenshot={shot}", url)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    save_page(served_sweep, url, Path(os.environ.get("CONVLAB_SCREENSHOT") or tmp_path / "sweep.png"))
 
 
 def test_experiments_are_created_for_the_training_view_and_old_ones_get_the_tag(tmp_path):
