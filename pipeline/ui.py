@@ -109,9 +109,10 @@ def server_env(uri: str) -> dict[str, str]:
 
 
 def serve(uri: str, host: str, port: int, on_ready) -> int:
-    """Runs ``mlflow server`` until Ctrl-C or SIGTERM (or until it exits); ``on_ready()`` once it
-    answers. The server runs in a session of its own, ended here with its uvicorn worker."""
-    signals.sigterm_as_interrupt()
+    """Runs ``mlflow server`` until Ctrl-C, SIGTERM or SIGHUP (its terminal closed), or until it
+    exits; ``on_ready()`` once it answers. The server runs in a session of its own, ended here
+    with the uvicorn worker it starts: none is left holding the port."""
+    signals.handle(signals.as_interrupt, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     server = subprocess.Popen(server_command(host, port), env=server_env(uri), start_new_session=True)
     try:
         if _wait_until_serving(f"http://{_url_host(host)}:{port}/health", server):
