@@ -10,6 +10,14 @@ file wrote theirs (``mlruns`` beside it), and prints the URL of the experiment's
 training view: the experiment named by ``--experiment``, else the one of the latest run. A
 tracking server's URI needs no second server: the URL is printed (and opened) at once. Ctrl-C
 stops the server. No run in the store, or the port taken: one line, before anything starts.
+
+MLflow 3.18 opens an experiment's bare URL (``/#/experiments/ID``, the experiments list's links)
+in its GenAI view, on trace onboarding, unless the browser has chosen the training view
+(localStorage ``mlflow.workflowType_v1``), and opens its Assistant panel by itself the first time
+a browser visits a server on loopback. So the server runs convlab's MLflow app (``--app-name
+convlab``, the ``mlflow.app`` entry point; ``create_app``): MLflow's own, whose page sets those
+two defaults in a browser that has none, so the user's own choices still win. Where the entry
+point is not installed (an install older than it), it runs MLflow's plain server.
 """
 
 from __future__ import annotations
@@ -23,12 +31,19 @@ import sys
 import time
 import urllib.request
 import webbrowser
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config.errors import ConvlabError
 from pipeline.tracking import redaction, signals, store, ui
 
 START_TIMEOUT_S = 120.0
+APP_NAME = "convlab"  # the mlflow.app entry point: mlflow server --app-name convlab
+# localStorage keys of MLflow 3.18's UI (JSON values), set where the browser has none
+UI_DEFAULTS = {
+    "mlflow.workflowType_v1": '"machine_learning"',  # the training view, not GenAI
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",  # the Assistant stays closed
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,9 +107,52 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def server_command(host: str, port: int) -> list[str]:
-    """``mlflow server`` by this environment's Python; the store's URI goes in its environment."""
+    """``mlflow server`` by this environment's Python, with convlab's app where it is installed;
+    the store's URI goes in its environment."""
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
-    return [*command, "--workers", "1"]
+    app = ["--app-name", APP_NAME] if app_installed() else []
+    return [*command, "--workers", "1", *app]
+
+
+def app_installed() -> bool:
+    """Whether ``mlflow server --app-name convlab`` finds convlab's app (its entry point)."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="mlflow.app", name=APP_NAME))
+
+
+def create_app():
+    """convlab's MLflow app (``mlflow server --app-name convlab``): MLflow's own server, whose
+    page first sets ``UI_DEFAULTS`` in a browser that has none of them.
+
+    Returns:
+        The ASGI app under uvicorn (``mlflow server``'s default), else the Flask app, as MLflow's
+        own ``basic-auth`` app does (``_MLFLOW_SGI_NAME``: how ``mlflow server`` tells its app).
+    """
+    import json
+
+    from flask import Response, request
+    from mlflow.server import app as flask_app
+
+    defaults = json.dumps(UI_DEFAULTS)
+    script = (
+        f"<script>(function(){{try{{var d={defaults};for(var k in d)"
+        "if(localStorage.getItem(k)===null)localStorage.setItem(k,d[k]);}catch(e){}})();</script>"
+    )
+    index = Path(flask_app.static_folder) / "index.html"
+    page = index.read_text().replace("<title>", f"{script}<title>", 1)  # before the UI's own script
+
+    @flask_app.before_request
+    def _page_with_defaults():
+        if request.path == "/":  # the UI's one page; its routes live after the '#'
+            return Response(page, mimetype="text/html")
+        return None
+
+    if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        return create_fastapi_app(flask_app)
+    return flask_app
 
 
 def server_env(uri: str) -> dict[str, str]:

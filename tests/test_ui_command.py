@@ -3,7 +3,10 @@ run ends with. Serving and the browser: ``tests/tracking/test_ui.py``."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,27 @@ def test_a_single_runs_line_on_sqlite_says_how_to_serve_it(tmp_path, monkeypatch
     path = ui.run_path("3", "abc")
     serve = f"python -m pipeline.ui --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}"
     assert hint == f"MLflow: {serve}, then open {ui.DEFAULT_UI}{path}"
+
+
+def test_convlab_apps_page_sets_the_uis_defaults_where_the_browser_has_none():
+    """``mlflow server --app-name convlab``'s page: MLflow's, with ``UI_DEFAULTS`` set before the
+    UI's own script runs; the rest of the server is MLflow's."""
+    flask_app = ui_command.create_app()  # the Flask app outside uvicorn
+    client = flask_app.test_client()
+
+    page = client.get("/").get_data(as_text=True)
+    assert page.index("localStorage.setItem") < page.index("static/js/main.")
+    for key, value in ui_command.UI_DEFAULTS.items():
+        assert f'"{key}": {json.dumps(value)}' in page
+    assert client.get("/health").get_data(as_text=True) == "OK"
+
+
+def test_the_defaults_name_keys_mlflows_ui_reads():
+    """The keys (``NAME_vVERSION``) as MLflow's bundle declares them: a renamed key fails here."""
+    import mlflow.server
+
+    (bundle,) = (Path(mlflow.server.__file__).parent / "js" / "build" / "static" / "js").glob("main.*.js")
+    declared = set(re.findall(r'key:"([\w.]+)",version:(\d+)', bundle.read_text()))
+    for key in ui_command.UI_DEFAULTS:
+        name, _, version = key.rpartition("_v")
+        assert (name, version) in declared, key

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, require, wait_until_serving
 
+from pipeline import ui as ui_command
 from pipeline.tracking import contract, store, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -245,20 +246,25 @@ def test_a_single_runs_printed_link_opens_its_run(served_sweep):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_mlflow_3_18_opens_a_bare_experiment_url_in_the_genai_view_whatever_its_kind_tag(served_sweep):
-    """Why every link convlab prints carries ``workflowType``: MLflow 3.18 reads the workflow from
-    it or from the browser's own choice (GenAI in a fresh browser), not from the experiment's
-    ``mlflow.experimentKind`` tag, which convlab sets all the same. When this fails, MLflow reads
-    the tag again: the bare URL then lands on the runs."""
+def test_a_bare_experiment_url_lands_on_its_runs(served_sweep):
+    """``/#/experiments/ID`` with no ``workflowType``, as MLflow's experiments list links it, in a
+    fresh browser. MLflow 3.18 alone opens it in its GenAI view, on trace onboarding, whatever the
+    experiment's ``mlflow.experimentKind`` tag (convlab sets it all the same); convlab's MLflow
+    app, which ``python -m pipeline.ui`` runs, makes the training view the browser's default."""
     import mlflow
 
+    installed = ui_command.app_installed()
+    require(
+        "convlab's MLflow app", None if installed else "no mlflow.app entry point: pip install -e . again"
+    )
     tags = mlflow.MlflowClient(served_sweep.uri).get_experiment(served_sweep.experiment_id).tags
     assert tags[contract.EXPERIMENT_KIND] == contract.MODEL_TRAINING_KIND
-    bare = f"{served_sweep.url}/#/experiments/{served_sweep.experiment_id}"
-    strings = page_text(bare, served_sweep.profile)
+    strings = page_text(
+        f"{served_sweep.url}/#/experiments/{served_sweep.experiment_id}", served_sweep.profile
+    )
 
-    assert strings[0].startswith("Overview - Experiment"), strings[:5]
-    assert "Traces" in strings and served_sweep.parent_name not in strings
+    assert_training_view(strings)
+    assert served_sweep.parent_name in strings
 
 
 def screenshot(served: ServedSweep, url: str, name: str) -> None:
