@@ -9,6 +9,14 @@ saved views. MLflow 3.17 picks its GenAI or model-training view by the sidebar's
 for the training view. ``sweep_view_url`` writes such a view for one sweep (its child runs,
 grouped by the ``convlab.variant`` tag, best ``val_accuracy`` first) and returns its URL.
 
+MLflow 3.18 reads the workflow from that URL parameter, else from the browser's own choice
+(localStorage ``mlflow.workflowType_v1``, GenAI until the user flips the switch); the
+``mlflow.experimentKind`` tag convlab sets on its experiments is read only with that workflow
+navigation off, which 3.18 hard-codes on. So on a plain ``mlflow server`` an experiment's bare
+URL opens MLflow's trace onboarding (``python -m pipeline.ui``'s server sets the browser's
+default: ``pipeline/ui.py``). The links convlab prints (a sweep's view, a single run's page
+``run_hint``, ``python -m pipeline.ui``'s) all carry ``workflowType=machine_learning``.
+
 The UI groups only the runs it has loaded, 100 at a time: a sweep of 1,000 runs needs nine "load
 more" clicks before its groups are whole. So the link a sweep prints (``sweep_view_hint`` with
 the parent's per-variant metrics) opens a second view, the variant summary: the parent run alone,
