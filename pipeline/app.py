@@ -20,7 +20,7 @@ from pipeline.config import checks, composition, overrides
 from pipeline.config.errors import ConfigError, ConvlabError
 from pipeline.model import features
 from pipeline.sweep import interrupts, jobs
-from pipeline.tracking import contract, faults, redaction, registry, store, sweep_runs
+from pipeline.tracking import contract, faults, redaction, registry, store, sweep_runs, ui
 from pipeline.training import checkpoint, runner
 from pipeline.training.runner import RunInfo
 
@@ -63,7 +63,10 @@ def _single_run(cfg, hydra_cfg, sweep_dir: str | None) -> float:
             hydra_cfg.runtime.choices, lines, Path(hydra_cfg.runtime.output_dir), resolved, variant, {}
         )
         info = _resumed(run, info)  # trainer.resume=RUN_ID: that run, from its checkpoint
-        return runner.execute(run, info).metrics.get(run.sweep.metric, math.nan)
+        result = runner.execute(run, info)
+        if sweep_dir is None:  # its run's page, as a sweep prints its view
+            print(ui.run_hint(run.tracking.uri, result.experiment_id, result.run_id))
+        return result.metrics.get(run.sweep.metric, math.nan)
     except ConvlabError as err:
         sys.exit(f"convlab: {err}")
 

@@ -25,6 +25,8 @@ COUPLINGS = [
      "pipeline/tracking/registry.py kept_uris: the tracking URI set in the process, put back"),
     ("mlflow", "3.0", "3.19", "mlflow.tracking._model_registry.utils", "_registry_uri",
      "pipeline/tracking/registry.py kept_uris: the registry URI set in the process, put back"),
+    ("mlflow", "3.18", "3.19", "mlflow.environment_variables", "_MLFLOW_SGI_NAME",
+     "pipeline/ui.py create_app: how mlflow server tells its app it runs under uvicorn"),
     ("hydra-submitit-launcher", "1.2.0", "1.3", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
      "SlurmLauncher._EXECUTOR", "hydra_plugins/convlab_launchers/slurm_launcher.py submit: launch, copied"),
     ("hydra-ray-launcher", "1.2.2", "1.3", "hydra_plugins.hydra_ray_launcher._launcher_util",

@@ -39,8 +39,9 @@ MODEL_TRAINING_KIND = "custom_model_development"
 # {"name", "createdAt", "updatedAt", "state"}, opened by the experiment page's URL parameter.
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
 SAVED_VIEW_PARAM = "viewStateShareKey"
-# MLflow 3.17's UI picks its GenAI or model-training view from the sidebar's switch (kept in the
-# browser, GenAI by default) or this URL parameter, not from EXPERIMENT_KIND: links carry it.
+# MLflow 3.17's and 3.18's UI pick the GenAI or model-training view from this URL parameter, else
+# the sidebar's switch (the browser's localStorage ``mlflow.workflowType_v1``, GenAI by default),
+# not from EXPERIMENT_KIND (read only with that navigation off, hard-coded on): links carry it.
 UI_WORKFLOW_PARAM = "workflowType"
 UI_WORKFLOW_TRAINING = "machine_learning"
 

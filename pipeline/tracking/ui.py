@@ -9,6 +9,14 @@ saved views. MLflow 3.17 picks its GenAI or model-training view by the sidebar's
 for the training view. ``sweep_view_url`` writes such a view for one sweep (its child runs,
 grouped by the ``convlab.variant`` tag, best ``val_accuracy`` first) and returns its URL.
 
+MLflow 3.18 reads the workflow from that URL parameter, else from the browser's own choice
+(localStorage ``mlflow.workflowType_v1``, GenAI until the user flips the switch); the
+``mlflow.experimentKind`` tag convlab sets on its experiments is read only with that workflow
+navigation off, which 3.18 hard-codes on. So on a plain ``mlflow server`` an experiment's bare
+URL opens MLflow's trace onboarding (``python -m pipeline.ui``'s server sets the browser's
+default: ``pipeline/ui.py``). The links convlab prints (a sweep's view, a single run's page
+``run_hint``, ``python -m pipeline.ui``'s) all carry ``workflowType=machine_learning``.
+
 The UI groups only the runs it has loaded, 100 at a time: a sweep of 1,000 runs needs nine "load
 more" clicks before its groups are whole. So the link a sweep prints (``sweep_view_hint`` with
 the parent's per-variant metrics) opens a second view, the variant summary: the parent run alone,
@@ -72,6 +80,12 @@ def experiment_path(experiment_id: str) -> str:
     return f"/#/experiments/{experiment_id}/runs?{contract.UI_WORKFLOW_PARAM}={contract.UI_WORKFLOW_TRAINING}"
 
 
+def run_path(experiment_id: str, run_id: str) -> str:
+    """The UI route of one run's page, in the training view."""
+    training = f"{contract.UI_WORKFLOW_PARAM}={contract.UI_WORKFLOW_TRAINING}"
+    return f"/#/experiments/{experiment_id}/runs/{run_id}?{training}"
+
+
 def view_path(experiment_id: str, key: str) -> str:
     """The UI route that opens experiment ``experiment_id``'s runs on the saved view ``key``."""
     return f"{experiment_path(experiment_id)}&{contract.SAVED_VIEW_PARAM}={key}"
@@ -132,12 +146,27 @@ def sweep_view_hint(
     """One line for the terminal: the sweep view's URL, or how to serve the store and open it."""
     url = sweep_view_url(tracking_uri, experiment_id, parent_run_id, metrics)
     if url is not None:
-        return f"MLflow: {url}"
+        return f"MLflow: {redaction.redact(url)}"
     if tracking_uri.startswith("databricks"):
         return f"MLflow: experiment {experiment_id} in your Databricks workspace"
-    path = view_path(experiment_id, view_key(parent_run_id, summary=bool(metrics)))
+    return _serve_hint(tracking_uri, view_path(experiment_id, view_key(parent_run_id, summary=bool(metrics))))
+
+
+def run_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """One line for the terminal at a single run's end: its page in the training view, or how
+    to serve the store and open it."""
+    address = ui_address(tracking_uri)
+    if address is not None:
+        return f"MLflow: {redaction.redact(address)}{run_path(experiment_id, run_id)}"
+    if tracking_uri.startswith("databricks"):
+        return f"MLflow: run {run_id} of experiment {experiment_id} in your Databricks workspace"
+    return _serve_hint(tracking_uri, run_path(experiment_id, run_id))
+
+
+def _serve_hint(tracking_uri: str, path: str) -> str:
+    """``python -m pipeline.ui`` on this store (``mlflow server`` with its artifacts), then the URL."""
     store = redaction.redact(_absolute(tracking_uri))  # a terminal line: the password stays yours
-    return f"MLflow: mlflow ui --backend-store-uri {store}, then open {DEFAULT_UI}{path}"
+    return f"MLflow: python -m pipeline.ui --tracking-uri {store}, then open {DEFAULT_UI}{path}"
 
 
 def _absolute(tracking_uri: str) -> str:

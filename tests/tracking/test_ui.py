@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, require, wait_until_serving
 
+from pipeline import ui as ui_command
 from pipeline.tracking import contract, store, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,6 +34,7 @@ SWEEP = {
     "downsample=maxpool,regularization=dropout": [0.8722, 0.8778, 0.8806],
 }
 EPOCHS = 5
+UNLOOPED = "convlab.test"  # a name for 127.0.0.1 that MLflow's UI does not take for a local server
 
 
 def require_chromium() -> None:
@@ -48,6 +50,9 @@ class ServedSweep:
     parent_name: str
     child_names: list[str]
     profile: Path  # Chromium's user data folder
+    uri: str  # the store
+    printed: str  # the URL python -m pipeline.ui printed
+    single: tuple[str, str, str]  # a single run's experiment id, run id and name
 
 
 def _child_name(variant: str, seed: int) -> str:
@@ -91,39 +96,74 @@ def _write_sweep(uri: str) -> tuple[str, str, str]:
     return experiment_id, parent.info.run_id, parent_name
 
 
+def _write_single_run(uri: str) -> tuple[str, str, str]:
+    """One run of ``python -m pipeline`` (no sweep), before the sweep: another experiment."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = store.get_or_create_experiment(uri, "convlab")
+    start = int(time.time() * 1000) - 600_000
+    name = "downsample=stride seed=0"
+    run = client.create_run(experiment_id, start_time=start, run_name=name, tags={contract.SEED: "0"})
+    curve = [0.52, 0.81, 0.90]
+    metrics = [Metric(contract.VAL_ACCURACY, value, start, epoch) for epoch, value in enumerate(curve, 1)]
+    client.log_batch(run.info.run_id, metrics=metrics, synchronous=True)
+    client.set_terminated(run.info.run_id, contract.FINISHED, end_time=start + 30_000)
+    return experiment_id, run.info.run_id, name
+
+
 @pytest.fixture(scope="module")
 def served_sweep(tmp_path_factory) -> ServedSweep:
-    """A real ``mlflow server`` on a free port over a SQLite store holding one sweep.
+    """``python -m pipeline.ui`` on a free port over a SQLite store holding one run and one sweep.
 
-    It runs in a process group of its own (it starts a uvicorn worker), ended by that group's id.
+    It runs in a process group of its own, and ends the ``mlflow server`` it started on SIGTERM.
+    The server also answers as ``UNLOOPED`` (Chromium maps that name to 127.0.0.1), where MLflow's
+    Assistant panel does not open itself: the screenshots' address.
     """
     require_chromium()
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    single = _write_single_run(uri)
     experiment_id, parent_id, parent_name = _write_sweep(uri)
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--artifacts-destination", str(root / "artifacts")]
+    command = [sys.executable, "-m", "pipeline.ui", "--tracking-uri", uri, "--port", str(port)]
     log = root / "server.log"
+    hosts = f"127.0.0.1:{port},localhost:{port},{UNLOOPED}:{port}"
     with open(log, "w") as out:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner process
+        env = {**os.environ, "MLFLOW_SERVER_ALLOWED_HOSTS": hosts}
+        env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = f"http://{UNLOOPED}:{port}"  # its requests too
         server = subprocess.Popen(
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, server, log)
+        printed = _printed_url(log)
         names = [
             _child_name(variant, seed) for variant, finals in SWEEP.items() for seed in range(len(finals))
         ]
-        yield ServedSweep(url, experiment_id, parent_id, parent_name, names, root / "chromium")
+        yield ServedSweep(
+            url, experiment_id, parent_id, parent_name, names, root / "chromium", uri, printed, single
+        )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn workers it started
+        os.killpg(server.pid, signal.SIGTERM)  # pipeline.ui ends its server, then itself
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def _printed_url(log: Path, timeout: float = 30) -> str:
+    """The URL ``python -m pipeline.ui`` printed (``MLflow: URL``), once the server answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text().splitlines() if line.startswith("MLflow: ")]
+        if lines:
+            return lines[0].removeprefix("MLflow: ")
+        time.sleep(0.2)
+    pytest.fail(f"python -m pipeline.ui printed no URL:\n{log.read_text()[-2000:]}")
 
 
 def chromium(profile: Path, *args: str) -> str:
@@ -173,13 +213,73 @@ def assert_training_view(strings: list[str]) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_experiment_opens_on_its_runs_in_the_training_view(served_sweep):
-    strings = page_text(ui.experiment_url(served_sweep.url, served_sweep.experiment_id), served_sweep.profile)
+def test_the_ui_command_prints_the_latest_experiments_runs_in_the_training_view(served_sweep):
+    """``python -m pipeline.ui``'s URL: the latest run's experiment (the sweep's), on its runs.
+    ``CONVLAB_UI_SCREENSHOTS=folder`` also saves it there (``ui_training_view.png``)."""
+    assert served_sweep.printed == ui.experiment_url(served_sweep.url, served_sweep.experiment_id)
+    strings = page_text(served_sweep.printed, served_sweep.profile)
 
     assert_training_view(strings)
     assert served_sweep.parent_name in strings  # the sweep's parent, its jobs nested (collapsed) under it
     count = strings.index("matching runs") - 1
     assert strings[count] == str(1 + len(served_sweep.child_names))
+    screenshot(served_sweep, served_sweep.printed, "ui_training_view.png")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_single_runs_printed_link_opens_its_run(served_sweep):
+    """The line a single run ends with (``ui.run_hint``) names a page that shows that run.
+    ``CONVLAB_UI_SCREENSHOTS=folder`` also saves it there (``ui_single_run.png``)."""
+    experiment_id, run_id, name = served_sweep.single
+    hint = ui.run_hint(served_sweep.uri, experiment_id, run_id)
+    assert f"python -m pipeline.ui --tracking-uri {served_sweep.uri}, then open {ui.DEFAULT_UI}" in hint
+    url = served_sweep.url + hint.partition(ui.DEFAULT_UI)[2]  # this test's port, not 5000
+    strings = page_text(url, served_sweep.profile)
+
+    assert strings[0] == f"Run {run_id} - MLflow", strings[:5]
+    assert name in strings and "Model registry" in strings  # the training view's sidebar
+    overview = strings[strings.index("Overview") :]
+    assert overview[overview.index(contract.VAL_ACCURACY) + 1] == "0.9"  # its last val_accuracy
+    screenshot(served_sweep, url, "ui_single_run.png")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_bare_experiment_url_lands_on_its_runs(served_sweep):
+    """``/#/experiments/ID`` with no ``workflowType``, as MLflow's experiments list links it, in a
+    fresh browser. MLflow 3.18 alone opens it in its GenAI view, on trace onboarding, whatever the
+    experiment's ``mlflow.experimentKind`` tag (convlab sets it all the same); convlab's MLflow
+    app, which ``python -m pipeline.ui`` runs, makes the training view the browser's default."""
+    import mlflow
+
+    installed = ui_command.app_installed()
+    require(
+        "convlab's MLflow app", None if installed else "no mlflow.app entry point: pip install -e . again"
+    )
+    tags = mlflow.MlflowClient(served_sweep.uri).get_experiment(served_sweep.experiment_id).tags
+    assert tags[contract.EXPERIMENT_KIND] == contract.MODEL_TRAINING_KIND
+    strings = page_text(
+        f"{served_sweep.url}/#/experiments/{served_sweep.experiment_id}", served_sweep.profile
+    )
+
+    assert_training_view(strings)
+    assert served_sweep.parent_name in strings
+
+
+def screenshot(served: ServedSweep, url: str, name: str) -> None:
+    """Saves the page as ``name`` in ``$CONVLAB_UI_SCREENSHOTS`` (nothing when unset)."""
+    if folder := os.environ.get("CONVLAB_UI_SCREENSHOTS"):
+        save_page(served, url, Path(folder) / name)
+
+
+def save_page(served: ServedSweep, url: str, shot: Path) -> None:
+    """Saves the page at ``url`` as the PNG ``shot``, reached by a name MLflow's UI does not take
+    for a local server (``UNLOOPED``), where its Assistant panel does not open itself."""
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    flags = ["--hide-scrollbars", "--window-size=1400,900", f"--host-resolver-rules=MAP {UNLOOPED} 127.0.0.1"]
+    chromium(served.profile, *flags, f"--screenshot={shot}", url.replace("127.0.0.1", UNLOOPED, 1))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 30_000
 
 
 @pytest.mark.browser
@@ -194,10 +294,7 @@ def test_sweep_view_lists_the_jobs_grouped_by_variant(served_sweep, tmp_path):
     assert set(served_sweep.child_names) <= set(strings)
     assert served_sweep.parent_name not in strings  # only the sweep's jobs
 
-    shot = Path(os.environ.get("CONVLAB_SCREENSHOT") or tmp_path / "sweep.png")
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    chromium(served_sweep.profile, "--hide-scrollbars", "--window-size=1400,900", f"--screenshot={shot}", url)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    save_page(served_sweep, url, Path(os.environ.get("CONVLAB_SCREENSHOT") or tmp_path / "sweep.png"))
 
 
 def test_experiments_are_created_for_the_training_view_and_old_ones_get_the_tag(tmp_path):
@@ -226,7 +323,7 @@ def test_sweep_view_on_a_sqlite_store_says_how_to_open_it(tmp_path, monkeypatch)
 
     assert ui.sweep_view_url(uri, experiment_id, parent) is None
     hint = ui.sweep_view_hint(uri, experiment_id, parent)
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in hint
+    assert f"python -m pipeline.ui --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}" in hint
     assert ui.view_path(experiment_id, ui.view_key(parent)) in hint
     tags = mlflow.MlflowClient(uri).get_experiment(experiment_id).tags
     saved = json.loads(tags[f"{contract.SAVED_VIEW_PREFIX}{ui.view_key(parent)}"])

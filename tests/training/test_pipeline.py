@@ -17,7 +17,7 @@ from conftest import TINY, cli, write_digit_csv, write_image_folder
 
 import pipeline
 from pipeline.config.errors import ConfigError, DataError
-from pipeline.tracking import contract
+from pipeline.tracking import contract, ui
 
 pytestmark = pytest.mark.slow
 EPOCH_METRICS = [
@@ -105,6 +105,8 @@ def test_cli_run_writes_hydra_output_and_a_finished_run(store, tmp_path):
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.data.tags[contract.group_tag("optimizer")] == "sgd"
     assert list(tmp_path.glob("outputs/*/*/.hydra/config.yaml"))
+    link = result.stdout.splitlines()[-1]  # the run's page, in MLflow's training view
+    assert link.startswith("MLflow: ") and link.endswith(ui.run_path(run.info.experiment_id, run.info.run_id))
 
 
 def test_kaggle_csv_trains_and_predicts_the_test_file(store, tmp_path):
