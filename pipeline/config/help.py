@@ -120,7 +120,7 @@ def field_notes(model: type, prefix: str) -> dict[str, str]:
     notes: dict[str, str] = {}
     for cls in reversed(model.__mro__):
         if cls.__module__.startswith("pipeline.config."):  # not pydantic's BaseModel, not object
-            notes.update(_class_notes(inspect.getsource(cls)))
+            notes.update(_module_notes(inspect.getsourcefile(cls)).get(cls.__name__, {}))
     fields = model.model_fields
     notes = {f"{prefix}{fields[name].alias or name}": note for name, note in notes.items() if name in fields}
     for name, field in fields.items():
@@ -130,9 +130,25 @@ def field_notes(model: type, prefix: str) -> dict[str, str]:
     return notes
 
 
-def _class_notes(source: str) -> dict[str, str]:
+@functools.cache
+def _module_notes(path: str) -> dict[str, dict[str, str]]:
+    """Each class of a module and its fields' notes, the file read once (``inspect.getsource``
+    parses the whole module again for every class: a third of a second for ``--help``)."""
+    classes: dict[str, list[str]] = {}
+    body: list[str] | None = None
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("class "):
+            body = classes.setdefault(re.match(r"class (\w+)", line)[1], [])
+        elif line and not line.startswith((" ", "#")):
+            body = None  # a top-level statement ends the class
+        elif body is not None:
+            body.append(line)
+    return {name: _class_notes(lines) for name, lines in classes.items()}
+
+
+def _class_notes(lines: list[str]) -> dict[str, str]:
     notes, above = {}, []
-    for line in source.splitlines():
+    for line in lines:
         if line.startswith("    # "):
             above.append(line.strip()[2:])
             continue
