@@ -2,8 +2,10 @@
 
 Read from the same sources as ``python -m pipeline --help``: the YAML files in ``conf/`` (each
 key's default and its comment) and the pydantic schemas in ``pipeline/config/`` (each key's
-type and limits). MkDocs runs it as a hook (``hooks:`` in ``mkdocs.yml``), so the pages are made
-at every build and cannot drift from the code; ``python docs/gen_reference.py`` prints them.
+type and limits, and the comment beside its field where the YAML line has none, through
+``pipeline.config.help.field_notes`` as ``--help`` reads it). MkDocs runs it as a hook (``hooks:``
+in ``mkdocs.yml``), so the pages are made at every build and cannot drift from the code;
+``python docs/gen_reference.py`` prints them.
 The hook also serves ``benchmarks/figures/`` as ``figures/``, so the docs show the same images.
 """
 
@@ -138,8 +140,9 @@ def config_reference() -> str:
         "# Every config key",
         "",
         "Generated at each build from the YAML files in `conf/` (each key's default and comment) and the",
-        "pydantic schemas in `pipeline/config/schemas.py` and `groups.py` (each key's type and limits):",
-        "the same sources `python -m pipeline --help` reads. Set any key on the command line",
+        "pydantic schemas in `pipeline/config/schemas.py` and `groups.py` (each key's type and limits, and",
+        "the comment beside its field, for a key whose YAML line has none): the same sources, read by the",
+        "same code, as `python -m pipeline --help`. Set any key on the command line",
         "(`trainer.epochs=2`); choose a group's option with `group=option` (`optimizer=sgd`).",
         "See [Configuration](configuration.md) for how the groups fit together and what a bad value prints.",
         "",

@@ -129,7 +129,7 @@ def test_every_config_key_has_a_description():
     in the reference and in ``--help`` alike."""
     page = _generator().config_reference()
     rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in page.splitlines() if line.startswith("| `")]
-    undescribed = sorted({row[0].strip() for row in rows if not row[3].strip()})
+    undescribed = sorted({row[0].strip(" `") for row in rows if not row[3].strip()})
     assert len(rows) > 150 and not undescribed, f"keys with no description in the reference: {undescribed}"
     undescribed = _undescribed_help_keys()
     assert not undescribed, "keys with no description in --help:\n" + "\n".join(undescribed)
