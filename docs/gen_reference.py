@@ -2,8 +2,10 @@
 
 Read from the same sources as ``python -m pipeline --help``: the YAML files in ``conf/`` (each
 key's default and its comment) and the pydantic schemas in ``pipeline/config/`` (each key's
-type and limits). MkDocs runs it as a hook (``hooks:`` in ``mkdocs.yml``), so the pages are made
-at every build and cannot drift from the code; ``python docs/gen_reference.py`` prints them.
+type and limits, and the comment beside its field where the YAML line has none, through
+``pipeline.config.help.field_notes`` as ``--help`` reads it). MkDocs runs it as a hook (``hooks:``
+in ``mkdocs.yml``), so the pages are made at every build and cannot drift from the code;
+``python docs/gen_reference.py`` prints them.
 The hook also serves ``benchmarks/figures/`` as ``figures/``, so the docs show the same images.
 """
 
@@ -33,7 +35,6 @@ COMMANDS = (
     ("pipeline.server", "the team tracking server: MLflow on PostgreSQL, logins, TLS"),
 )
 ENV = re.compile(r"\$\{oc\.env:(\w+),([^}]*)\}")
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w]*):(?P<value>[^#]*)(#\s?(?P<comment>.*))?$")
 
 
 def yaml_keys(path: Path, prefix: str) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -41,6 +42,8 @@ def yaml_keys(path: Path, prefix: str) -> tuple[list[str], list[tuple[str, str, 
 
     Read line by line, as ``--help`` shows them, so each key keeps the comment written beside it.
     """
+    from pipeline.config.help import KEY_LINE
+
     intro, rows, stack = [], [], []
     for line in path.read_text().splitlines():
         if line.startswith("#") and not rows:
@@ -79,28 +82,6 @@ def schema_types(model: type, prefix: str) -> dict[str, str]:
     return types
 
 
-def schema_comments(model: type, prefix: str) -> dict[str, str]:
-    """The comment written beside each field in the schema's source (``epochs: PositiveInt  # ...``),
-    for the keys whose YAML line has none; nested models walked."""
-    import inspect
-
-    comments: dict[str, str] = {}
-    for cls in reversed(model.__mro__):
-        if "model_fields" not in vars(cls) and cls is not model:
-            continue
-        try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
-            continue
-        for name, comment in re.findall(r"^    (\w+): [^#\n]*#\s*(.+)$", source, flags=re.M):
-            comments[f"{prefix}.{name}"] = comment.strip()
-    for name, field in model.model_fields.items():
-        nested = field.annotation if isinstance(field.annotation, type) else None
-        if nested is not None and hasattr(nested, "model_fields"):
-            comments.update(schema_comments(nested, f"{prefix}.{field.alias or name}"))
-    return comments
-
-
 def describe(prop: dict) -> str:
     """A JSON schema property in a few words: ``integer > 0 or null``, ``val_accuracy | val_loss``."""
     if "anyOf" in prop:
@@ -129,22 +110,13 @@ def describe(prop: dict) -> str:
     return " ".join([kind, *limits]) if not limits else f"{kind} {', '.join(limits)}"
 
 
-def option_schema(group: str, option: str) -> type:
-    """The schema a group's option validates against (the union member whose ``name`` it is)."""
-    from pipeline.config.groups import GROUPS
-
-    for schema in GROUPS[group]:
-        if option in getattr(schema.model_fields["name"].annotation, "__args__", ()):
-            return schema
-    return GROUPS[group][0]
-
-
 def _cell(text: str) -> str:
     """Text made safe inside a Markdown table cell."""
     return text.replace("|", "\\|")
 
 
 def _table(rows: list[tuple[str, str, str]], types: dict[str, str], notes: dict[str, str]) -> list[str]:
+    """A key's description: its YAML comment, else its schema field's (``help.field_notes``)."""
     out = ["| key | default | type | what it sets |", "|---|---|---|---|"]
     seen = set()
     for key, value, comment in rows:
@@ -160,7 +132,7 @@ def _table(rows: list[tuple[str, str, str]], types: dict[str, str], notes: dict[
 
 def config_reference() -> str:
     """The page ``reference/config-keys.md``: every group's options and keys, then the run settings."""
-    from pipeline.config import catalog, schemas
+    from pipeline.config import catalog, help, schemas
     from pipeline.config.groups import GROUPS
 
     defaults = catalog.default_options()
@@ -168,8 +140,9 @@ def config_reference() -> str:
         "# Every config key",
         "",
         "Generated at each build from the YAML files in `conf/` (each key's default and comment) and the",
-        "pydantic schemas in `pipeline/config/schemas.py` and `groups.py` (each key's type and limits):",
-        "the same sources `python -m pipeline --help` reads. Set any key on the command line",
+        "pydantic schemas in `pipeline/config/schemas.py` and `groups.py` (each key's type and limits, and",
+        "the comment beside its field, for a key whose YAML line has none): the same sources, read by the",
+        "same code, as `python -m pipeline --help`. Set any key on the command line",
         "(`trainer.epochs=2`); choose a group's option with `group=option` (`optimizer=sgd`).",
         "See [Configuration](configuration.md) for how the groups fit together and what a bad value prints.",
         "",
@@ -178,8 +151,7 @@ def config_reference() -> str:
     ]
     _, rows = yaml_keys(catalog.CONF_DIR / "config.yaml", "")
     types: dict[str, str] = {}
-    notes = schema_comments(schemas.RunConfig, "").copy()
-    notes = {key.lstrip("."): note for key, note in notes.items()}
+    notes = help.field_notes(schemas.RunConfig, "")
     for name, field in schemas.RunConfig.model_fields.items():
         if name in GROUPS:
             continue
@@ -200,10 +172,12 @@ def config_reference() -> str:
         for path in sorted((catalog.CONF_DIR / group).glob("*.yaml")):
             mark = " (default)" if defaults.get(group) == path.stem else ""
             intro, rows = yaml_keys(path, group)
-            schema = option_schema(group, path.stem)
+            schema = help.option_schema(group, path.stem)
             out += [f"### `{group}={path.stem}`{mark}", "", " ".join(intro), ""]
             out += [f"Schema: `{schema.__name__}`.", ""]
-            out += _table(rows, schema_types(schema, group), schema_comments(schema, group))
+            notes = help.field_notes(schema, f"{group}.")
+            notes = {f"{group}.name": f"set by `{group}={path.stem}`", **notes}
+            out += _table(rows, schema_types(schema, group), notes)
     out += [
         "## `experiment`",
         "",

@@ -26,8 +26,8 @@ class Schema(BaseModel):
 
 # --- dataset -------------------------------------------------------------------------------
 class DatasetConfig(Schema):
-    image_size: Size
-    max_samples: PositiveInt | None
+    image_size: Size  # [height, width] images are resized to (backbone.input_size wins when set)
+    max_samples: PositiveInt | None  # at most this many labelled images, stratified by class; null: all
     mirror_invariant: bool  # a mirrored image keeps its label (photos: yes; digits: no)
 
 
@@ -41,14 +41,14 @@ class KerasDatasetConfig(DatasetConfig):
 
 class CsvDatasetConfig(DatasetConfig):
     name: Literal["digit_recognizer"]
-    path: str
-    test_path: str | None
+    path: str  # the labelled CSV (Kaggle's train.csv); ??? : required
+    test_path: str | None  # the unlabelled CSV (test.csv): its predictions are logged as submission.csv
 
 
 class ImageFolderConfig(DatasetConfig):
     name: Literal["image_folder"]
-    path: str
-    color_mode: Literal["rgb", "grayscale"]
+    path: str  # the folder: train/<class>/*, val/ and test/ optional; ??? : required
+    color_mode: Literal["rgb", "grayscale"]  # images decoded with 3 channels or 1
     cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
 
 
@@ -60,10 +60,10 @@ def _square(value: object) -> object:
 
 class ScratchCnnConfig(Schema):
     name: Literal["scratch_cnn"]
-    conv_layers: PositiveInt
-    filters: PositiveInt | list[PositiveInt]
-    kernel_size: Annotated[Size, pydantic.BeforeValidator(_square)]
-    activation: Activation
+    conv_layers: PositiveInt  # Conv2D layers, each followed by the downsampling and dropout chosen
+    filters: PositiveInt | list[PositiveInt]  # one count for every layer, or one per layer
+    kernel_size: Annotated[Size, pydantic.BeforeValidator(_square)]  # [height, width]; one number: square
+    activation: Activation  # each conv layer's activation
 
     @pydantic.model_validator(mode="after")
     def _one_filter_count_per_layer(self) -> ScratchCnnConfig:
@@ -88,6 +88,7 @@ class PretrainedConfig(Schema):
     """A ``keras.applications`` backbone without its ImageNet top (see ``pipeline.model.backbones``)."""
 
     name: Literal["resnet50", "vgg16", "efficientnet_b0"]
+    # imagenet, null (random), or a weights file (.weights.h5, Keras 2 .h5, .keras)
     weights: Annotated[Literal["imagenet"] | Path | None, pydantic.BeforeValidator(_weights)]
     trainable: NonNegativeInt  # 0: frozen; N: fine-tune the last N layers
     input_size: Size | None  # None: dataset.image_size
@@ -100,8 +101,8 @@ class MobileNetConfig(PretrainedConfig):
 
 class DenseSoftmaxConfig(Schema):
     name: Literal["dense_softmax"]
-    units: PositiveInt
-    activation: Activation
+    units: PositiveInt  # the hidden Dense layer's units, before the softmax
+    activation: Activation  # the hidden Dense layer's activation
 
 
 class SoftmaxConfig(Schema):
@@ -114,12 +115,12 @@ class NoDownsampleConfig(Schema):
 
 class StrideConfig(Schema):
     name: Literal["stride"]
-    strides: int = Field(ge=2)
+    strides: int = Field(ge=2)  # every conv's stride: 2 halves the feature maps at each layer
 
 
 class MaxPoolConfig(Schema):
     name: Literal["maxpool"]
-    pool_size: int = Field(ge=2)
+    pool_size: int = Field(ge=2)  # MaxPooling2D's window and stride after each conv: 2 halves the maps
 
 
 class NoRegularizationConfig(Schema):
@@ -128,15 +129,15 @@ class NoRegularizationConfig(Schema):
 
 class DropoutConfig(Schema):
     name: Literal["dropout"]
-    rate: Fraction
+    rate: Fraction  # the fraction dropped: after each conv (scratch CNN), of the pooled features (pretrained)
 
 
 class AugmentationConfig(Schema):
     name: Literal["none", "flip_shift", "flip_shift_rotate", "shift_rotate"]
-    horizontal_flip: bool
-    width_shift: Fraction
-    height_shift: Fraction
-    rotation: float = Field(ge=0.0, le=180.0)  # degrees
+    horizontal_flip: bool  # mirror training images left-right at random
+    width_shift: Fraction  # the largest random horizontal shift, a fraction of the width (0.1: 10%)
+    height_shift: Fraction  # the largest random vertical shift, a fraction of the height
+    rotation: float = Field(ge=0.0, le=180.0)  # the largest random rotation, in degrees either way
 
     @property
     def enabled(self) -> bool:
@@ -146,17 +147,17 @@ class AugmentationConfig(Schema):
 # --- training ------------------------------------------------------------------------------
 class AdamConfig(Schema):
     name: Literal["adam"]
-    learning_rate: float = Field(gt=0.0)
-    beta_1: Fraction
-    beta_2: Fraction
-    epsilon: float = Field(gt=0.0)
+    learning_rate: float = Field(gt=0.0)  # the step size (a schedule's peak rate)
+    beta_1: Fraction  # decay of the running mean of the gradients
+    beta_2: Fraction  # decay of the running mean of the squared gradients
+    epsilon: float = Field(gt=0.0)  # added to the denominator for numerical stability
 
 
 class SgdConfig(Schema):
     name: Literal["sgd"]
-    learning_rate: float = Field(gt=0.0)
-    momentum: Fraction
-    nesterov: bool
+    learning_rate: float = Field(gt=0.0)  # the step size (a schedule's peak rate)
+    momentum: Fraction  # the share of the last update kept in the next; 0: plain SGD
+    nesterov: bool  # Nesterov momentum (the gradient taken after the momentum step)
 
 
 # --- learning-rate schedule (conf/schedule/; built by pipeline.training.schedules) -------------
@@ -178,18 +179,18 @@ class StepScheduleConfig(Schema):
 
 class PlateauScheduleConfig(Schema):
     name: Literal["plateau"]
-    monitor: Literal["val_loss", "val_accuracy"]
-    factor: float = Field(gt=0.0, lt=1.0)
+    monitor: Literal["val_loss", "val_accuracy"]  # the validation metric watched
+    factor: float = Field(gt=0.0, lt=1.0)  # each drop multiplies the rate by this
     patience: NonNegativeInt  # epochs without improvement before the rate drops
-    min_delta: float = Field(ge=0.0)
-    cooldown: NonNegativeInt
-    min_lr: float = Field(ge=0.0)
+    min_delta: float = Field(ge=0.0)  # a smaller change of the monitored metric is no improvement
+    cooldown: NonNegativeInt  # epochs after a drop before counting again
+    min_lr: float = Field(ge=0.0)  # the rate never drops below this
 
 
 class AcceleratorConfig(Schema):
     name: Literal["auto", "cpu", "gpu"]
-    mixed_precision: bool
-    jit_compile: bool
+    mixed_precision: bool  # float16 compute on a GPU, bfloat16 on the CPU; the softmax stays float32
+    jit_compile: bool  # compile the train step with XLA; seeds then reproduce runs only approximately
 
 
 class MultiGpuConfig(AcceleratorConfig):

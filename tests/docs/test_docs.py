@@ -114,6 +114,27 @@ def test_every_config_key_is_in_the_reference():
             assert f"### `{group}={option}`" in page
 
 
+def _undescribed_help_keys() -> list[str]:
+    """Key lines of ``--help``'s groups and run settings that carry no ``# description``."""
+    from pipeline.config import help
+
+    body = help.render({})
+    shown = body.split("\nexperiment:")[0] + body.split("== Run settings")[1]
+    keys = [line for line in shown.splitlines() if line[:2] == "  " and help.KEY_LINE.match(line.strip())]
+    return [line for line in keys if "#" not in line]
+
+
+def test_every_config_key_has_a_description():
+    """A key lands described (a comment beside it in conf/, or beside its field in the schema),
+    in the reference and in ``--help`` alike."""
+    page = _generator().config_reference()
+    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in page.splitlines() if line.startswith("| `")]
+    undescribed = sorted({row[0].strip(" `") for row in rows if not row[3].strip()})
+    assert len(rows) > 150 and not undescribed, f"keys with no description in the reference: {undescribed}"
+    undescribed = _undescribed_help_keys()
+    assert not undescribed, "keys with no description in --help:\n" + "\n".join(undescribed)
+
+
 def test_every_old_readme_section_has_a_home_in_the_docs():
     headings = set()
     for page in PAGES:
