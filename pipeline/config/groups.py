@@ -49,7 +49,7 @@ class ImageFolderConfig(DatasetConfig):
     name: Literal["image_folder"]
     path: str
     color_mode: Literal["rgb", "grayscale"]
-    cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
+    cache: Literal["memory", "disk", "none"]  # decoded: once per process, once per machine, every epoch
 
 
 # --- model ---------------------------------------------------------------------------------
