@@ -149,6 +149,9 @@ def convlab_side(root: Path, cwd: str, number: int, cache: str) -> dict:
         f"tracking.uri={uri}", f"tracking.experiment_name={experiment}",
     ]  # fmt: skip
     sample = measure(command, cwd)
+    for line in sample["stdout"].splitlines():  # where the decoding seconds went
+        if "image files in" in line or "files from memory" in line:
+            print("  convlab:", line.split(" - ")[-1], flush=True)
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id])
