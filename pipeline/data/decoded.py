@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CACHE_VARIABLE = "CONVLAB_IMAGE_CACHE"  # the folder for dataset.cache=disk; default below
 VERSION = 1  # of decode.decode_uint8's output: bump when its pixels change
 MEMORY_ENTRIES = 4  # arrays kept in memory: a folder's train, val and test sets, and one more
+MEMORY_SHARE = 0.5  # ... and at most this share of the machine's memory (the newest is always kept)
 _memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
 files_decoded = 0  # image files this process decoded into kept arrays (the tests read it)
 
@@ -76,9 +77,22 @@ def images(
         return _memory[key]
     found = _on_disk(cache_folder(), listing, contents, decode_all) if disk else _decoded(decode_all)
     _memory[key] = found
-    while len(_memory) > MEMORY_ENTRIES:
+    budget = _physical_memory() * MEMORY_SHARE
+    while len(_memory) > MEMORY_ENTRIES or (len(_memory) > 1 and _bytes_held() > budget):
         _memory.popitem(last=False)
     return found
+
+
+def _bytes_held() -> int:
+    """Bytes of the arrays kept in memory; memory-mapped ones live in the page cache, not here."""
+    return sum(array.nbytes for array in _memory.values() if not isinstance(array, np.memmap))
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no budget
+        return 1 << 62
 
 
 def _decoded(decode_all: Callable[[], np.ndarray]) -> np.ndarray:
