@@ -49,7 +49,7 @@ class ImageFolderConfig(DatasetConfig):
     name: Literal["image_folder"]
     path: str  # the folder: train/<class>/*, val/ and test/ optional; ??? : required
     color_mode: Literal["rgb", "grayscale"]  # images decoded with 3 channels or 1
-    cache: Literal["memory", "disk", "none"]  # decoded images: in memory, a temp file, or every epoch
+    cache: Literal["memory", "disk", "none"]  # decoded: once per process, once per machine, every epoch
 
 
 # --- model ---------------------------------------------------------------------------------

@@ -5,24 +5,23 @@ costs 25 times the pixels of one decoded at 1/8 scale. JPEG decoders can scale b
 1/8 while decoding (DCT scaling), so ``decode_image`` picks the largest of those that still
 leaves at least the target size, then resizes (antialiased) the rest of the way. Images are
 kept at the target size as uint8 (a quarter of float32), in memory, on disk or not at all
-(``dataset.cache``), and handed to the model as float32 0-255 pixels.
+(``dataset.cache``; ``decoded`` keeps them once per process or machine), and handed to the
+model as float32 0-255 pixels.
 
 TensorFlow is imported inside the functions.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
-import itertools
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 from pipeline.config.errors import DataError
+from pipeline.data import decoded
 
 CACHES = ("memory", "disk", "none")
 JPEG_SCALES = (8, 4, 2)  # libjpeg's DCT scaling factors, largest first
+CHUNK = 256  # images decoded, or read from a memory-mapped file, per step
 
 
 def decode_image(path, image_size: Sequence[int], channels: int):
@@ -89,9 +88,10 @@ def decode_files(paths, image_size: Sequence[int], channels: int, cache: str = "
         paths: the files.
         image_size: ``(height, width)`` the model takes.
         channels: 1 or 3.
-        cache: ``memory`` keeps the decoded uint8 images in memory (decoded once, now);
-            ``disk`` writes them to a temporary file that the epochs read (for data sets larger
-            than memory); ``none`` decodes every epoch.
+        cache: ``memory`` keeps the decoded uint8 images in this process's memory, where later
+            calls for the same files (a sweep's next job) find them (``decoded``); ``disk`` also
+            writes them to a file shared by processes and memory-maps it (the epochs stream from
+            it, for data sets larger than memory); ``none`` decodes every epoch.
 
     Every file is decoded once here, so the first that cannot be (truncated, corrupt) is named
     in a ``DataError`` now, not mid-epoch in a traceback.
@@ -105,39 +105,58 @@ def decode_files(paths, image_size: Sequence[int], channels: int, cache: str = "
     decode = tf.autograph.experimental.do_not_convert(
         functools.partial(decode_uint8, image_size=tuple(image_size), channels=channels)
     )
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache == "memory":
-        ds = ds.cache()
-    elif cache == "disk":
-        ds = ds.cache(f"{_cache_folder()}/{next(_cache_numbers)}")  # one file set per call
-    _check_every_file(ds, paths, decode)
+    shape = (len(paths), *image_size, channels)
+    if cache == "none":
+        ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        _decode_all(paths, decode, shape, keep=False)  # every file checked now
+    else:
+        array = decoded.images(
+            paths, image_size, channels, lambda: _decode_all(paths, decode, shape), disk=cache == "disk"
+        )
+        ds = _from_array(array)
     return ds.map(lambda image: tf.cast(image, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _check_every_file(ds, paths: list[str], decode) -> None:
-    """One pass over ``ds`` (filling its cache); a file that fails is named in a ``DataError``."""
+def _decode_all(paths: list[str], decode, shape, keep: bool = True):
+    """Every file decoded, in order, in parallel, into a uint8 array of ``shape`` (or checked only,
+    ``keep=False``); a file that fails is named in a ``DataError``."""
+    import numpy as np
     import tensorflow as tf
 
-    chunk, done = 256, 0
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    array = np.empty(shape if keep else (0, *shape[1:]), dtype=np.uint8)
+    done = 0
     try:
-        for batch in ds.batch(chunk):
+        for batch in ds.batch(CHUNK).prefetch(2):
+            if keep:
+                array[done : done + len(batch)] = batch.numpy()
             done += len(batch)
     except tf.errors.OpError:
-        for path in paths[done : done + chunk]:
+        for path in paths[done : done + CHUNK]:
             try:
                 decode(path)
             except tf.errors.OpError as err:
                 reason = err.message.split("}}")[-1].split("[Op:")[0].strip(" .")
                 raise DataError(f"{path}: cannot be decoded ({reason}); replace or remove the file") from None
         raise
+    return array
 
 
-_cache_numbers = itertools.count()
+def _from_array(array):
+    """Images from a uint8 array in memory, or streamed a chunk at a time from a memory-mapped one."""
+    import numpy as np
+    import tensorflow as tf
 
+    if not isinstance(array, np.memmap):
+        return tf.data.Dataset.from_tensor_slices(array)
 
-@functools.cache
-def _cache_folder() -> str:
-    """A temporary folder for ``cache=disk``, removed when the process exits."""
-    folder = tempfile.mkdtemp(prefix="convlab-images-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+    def rows(start):
+        return np.asarray(array[start : start + CHUNK])
+
+    def chunk(start):
+        images = tf.numpy_function(rows, [start], tf.uint8, stateful=False)
+        images.set_shape([None, *array.shape[1:]])
+        return images
+
+    starts = tf.data.Dataset.range(0, len(array), CHUNK)
+    return starts.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from conftest import ROOT, cli, write_image_folder
 import pipeline
 from pipeline import app
 from pipeline.config import sizes
-from pipeline.data import decode, sources
+from pipeline.data import decoded, sources
 from pipeline.model import scratch
 from pipeline.tracking import contract
 from pipeline.training import wiring
@@ -83,7 +82,9 @@ def test_a_large_jpeg_decoded_at_reduced_scale_matches_a_full_decode(tmp_path):
 
 
 @pytest.mark.parametrize("cache", ["disk", "none"])
-def test_images_streamed_from_disk_or_decoded_each_epoch_are_the_ones_kept_in_memory(cache, tmp_path):
+def test_images_streamed_from_disk_or_decoded_each_epoch_are_the_ones_kept_in_memory(
+    cache, tmp_path, monkeypatch
+):
 
     root = write_image_folder(tmp_path / "images", per_class=6, size=24)
 
@@ -92,10 +93,10 @@ def test_images_streamed_from_disk_or_decoded_each_epoch_are_the_ones_kept_in_me
         train, val = sources.to_tf_datasets(split, batch_size=100, seed=0)
         return [np.concatenate([b[0].numpy() for b in ds]) for ds in (train, val)]
 
-    folder = Path(decode._cache_folder())
-    before = set(folder.iterdir())
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(decoded.CACHE_VARIABLE, str(folder))
     (train_memory, val_memory), (train_other, val_other) = epoch("memory"), epoch(cache)
-    written = {p for p in set(folder.iterdir()) - before if p.stat().st_size > 0}
+    written = set(folder.glob("*.npy"))
     assert bool(written) == (cache == "disk")  # disk: a cache file holds the decoded images
     np.testing.assert_array_equal(val_other, val_memory)  # in order
     assert sorted(i.tobytes() for i in train_other) == sorted(i.tobytes() for i in train_memory)
