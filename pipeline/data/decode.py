@@ -81,8 +81,11 @@ def _any_image(raw, channels: int):
     return tf.image.grayscale_to_rgb(image) if channels == 1 else image  # shaped like the JPEG branch
 
 
-def decode_files(paths, image_size: Sequence[int], channels: int, cache: str = "memory"):
-    """Image files as a ``tf.data`` of float32 0-255 images at ``image_size``, in order.
+def decode_files(
+    paths, image_size: Sequence[int], channels: int, cache: str = "memory", as_float: bool = True
+):
+    """Image files as a ``tf.data`` of float32 0-255 images at ``image_size``, in order
+    (``as_float=False``: uint8, for a pipeline that casts its batches).
 
     Args:
         paths: the files.
@@ -114,6 +117,8 @@ def decode_files(paths, image_size: Sequence[int], channels: int, cache: str = "
             paths, image_size, channels, lambda: _decode_all(paths, decode, shape), disk=cache == "disk"
         )
         ds = _from_array(array)
+    if not as_float:
+        return ds
     return ds.map(lambda image: tf.cast(image, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
 
 

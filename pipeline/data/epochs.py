@@ -33,6 +33,8 @@ def passes(images, size: int, buffer: int, batch_size: int, seed: int, span, ski
     # made lazily, one pass at a time: a chain of one dataset per pass took minutes to build for
     # long runs (``trainer.epochs=100000``) before the first batch
     train = tf.data.Dataset.range(first, end).flat_map(one_pass).skip(skip)
+    # images may come as uint8 (decoded files): float32 0-255 from the batch on
+    train = train.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if augment is None:
         return train
     start = first * -(-size // batch_size) + skip  # batches before this one

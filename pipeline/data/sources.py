@@ -265,24 +265,34 @@ def to_tf_datasets(
     autotune = tf.data.AUTOTUNE
     streamed = data.from_files and data.cache != "memory"  # a whole-set shuffle buffer would hold it all
     buffer = min(len(data.y_train), SHUFFLE_BUFFER) if streamed else len(data.y_train)
-    images = image_dataset(data, data.x_train, data.y_train)
+    # uint8 until batched: a whole-set shuffle buffer of float32 images held 4 times the decoded set
+    images = image_dataset(data, data.x_train, data.y_train, as_float=False)
     if passes is None:
         train = images.shuffle(buffer, seed=seed).batch(batch_size)
+        train = train.map(_as_float, num_parallel_calls=autotune)
         if augment is not None:
             train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
     else:
         train = epochs.passes(images, len(data.y_train), buffer, batch_size, seed, passes, skip, augment)
     if not val:
         return train.prefetch(autotune), None
-    val_ds = image_dataset(data, data.x_val, data.y_val).batch(batch_size)
-    return train.prefetch(autotune), val_ds.prefetch(autotune)
+    val_ds = image_dataset(data, data.x_val, data.y_val, as_float=False).batch(batch_size)
+    return train.prefetch(autotune), val_ds.map(_as_float, num_parallel_calls=autotune).prefetch(autotune)
 
 
-def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray):
-    """``(image, label)`` pairs in order; image files decoded up front and cached as ``data.cache`` says."""
+def _as_float(images, labels):
+    """A batch's images as float32 0-255 pixels, what every model here takes."""
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32), labels
+
+
+def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray, as_float: bool = True):
+    """``(image, label)`` pairs in order; image files decoded up front and cached as ``data.cache``
+    says, as float32 0-255 pixels (``as_float=False``: files' images stay uint8, to cast later)."""
     import tensorflow as tf
 
     if not data.from_files:
         return tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    images = decode_files(x, data.image_size, data.channels, data.cache)
+    images = decode_files(x, data.image_size, data.channels, data.cache, as_float=as_float)
     return tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(y)))
