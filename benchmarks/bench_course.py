@@ -13,10 +13,13 @@ training, and for convlab the MLflow run with its figures and model), interleave
 The data is written by bench_data.py into ``--data`` (kept, reused) or a temporary folder. The
 MLflow store is created once before timing (its one-off cost is printed). ``--profile DIR``
 also runs each convlab command once under pyinstrument and writes the profiles there.
+``--tree DIR`` also times convlab from another checkout (``PYTHONPATH=DIR``, e.g. the code
+before a change) in the same interleaved rounds; convlab itself runs from this script's checkout.
 
     python benchmarks/bench_course.py [--repeats 3] [--data DIR] [--profile DIR]
     python benchmarks/bench_course.py --only digits --repeats 5   # one workload (digits|frozen|augmented)
     python benchmarks/bench_course.py --quick      # smoke run: small data, 1 epoch, 1 repeat
+    python benchmarks/bench_course.py --only digits --repeats 5 --tree ../before  # before/after
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Workload:
     course: list[str]
     convlab: list[str]
     samples: dict[str, list[dict]] = dataclasses.field(default_factory=lambda: {"course": [], "convlab": []})
+    env: dict[str, dict] = dataclasses.field(default_factory=dict)  # a side's environment, if not ours
 
 
 def workloads(paths: dict[str, Path], epochs: tuple[int, int, int], uri: str) -> list[Workload]:
@@ -90,11 +94,12 @@ def workloads(paths: dict[str, Path], epochs: tuple[int, int, int], uri: str) ->
     ]
 
 
-def measure(command: list[str], cwd: str) -> dict:
+def measure(command: list[str], cwd: str, env: dict | None = None) -> dict:
     """Runs ``command`` to its end: seconds, peak RSS (MiB, from ``wait4``) and its stdout."""
+    env = env or {**os.environ, "PYTHONPATH": str(HERE.parent)}  # convlab from this checkout
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
@@ -121,9 +126,10 @@ def convlab_accuracy(uri: str) -> dict:
 def run_all(jobs: list[Workload], repeats: int, cwd: str, uri: str) -> None:
     for repeat in range(repeats):
         for job in jobs:
-            order = ("course", "convlab") if repeat % 2 == 0 else ("convlab", "course")
-            for side in order:
-                sample = measure(getattr(job, side), cwd)
+            names = list(job.samples)  # course, convlab, convlab @tree: the order rotates
+            for side in names[repeat % len(names) :] + names[: repeat % len(names)]:
+                command = job.course if side == "course" else job.convlab
+                sample = measure(command, cwd, job.env.get(side))
                 if side == "course":
                     sample.update(json.loads(sample.pop("stdout").strip().splitlines()[-1]))
                 else:
@@ -152,16 +158,21 @@ def report(jobs: list[Workload], repeats: int) -> None:
     header = f"{'workload':<44}{'course s':>9}{'convlab s':>10}{'ratio':>7}{'target':>8}"
     print(header + f"{'RSS MiB course/convlab':>24}   val acc course/convlab (best)")
     for job in jobs:
-        course, convlab = job.samples["course"], job.samples["convlab"]
-        ratio = median(convlab, "seconds") / median(course, "seconds")
-        mark = "ok" if ratio <= job.target else "MISSED"
-        rss = f"{median(course, 'rss_mib'):.0f} / {median(convlab, 'rss_mib'):.0f}"
-        accuracy = (
-            f"{median(course, 'val_accuracy'):.3f} ({median(course, 'best_val_accuracy'):.3f}) / "
-            f"{median(convlab, 'val_accuracy'):.3f} ({median(convlab, 'best_val_accuracy'):.3f})"
-        )
-        line = f"{job.name:<44}{median(course, 'seconds'):>9.1f}{median(convlab, 'seconds'):>10.1f}"
-        print(line + f"{ratio:>6.2f}x{job.target:>6.1f}x {mark:<6}{rss:>16}   {accuracy}")
+        course = job.samples["course"]
+        for side in [name for name in job.samples if name != "course"]:
+            convlab = job.samples[side]
+            ratio = median(convlab, "seconds") / median(course, "seconds")
+            pairs = statistics.median(c["seconds"] / k["seconds"] for c, k in zip(convlab, course))
+            mark = "ok" if ratio <= job.target else "MISSED"
+            rss = f"{median(course, 'rss_mib'):.0f} / {median(convlab, 'rss_mib'):.0f}"
+            accuracy = (
+                f"{median(course, 'val_accuracy'):.3f} ({median(course, 'best_val_accuracy'):.3f}) / "
+                f"{median(convlab, 'val_accuracy'):.3f} ({median(convlab, 'best_val_accuracy'):.3f})"
+            )
+            name = job.name if side == "convlab" else f"  {side}"
+            line = f"{name:<44}{median(course, 'seconds'):>9.1f}{median(convlab, 'seconds'):>10.1f}"
+            print(line + f"{ratio:>6.2f}x{job.target:>6.1f}x {mark:<6}{rss:>16}   {accuracy}"
+                  f"   (median of per-round ratios {pairs:.2f}x)")  # fmt: skip
         spread = [f"{side} {min(s['seconds'] for s in v):.1f}-{max(s['seconds'] for s in v):.1f} s"
                   for side, v in job.samples.items()]  # fmt: skip
         print(f"{'':<44}range: {', '.join(spread)}")
@@ -178,6 +189,7 @@ def main() -> None:
         "--quick", action="store_true", help="smoke run: 2,000 rows, 60 photos, 1 epoch, 1 repeat"
     )
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="run only these workloads")
+    parser.add_argument("--tree", type=Path, help="also time convlab from this checkout (PYTHONPATH)")
     args = parser.parse_args()
     rows, photos, epochs = (2000, 60, (1, 1, 1)) if args.quick else (10_000, 400, (2, 10, 3))
     repeats = 1 if args.quick else args.repeats
@@ -190,6 +202,10 @@ def main() -> None:
         jobs = workloads(paths, epochs, uri)
         if args.only:
             jobs = [job for key, job in zip(WORKLOADS, jobs) if key in args.only]
+        if args.tree is not None:
+            for job in jobs:
+                job.samples[f"convlab @{args.tree.name}"] = []
+                job.env[f"convlab @{args.tree.name}"] = {**os.environ, "PYTHONPATH": str(args.tree.resolve())}
         warm_up = [*workloads(paths, epochs, uri)[0].convlab, "trainer.epochs=1", "tracking.log_model=false"]
         first = measure(warm_up, tmp)
         print(f"creating the MLflow store (one untimed convlab run, 1 epoch): {first['seconds']:.1f} s")
