@@ -12,7 +12,10 @@ training, and for convlab the MLflow run with its figures and model), interleave
 
 The data is written by bench_data.py into ``--data`` (kept, reused) or a temporary folder. The
 MLflow store is created once before timing (its one-off cost is printed). ``--profile DIR``
-also runs each convlab command once under pyinstrument and writes the profiles there.
+also runs each convlab command once under py-spy (every thread, waits included: wall-clock
+seconds), writes its collapsed stacks there and prints where the main thread's seconds went
+(py-spy, not pyinstrument: convlab ends without the interpreter's teardown, before an in-process
+profiler writes its report).
 ``--tree DIR`` also times convlab from another checkout (``PYTHONPATH=DIR``, e.g. the code
 before a change) in the same interleaved rounds; convlab itself runs from this script's checkout.
 
@@ -28,6 +31,8 @@ import argparse
 import dataclasses
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -140,13 +145,25 @@ def run_all(jobs: list[Workload], repeats: int, cwd: str, uri: str) -> None:
 
 
 def profile(jobs: list[Workload], cwd: str, out: Path) -> None:
-    """Each convlab command once under pyinstrument, its text profile in ``out/<n>.txt``."""
+    """Each convlab command once under py-spy: collapsed stacks in ``out/<n>.txt``, and the
+    main thread's seconds in convlab's own functions (inclusive), largest first."""
     out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     for number, job in enumerate(jobs, 1):
         target = out / f"{number}.txt"
-        command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(target), "-m", "pipeline"]
-        subprocess.run([*command, *job.convlab[3:]], cwd=cwd, check=True, capture_output=True)
+        command = [spy, "record", "--idle", "--threads", "-r", "50", "-f", "raw", "-o", str(target), "--"]
+        subprocess.run([*command, *job.convlab], cwd=cwd, check=True, capture_output=True)
         print(f"  profile of {job.name}: {target}")
+        seconds: dict[str, float] = {}
+        for line in target.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            if "MainThread" not in frames[0]:
+                continue
+            for name in {re.sub(r":\d+\)$", ")", f) for f in frames[1:] if "pipeline/" in f}:
+                seconds[name] = seconds.get(name, 0.0) + int(count) / 50
+        for name, value in sorted(seconds.items(), key=lambda item: -item[1])[:25]:
+            print(f"    {value:7.2f} s  {name}")
 
 
 def report(jobs: list[Workload], repeats: int) -> None:
