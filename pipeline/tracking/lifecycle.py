@@ -61,17 +61,6 @@ def run_id() -> str | None:
     return run.run_id if run is not None and run.ready else None
 
 
-def write_in_background(function: Callable, args: tuple) -> bool:
-    """Queues ``function(uri, run_id, *args)`` for the open run's writer thread (``writer``);
-    False (make the call now) outside an open run, or for a tracking server, whose outages
-    ``backlog`` rides out in the run's own thread."""
-    run = _opening[-1] if _opening else None
-    if run is None or not run.is_open or run.uri.startswith(("http:", "https:")):
-        return False
-    run.write_in_background(function, (run.uri, run.run_id, *args))
-    return True
-
-
 def settle() -> None:
     """Waits until the run is open and what an outage queued is written (no-op outside a run)."""
     if _opening:
@@ -107,7 +96,6 @@ def run_context(
     try:
         yield run
         run.wait()  # inside the try: a queued call that fails fails the run
-        run.finish_writes()  # every artifact in the store before the run ends; one that failed fails it
     except KeyboardInterrupt:
         with signals.held():  # a second SIGTERM (srun forwards SLURM's own) must not cut this short
             _end(run, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
@@ -125,8 +113,6 @@ def run_context(
     else:
         _end(run, "FINISHED")
     finally:
-        with contextlib.suppress(Exception):  # a run left RUNNING: nothing more written to it
-            run.finish_writes(drop=True)
         run.stop_heartbeat()  # also for a run left RUNNING: it must look as dead as it is
         _opening.remove(run)
         signals.restore(previous)
@@ -150,8 +136,6 @@ def _end(run: opening.Run, status: str, error: str | None = None) -> None:
 def _end_now(run: opening.Run, status: str, error: str | None) -> None:
     import mlflow
 
-    with contextlib.suppress(Exception):  # what the writer is writing ends before the run does
-        run.finish_writes(drop=status != "FINISHED")
     if not run.is_open:  # failed (or was interrupted) before its run was open: open it now
         try:
             run.wait()

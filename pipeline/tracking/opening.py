@@ -18,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 
-from pipeline.tracking import backlog, heartbeat, plots, redaction, store, system_metrics, writer
+from pipeline.tracking import backlog, heartbeat, plots, redaction, store, system_metrics
 
 
 class Run:
@@ -49,7 +49,6 @@ class Run:
         self._error: BaseException | None = None
         self._open = False
         self._monitor = None  # MLflow's SystemMetricsMonitor, sampling since the run was created
-        self._writer = writer.Writer()  # artifacts drawn and written while the run goes on
 
     def open_in_background(self) -> None:
         """Starts importing MLflow, opening the store and creating the run, in a thread."""
@@ -99,15 +98,6 @@ class Run:
         if batch is not None:
             return self._backlog.submit(batch, function, args, kwargs)
         return self._backlog.call(function, args, kwargs)
-
-    def write_in_background(self, function: Callable, args: tuple) -> None:
-        """Makes ``function(*args)`` in the run's writer thread (``writer``), in order."""
-        self._writer.submit(function, args)
-
-    def finish_writes(self, drop: bool = False) -> None:
-        """Waits for what the writer was given (``drop``: the run is cut short: only what it is
-        writing); raises the first failure."""
-        self._writer.finish(drop)
 
     def settle(self) -> None:
         """Waits until what was queued during an outage is written (``backlog.Backlog.settle``)."""

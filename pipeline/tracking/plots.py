@@ -11,15 +11,3 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def figure(**kwargs):
-    """A matplotlib ``Figure`` outside pyplot (``Figure(**kwargs)``): a run's figures are drawn
-    and logged in a thread of their own (``record.log_figure``), which matplotlib supports for
-    figures pyplot does not manage; nothing needs closing, it is freed once logged."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)  # drawn to pixels, as pyplot's Agg backend would
-    return fig

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import io
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -120,29 +119,13 @@ def log_artifacts(folder: str | Path, artifact_path: str) -> None:
         mlflow.log_artifacts(str(folder), artifact_path)
 
 
-def log_figure(figure, artifact_file: str) -> None:
-    """Logs a figure as a PNG; a figure pyplot does not manage (``plots.figure``) is drawn and
-    written in the run's writer thread (``writer``) while the run goes on."""
-    unmanaged = getattr(getattr(figure, "canvas", None), "manager", True) is None
-    if not (unmanaged and lifecycle.write_in_background(_write_figure, (figure, artifact_file))):
-        _log_figure_now(figure, artifact_file)
-
-
-def _write_figure(uri: str, run_id: str, figure, artifact_file: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient(uri).log_figure(run_id, figure, artifact_file)
-
-
 @_deferrable
-def _log_figure_now(figure, artifact_file: str) -> None:
+def log_figure(figure, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
     import mlflow
 
     mlflow.log_figure(figure, artifact_file)
-    if "matplotlib.pyplot" in sys.modules:  # a pyplot figure is kept by pyplot until closed
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+    plt.close(figure)
 
 
 @_deferrable

@@ -95,9 +95,9 @@ def curves(y_true, probabilities: np.ndarray, class_names: Sequence[str]):
     one-vs-rest per class (at most ``MAX_CURVES``, those with the lowest recall), with AUCs."""
     from sklearn import metrics
 
+    plt = plots.pyplot()
     y_true, n = np.asarray(y_true), len(class_names)
-    fig = plots.figure(figsize=(10, 4.2))
-    roc, pr = fig.subplots(1, 2)
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2)
     recall = np.array([np.mean(probabilities[y_true == c].argmax(axis=1) == c) if (y_true == c).any()
                        else 1.0 for c in range(n)])  # fmt: skip

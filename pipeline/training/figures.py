@@ -18,10 +18,10 @@ MAX_FILTERS = 64  # VGG16's and ResNet50's first conv layers have 64
 
 def learning_curves(history: Mapping[str, Sequence[float]]):
     """Loss and accuracy per epoch, training against validation."""
+    plt = plots.pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig = plots.figure(figsize=(9, 3.5))
-    axes = fig.subplots(1, 2)  # fixed margins: a layout engine costs a draw
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))  # fixed margins: a layout engine costs a draw
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.91, wspace=0.22)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -41,14 +41,14 @@ def learning_curves(history: Mapping[str, Sequence[float]]):
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]):
     """Counts of true class (rows) against predicted class (columns) on the validation set."""
+    plt = plots.pyplot()
     n = len(class_names)
     counts = np.zeros((n, n), dtype=int)
     np.add.at(counts, (np.asarray(y_true), np.asarray(y_pred)), 1)
     names = [name if len(name) <= 20 else f"{name[:19]}…" for name in map(str, class_names)]
     size = max(4.0, 0.45 * n + 2)
     margin = 0.5 + 0.07 * max(map(len, names))  # inches for the tick labels (8 pt, about 0.07" a char)
-    fig = plots.figure(figsize=(size + margin, size + margin))  # fixed margins: no layout engine
-    ax = fig.subplots()
+    fig, ax = plt.subplots(figsize=(size + margin, size + margin))  # fixed margins: no layout engine
     fig.subplots_adjust(left=(margin + 0.3) / (size + margin), right=0.97, top=0.93,
                         bottom=(margin + 0.3) / (size + margin))  # fmt: skip
     ax.imshow(counts, cmap="Blues")
@@ -75,13 +75,14 @@ def filters_and_feature_maps(kernels: np.ndarray, image: np.ndarray, feature_map
         image: the validation image fed through it, ``(H, W, C)``.
         feature_maps: that layer's output for the image, ``(h, w, filters)``.
     """
+    plt = plots.pyplot()
     count = min(kernels.shape[-1], MAX_FILTERS)
     cols = min(count, 10 if count <= 40 else 16)
     mosaic, cells = filter_mosaic(kernels[..., :count], feature_maps[..., :count], cols)
     cell = 0.9  # inches per filter or feature map
     width = 2.4 + cols * cell
     height = max(2.6, 0.6 + cols * cell * mosaic.shape[0] / mosaic.shape[1])  # square cells
-    fig = plots.figure(figsize=(width, height))
+    fig = plt.figure(figsize=(width, height))
     top = 1 - 0.55 / height  # room for the title
     side = fig.add_axes((0.01, 0.02, 2.2 / width, top - 0.04))
     side.imshow(_displayable(image), cmap="gray")

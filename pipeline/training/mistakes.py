@@ -64,6 +64,7 @@ def figure(images: np.ndarray, cams: np.ndarray | None, table):
     One mosaic image on one axes (as the filters figure): a handful of axes would cost a second
     of drawing per run, most of the evaluation's time.
     """
+    plt = plots.pyplot()
     size, cols = images.shape[1], min(len(images), 4)
     gap, label = max(1, size // 12), max(4, size // 4)  # label: room for two lines of text
     stack = 2 if cams is not None else 1
@@ -78,7 +79,7 @@ def figure(images: np.ndarray, cams: np.ndarray | None, table):
         if cams is not None:
             mosaic[y + size + gap : y + 2 * size + gap, x : x + size] = gradcam.overlay(image, cams[index])
     width = 2.0 * cols + 0.2
-    fig = plots.figure(figsize=(width, 0.4 + width * mosaic.shape[0] / mosaic.shape[1]))
+    fig = plt.figure(figsize=(width, 0.4 + width * mosaic.shape[0] / mosaic.shape[1]))
     ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.4 / fig.get_figheight()))
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")

@@ -105,14 +105,12 @@ def train(plan: Plan, strategy, identity: dict[str, str], resumed: dict | None =
             {contract.STOPPED_EPOCH: stopper[0].stopped_epoch + 1 if stopper[0].stopped_epoch else 0}
         )
     probabilities = scorer.probabilities
+    artifacts.log_figures(model, data, history, probabilities)
     # early stopping's best epoch (its min_delta counts) is the one whose weights the model holds;
     # a two-stage run's model holds its second stage's, which that stopper did not watch
     held = stopper[0].best_epoch if stopper and not plan.fine_tune else None
     metrics = _final_metrics(history, held)
     metrics |= _evaluate(plan, model, data, probabilities, history, logger.train_seconds)
-    # the figures are drawn in the run's writer thread, while the rest is logged (after the
-    # speed timings, which nothing else may slow down)
-    artifacts.log_figures(model, data, history, probabilities)
     if data.y_test is not None:  # a held-out test set: scored once, never used to choose
         test_metrics, test_probabilities = artifacts.log_test_set(model, data, plan.batch_size)
         metrics |= test_metrics
@@ -140,10 +138,10 @@ def _evaluate(plan: Plan, model, data, probabilities, history, train_seconds: li
     scorer kept (no second pass); ``evaluation_seconds`` is what it added to the run."""
     started, metrics = time.perf_counter(), {}
     if plan.evaluate:
-        metrics |= speed.measure(model)  # inference time, size, peak memory: first, nothing drawing yet
         names, prefix = data.class_names, contract.VAL_PREFIX
         metrics |= evaluate.log_evaluation(data.y_val, probabilities, names, prefix, skip=set(history))
         mistakes.log_mistakes(model, data, probabilities)  # Grad-CAM on the shown images only
+        metrics |= speed.measure(model)  # inference time, size, peak memory
     timed = train_seconds[1:] or train_seconds  # the first epoch traces
     if timed:  # a resumed run times the epochs its own process trained
         metrics[contract.TRAIN_SECONDS_PER_EPOCH] = float(np.median(timed))
