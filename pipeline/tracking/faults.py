@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import re
 import sqlite3
 
@@ -85,21 +84,6 @@ def disk_full_path(err: BaseException, uri: str) -> str | None:
             return str(store.sqlite_path(uri) or store.redact(uri))
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-class _QuietWhenDiskFull(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "database or disk is full" not in record.getMessage()
-
-
-def quiet_disk_full() -> None:
-    """MLflow logs a full SQLite disk with its traceback, then raises it; convlab says it in one
-    line (``disk_full_path``). A run's figures are written in a thread of their own, so which
-    write meets the full disk first (a figure's or a metric's) is a matter of timing: either way
-    the user reads one line."""
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _QuietWhenDiskFull) for f in logger.filters):
-        logger.addFilter(_QuietWhenDiskFull())
 
 
 def end_run_in_place(uri: str, run_id: str, status: str, error: str) -> bool:

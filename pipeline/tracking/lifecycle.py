@@ -91,7 +91,6 @@ def run_context(
         uri, experiment_name, run_name, tags, claimed, outage_seconds, system_metrics, heartbeat_seconds
     )
     _opening.append(run)
-    faults.quiet_disk_full()
     previous = signals.sigterm_as_interrupt()
     try:
         yield run
