@@ -5,7 +5,7 @@ training, and for convlab the MLflow run with its figures and model), interleave
 (which of the two goes first alternates), with each process's peak RSS (``wait4``) and accuracy:
 
 1. from scratch: the course's digit CNN on a 10,000-row Kaggle CSV, 2 epochs, batch 128
-   (target: convlab <= 1.2x the course's time);
+   (target: convlab <= 1.0x the course's time, issue 28);
 2. transfer: frozen MobileNet alpha 0.25 (weights from a local file) + softmax, SGD, batch 12,
    on ~400 real photos 300-2,600 px wide at 224x224, 10 epochs, no augmentation (<= 0.4x);
 3. the same with flips and 10% shifts, 3 epochs (<= 0.7x).
@@ -23,6 +23,10 @@ before a change) in the same interleaved rounds; convlab itself runs from this s
     python benchmarks/bench_course.py --only digits --repeats 5   # one workload (digits|frozen|augmented)
     python benchmarks/bench_course.py --quick      # smoke run: small data, 1 epoch, 1 repeat
     python benchmarks/bench_course.py --only digits --repeats 5 --tree ../before  # before/after
+
+2026-12-07 (issue 28): not re-measured. At load average 14 to 18 from other work, writing the
+data took 750 s and the untimed warm-up run 273 s; the timed rounds (about 150 s a command)
+could not end in the session's time. The last figures (0.91x, 2026-11-26) are in the README.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def workloads(paths: dict[str, Path], epochs: tuple[int, int, int], uri: str) ->
     return [
         Workload(
             f"from-scratch CNN, digit CSV, {scratch} epochs",
-            1.2,
+            1.0,
             [*course, "digits", str(paths["csv"]), "--epochs", str(scratch)],
             [
                 *convlab,
