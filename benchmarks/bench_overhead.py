@@ -10,15 +10,17 @@ one-off cost, reported separately). ``--tree DIR`` also times convlab from anoth
 
     python benchmarks/bench_overhead.py [--repeats 5] [--tree DIR]
 
-Measured 2026-12-07 23:38-23:53 UTC (convlab at c0e84ea), 2 cores loaded by other work (load
-average 6 to 10: one command ranged 45-81 s), ``python benchmarks/bench_overhead.py --repeats 5``:
+Measured 2026-12-08 00:35-00:38 UTC (convlab at c0e84ea), 2 cores shared with other work (load
+average 3.5 to 6), ``python benchmarks/bench_overhead.py --repeats 3``:
 
 | | median s | min s | max s | ratio | median of per-round ratios |
 |---|---:|---:|---:|---:|---:|
-| plain Keras (``benchmarks/plain_keras.py``) | 66.63 | 44.92 | 80.76 | 1.00 | 1.00 |
-| ``python -m pipeline`` | 65.11 | 50.33 | 122.73 | 0.98 | 0.98 |
+| plain Keras (``benchmarks/plain_keras.py``) | 21.25 | 21.20 | 23.75 | 1.00 | 1.00 |
+| ``python -m pipeline`` | 26.37 | 26.06 | 35.61 | 1.24 | 1.24 |
 
-On a loaded machine the wall-clock ratio hides what convlab adds; CPU seconds (user + sys, one
+(+5.1 s a run; target <= 1.1x: missed.) At load 6 to 10 an hour earlier, ``--repeats 5`` read
+0.98x (plain 66.6 s, convlab 65.1 s, each side ranging 45-81 s and 50-123 s): a loaded machine
+hides the fixed cost. CPU seconds (user + sys, one
 pair, ``os.wait4``) show it: 24.1 s against 17.9 s, +6.2 s a run. Of that, in the process's own
 CPU time: importing MLflow 2.5 s and its SQLAlchemy store 1.4 s (done in a thread while the model
 trains, but on 2 cores it takes a core from training), Hydra's composition and convlab's
