@@ -75,7 +75,8 @@ def test_system_metrics_appear_on_every_run(registered_sweep):
 
 def test_the_served_model_answers_over_http(registered_sweep, tmp_path):
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", registered_sweep.model_uri, "--env-manager", "local"]
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered_sweep.model_uri]
+    command += ["--env-manager", "local"]
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
         [*command, "-h", "127.0.0.1", "-p", str(port)],

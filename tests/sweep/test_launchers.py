@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import cli
+from conftest import SLURM, cli, require
 
 from pipeline.tracking import contract, scheduler
 
@@ -105,6 +106,9 @@ def test_the_watch_submits_with_the_presets_resources_as_the_plugin_does(tmp_pat
     does (hydra-submitit-launcher 1.2.0): every key of the preset reaches SLURM's parameters."""
     from hydra_plugins.convlab_launchers import slurm_launcher
 
+    # submitit's SLURM executor looks for srun as it is made
+    missing = None if shutil.which("srun") else "no SLURM here (srun not found): run .ci/slurm-setup as root"
+    require(SLURM, missing)
     params = {"submitit_folder": str(tmp_path / "%j"), "partition": "gpu", "gpus_per_node": 1}
     params |= {"timeout_min": 120, "max_num_timeout": 5, "mem_gb": 3, "tasks_per_node": 1}
     executor = slurm_launcher._executor(slurm_launcher.SlurmLauncher(**params))
