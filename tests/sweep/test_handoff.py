@@ -77,10 +77,12 @@ def test_the_served_model_answers_over_http(registered_sweep, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered_sweep.model_uri]
     command += ["--env-manager", "local"]
+    # as with the venv active (the docs' setup): MLflow's server runs uvicorn by name
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
         [*command, "-h", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MLFLOW_TRACKING_URI": registered_sweep.uri},
+        env={**os.environ, "MLFLOW_TRACKING_URI": registered_sweep.uri, "PATH": path},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its uvicorn worker too is stopped with the group
