@@ -28,13 +28,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import webbrowser
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config.errors import ConvlabError
+from pipeline.server import process
+from pipeline.server.postgres import ServerError
 from pipeline.tracking import redaction, signals, store, ui
 
 START_TIMEOUT_S = 120.0
@@ -173,30 +173,17 @@ def serve(uri: str, host: str, port: int, on_ready) -> int:
     signals.handle(signals.as_interrupt, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     server = subprocess.Popen(server_command(host, port), env=server_env(uri), start_new_session=True)
     try:
-        if _wait_until_serving(f"http://{_url_host(host)}:{port}/health", server):
+        try:
+            process.wait_until_ready(f"http://{_url_host(host)}:{port}", server, START_TIMEOUT_S)
+        except ServerError:
+            pass  # it exited, or never answered: its exit code is the command's
+        else:
             on_ready()
         return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:  # the server and the uvicorn worker it started
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-
-
-def _wait_until_serving(health: str, server: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(health, timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.3)
-    return False
+        process.stop(server, timeout=20)  # the server and the uvicorn worker it started
 
 
 def _url_host(host: str) -> str:

@@ -12,13 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from pipeline.server import postgres, privileges
 from pipeline.server.basic_auth import ADMIN_PASSWORD
-from pipeline.server.postgres import ServerError
+from pipeline.server.process import stop, wait_until_ready  # noqa: F401 (the tests' names)
 from pipeline.server.serve import DB_PASSWORD, RUN_AS
 
 
@@ -77,32 +75,6 @@ def serving_user(artifacts: Path | None = None) -> str:
     privileges.ensure_user(RUN_AS)
     closed = privileges.first_closed(RUN_AS, [str(artifacts.absolute())], []) if artifacts else None
     return RUN_AS if closed is None and privileges.cannot_run(RUN_AS) is None else "root"
-
-
-def wait_until_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
-    """Polls the server's ``/health`` until it answers; fails early if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServerError(f"the MLflow server exited with code {process.returncode} before answering")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise ServerError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """Stops a server started with ``start_new_session=True``, its workers included."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def kill(process: subprocess.Popen) -> None:

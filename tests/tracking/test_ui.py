@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from conftest import free_port, require, wait_until_serving
 
 from pipeline import ui as ui_command
+from pipeline.server import process
 from pipeline.tracking import contract, store, ui
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -147,12 +147,7 @@ def served_sweep(tmp_path_factory) -> ServedSweep:
             url, experiment_id, parent_id, parent_name, names, root / "chromium", uri, printed, single
         )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # pipeline.ui ends its server, then itself
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        process.stop(server)  # pipeline.ui ends its server, then itself
 
 
 def _printed_url(log: Path, timeout: float = 30) -> str:
@@ -388,9 +383,4 @@ def test_the_registered_version_shows_its_verdict_and_alias(registered_sweep, tm
         chromium(tmp_path / "chromium", *flags, page)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        process.stop(server, timeout=20)
