@@ -34,7 +34,7 @@ def passes(images, size: int, buffer: int, batch_size: int, seed: int, span, ski
     # long runs (``trainer.epochs=100000``) before the first batch
     train = tf.data.Dataset.range(first, end).flat_map(one_pass).skip(skip)
     # images may come as uint8 (decoded files): float32 0-255 from the batch on
-    train = train.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.map(as_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is None:
         return train
     start = first * -(-size // batch_size) + skip  # batches before this one
@@ -51,3 +51,11 @@ def passes(images, size: int, buffer: int, batch_size: int, seed: int, span, ski
 
     # sequential: a parallel map would interleave the counters' resets and draws
     return train.enumerate(start=start).map(augment_batch)
+
+
+def as_float(images, labels):
+    """A batch's images as float32 0-255 pixels, what every model here takes (decoded files stay
+    uint8 until batched: a whole-set shuffle buffer of float32 images held 4 times the set)."""
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32), labels

@@ -269,7 +269,7 @@ def to_tf_datasets(
     images = image_dataset(data, data.x_train, data.y_train, as_float=False)
     if passes is None:
         train = images.shuffle(buffer, seed=seed).batch(batch_size)
-        train = train.map(_as_float, num_parallel_calls=autotune)
+        train = train.map(epochs.as_float, num_parallel_calls=autotune)
         if augment is not None:
             train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
     else:
@@ -277,14 +277,8 @@ def to_tf_datasets(
     if not val:
         return train.prefetch(autotune), None
     val_ds = image_dataset(data, data.x_val, data.y_val, as_float=False).batch(batch_size)
-    return train.prefetch(autotune), val_ds.map(_as_float, num_parallel_calls=autotune).prefetch(autotune)
-
-
-def _as_float(images, labels):
-    """A batch's images as float32 0-255 pixels, what every model here takes."""
-    import tensorflow as tf
-
-    return tf.cast(images, tf.float32), labels
+    val_ds = val_ds.map(epochs.as_float, num_parallel_calls=autotune)
+    return train.prefetch(autotune), val_ds.prefetch(autotune)
 
 
 def image_dataset(data: ImageData, x: np.ndarray, y: np.ndarray, as_float: bool = True):
